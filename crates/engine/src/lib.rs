@@ -1,0 +1,23 @@
+//! The CPU numerical engine of metasched (spec `ALGORITHM.md` §2-4).
+//!
+//! It runs the inner SGD loop of a learner whose per-group learning rates come from a
+//! scheduler, and computes the exact meta-gradient through the whole unroll by hand-written
+//! reverse mode, with exact Hessian-vector products (Pearlmutter's R-operator). It is generic
+//! over the float type so the same code runs in f32 (production) and f64 (reference checks),
+//! and it is the reference every other backend is tested against.
+
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod params;
+pub mod real;
+pub mod task;
+
+pub use config::{
+    Activation, Config, FEATURES, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
+};
+pub use error::{EngineError, Result};
+pub use layout::ThetaLayout;
+pub use params::{LstmParams, Params, Slot, SlotSpec};
+pub use real::Real;
+pub use task::{SetRef, Targets, TargetsRef, TaskBatch, TaskRef};
