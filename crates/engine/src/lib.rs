@@ -21,3 +21,17 @@ pub use layout::ThetaLayout;
 pub use params::{LstmParams, Params, Slot, SlotSpec};
 pub use real::Real;
 pub use task::{SetRef, Targets, TargetsRef, TaskBatch, TaskRef};
+
+pub mod activation;
+pub mod init;
+pub mod inner_loop;
+pub mod linalg;
+pub mod loss;
+pub mod lstm_cell;
+pub mod metagrad;
+pub mod mlp;
+pub mod rng;
+pub mod scheduler;
+
+pub use inner_loop::{TaskOutcome, evaluate_task, run_task, task_meta_gradient};
+pub use metagrad::{Engine, Evaluation, MetaGradient};

@@ -151,6 +151,40 @@ impl<T: Real> Params<T> {
         p
     }
 
+    /// Checks that the tensors the configured scheduler needs are present and that every
+    /// present tensor has the length `config` implies.
+    pub fn validate(&self, config: &Config) -> Result<()> {
+        let kind = config.scheduler.kind.as_str();
+        for slot in Slot::required(config) {
+            if self.slot(config, slot).is_none() {
+                return Err(EngineError::MissingTensor {
+                    name: slot.spec(config).name,
+                    why: format!("scheduler kind `{kind}`"),
+                });
+            }
+        }
+        if self.theta.len() != ThetaLayout::new(config).len() {
+            return Err(EngineError::ShapeMismatch {
+                name: "theta".into(),
+                got: vec![self.theta.len()],
+                expected: vec![ThetaLayout::new(config).len()],
+            });
+        }
+        for slot in [LSTM_SLOTS.as_slice(), &[Slot::LslrZ]].concat() {
+            if let Some(v) = self.slot(config, slot) {
+                let spec = slot.spec(config);
+                if v.len() != spec.shape.iter().product::<usize>() {
+                    return Err(EngineError::ShapeMismatch {
+                        name: spec.name,
+                        got: vec![v.len()],
+                        expected: spec.shape,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// All-zero parameters with the same slots as `self` (the shape of its gradient).
     pub fn zeros_like(&self) -> Self {
         let z = |v: &Vec<T>| vec![T::zero(); v.len()];

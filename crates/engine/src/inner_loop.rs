@@ -1,0 +1,158 @@
+//! One task: the inner SGD loop (spec §3) and its exact meta-gradient (spec §4).
+
+use crate::config::{Config, FEATURES};
+use crate::mlp::{HvpScratch, Mlp, MlpCache};
+use crate::params::Params;
+use crate::real::Real;
+use crate::scheduler::SchedulerTrace;
+use crate::task::TaskRef;
+
+/// What one task's inner run produced.
+#[derive(Debug, Clone)]
+pub struct TaskOutcome<T> {
+    /// Query loss after the inner loop, `L_query(theta_T)`.
+    pub outer_loss: T,
+    /// Rates used, `[T, G]`.
+    pub lr: Vec<T>,
+    /// Scheduler features of each step (what the inner run actually fed the scheduler).
+    pub features: Vec<[T; FEATURES]>,
+}
+
+/// The forward state of one inner run, kept for the backward pass.
+struct Unroll<T> {
+    mlp: Mlp,
+    /// `theta_t`, `[T+1, P]`.
+    thetas: Vec<T>,
+    /// `g_t`, `[T, P]`.
+    grads: Vec<T>,
+    /// Support-set caches at each `theta_t` (for the Hessian-vector products).
+    caches: Vec<MlpCache<T>>,
+    sched: SchedulerTrace<T>,
+    /// Query gradient at `theta_T`.
+    v: Vec<T>,
+    outer_loss: T,
+}
+
+/// `[ln(l + 1e-8), ln(||g|| + 1e-8), t / T]`.
+fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> [T; FEATURES] {
+    let eps = T::of(1e-8);
+    let norm = grad.iter().map(|&g| g * g).sum::<T>().sqrt();
+    [(loss + eps).ln(), (norm + eps).ln(), T::of(t as f64) / T::of(steps as f64)]
+}
+
+/// Runs the inner loop, recording what the backward pass needs. With `fixed_features`, the
+/// scheduler reads those instead of the ones the run produces (finite-difference checks hold
+/// them constant, as spec §3 treats them).
+fn unroll<T: Real>(
+    config: &Config,
+    params: &Params<T>,
+    task: TaskRef<'_, T>,
+    fixed_features: Option<&[[T; FEATURES]]>,
+    keep_caches: bool,
+) -> Unroll<T> {
+    let mlp = Mlp::new(config);
+    let p = mlp.layout.len();
+    let steps = config.inner.steps;
+    let mut thetas = vec![T::zero(); (steps + 1) * p];
+    thetas[..p].copy_from_slice(&params.theta);
+    let mut grads = vec![T::zero(); steps * p];
+    let mut caches = Vec::with_capacity(if keep_caches { steps } else { 0 });
+    let mut sched = SchedulerTrace::new(config);
+    let mut cache = mlp.cache(task.support.n);
+    for t in 0..steps {
+        let (done, next) = thetas.split_at_mut((t + 1) * p);
+        let theta = &done[t * p..];
+        let g = &mut grads[t * p..(t + 1) * p];
+        let loss = mlp.loss_and_grad(g, &mut cache, theta, task.support.x, task.support.y);
+        let x = match fixed_features {
+            Some(f) => f[t],
+            None => features(loss, g, t, steps),
+        };
+        let rates = sched.step(params, t, x);
+        let theta_next = &mut next[..p];
+        for (k, &a) in rates.iter().enumerate() {
+            let r = mlp.layout.group(k);
+            for ((tn, &th), &gi) in theta_next[r.clone()].iter_mut().zip(&theta[r.clone()]).zip(&g[r]) {
+                *tn = th - a * gi;
+            }
+        }
+        if keep_caches {
+            caches.push(cache.clone());
+        }
+    }
+    let mut qcache = mlp.cache(task.query.n);
+    let mut v = vec![T::zero(); p];
+    let theta_t = &thetas[steps * p..];
+    let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
+    Unroll { mlp, thetas, grads, caches, sched, v, outer_loss }
+}
+
+/// Query loss after the inner loop, and the rates used, without any gradient.
+pub fn evaluate_task<T: Real>(config: &Config, params: &Params<T>, task: TaskRef<'_, T>) -> TaskOutcome<T> {
+    run_task(config, params, task, None)
+}
+
+/// Like [`evaluate_task`], optionally with the scheduler's features held at given values.
+pub fn run_task<T: Real>(
+    config: &Config,
+    params: &Params<T>,
+    task: TaskRef<'_, T>,
+    fixed_features: Option<&[[T; FEATURES]]>,
+) -> TaskOutcome<T> {
+    let u = unroll(config, params, task, fixed_features, false);
+    TaskOutcome {
+        outer_loss: u.outer_loss,
+        lr: u.sched.rates().to_vec(),
+        features: u.sched.features().to_vec(),
+    }
+}
+
+/// The meta-gradient of `scale · L_query(theta_T)` for one task, accumulated into `grad`
+/// (which must have the slots of `params`). `scale` is `1/B` for a batch mean.
+pub fn task_meta_gradient<T: Real>(
+    grad: &mut Params<T>,
+    config: &Config,
+    params: &Params<T>,
+    task: TaskRef<'_, T>,
+    scale: T,
+) -> TaskOutcome<T> {
+    let second_order = !config.inner.first_order;
+    let Unroll { mlp, thetas, grads, caches, sched, mut v, outer_loss } =
+        unroll(config, params, task, None, second_order);
+    let p = mlp.layout.len();
+    let g_count = mlp.layout.groups();
+    let steps = config.inner.steps;
+    for x in v.iter_mut() {
+        *x *= scale;
+    }
+    let mut da = vec![T::zero(); steps * g_count];
+    let mut u = vec![T::zero(); p];
+    let mut hv = vec![T::zero(); p];
+    let mut scratch: HvpScratch<T> = mlp.hvp_scratch(task.support.n);
+    for t in (0..steps).rev() {
+        let g = &grads[t * p..(t + 1) * p];
+        let rates = sched.rates_at(t);
+        for k in 0..g_count {
+            let r = mlp.layout.group(k);
+            da[t * g_count + k] = -crate::linalg::dot(&v[r.clone()], &g[r]);
+        }
+        if second_order {
+            for (k, &a) in rates.iter().enumerate() {
+                let r = mlp.layout.group(k);
+                for (ui, &vi) in u[r.clone()].iter_mut().zip(&v[r]) {
+                    *ui = a * vi;
+                }
+            }
+            let theta = &thetas[t * p..(t + 1) * p];
+            mlp.hvp(&mut hv, &mut scratch, &caches[t], theta, task.support.x, &u);
+            for (vi, &h) in v.iter_mut().zip(&hv) {
+                *vi -= h;
+            }
+        }
+    }
+    sched.backward(grad, params, &da);
+    for (gi, &vi) in grad.theta.iter_mut().zip(&v) {
+        *gi += vi;
+    }
+    TaskOutcome { outer_loss, lr: sched.rates().to_vec(), features: sched.features().to_vec() }
+}

@@ -1,0 +1,133 @@
+//! The three small dense products the learner needs, written so the compiler vectorises them.
+//!
+//! All matrices are row-major slices. Each function *accumulates* into `out` (callers clear it
+//! first when they need a plain product), which lets the R-operator sum two products without a
+//! temporary. The innermost loops run over contiguous memory so they compile to SIMD axpys;
+//! summation order is fixed, so results are deterministic.
+
+use crate::real::Real;
+
+/// `out[n×m] += a[n×k] · b[m×k]ᵀ` (a layer's forward pass, `H Wᵀ`).
+pub fn gemm_nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
+    debug_assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= m * k);
+    for r in 0..n {
+        let ar = &a[r * k..(r + 1) * k];
+        let or = &mut out[r * m..(r + 1) * m];
+        for (j, o) in or.iter_mut().enumerate() {
+            *o += dot(ar, &b[j * k..(j + 1) * k]);
+        }
+    }
+}
+
+/// `out[n×m] += a[n×k] · b[k×m]` (back-propagation to a layer's input, `δ W`).
+pub fn gemm_nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
+    debug_assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= k * m);
+    for r in 0..n {
+        let or = &mut out[r * m..(r + 1) * m];
+        for (p, &s) in a[r * k..(r + 1) * k].iter().enumerate() {
+            axpy(or, s, &b[p * m..(p + 1) * m]);
+        }
+    }
+}
+
+/// `out[m×k] += a[n×m]ᵀ · b[n×k]` (a layer's weight gradient, `δᵀ H`).
+pub fn gemm_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
+    debug_assert!(out.len() >= m * k && a.len() >= n * m && b.len() >= n * k);
+    for r in 0..n {
+        let br = &b[r * k..(r + 1) * k];
+        for (i, &s) in a[r * m..(r + 1) * m].iter().enumerate() {
+            axpy(&mut out[i * k..(i + 1) * k], s, br);
+        }
+    }
+}
+
+/// `y += s · x`.
+#[inline]
+pub fn axpy<T: Real>(y: &mut [T], s: T, x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += s * x;
+    }
+}
+
+/// `Σ a·b` with eight independent partial sums (vectorisable, fixed order).
+#[inline]
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let mut acc = [T::zero(); 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let (ac, bc) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for l in 0..8 {
+            acc[l] += ac[l] * bc[l];
+        }
+    }
+    let mut tail = T::zero();
+    for i in chunks * 8..n {
+        tail += a[i] * b[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Adds `b` to every row of `out[n×m]` (a layer's bias).
+pub fn add_row<T: Real>(out: &mut [T], b: &[T], n: usize, m: usize) {
+    for r in 0..n {
+        for (o, &b) in out[r * m..(r + 1) * m].iter_mut().zip(b) {
+            *o += b;
+        }
+    }
+}
+
+/// `out[m] += Σ_rows a[n×m]` (a layer's bias gradient).
+pub fn col_sum_acc<T: Real>(out: &mut [T], a: &[T], n: usize, m: usize) {
+    for r in 0..n {
+        for (o, &x) in out[..m].iter_mut().zip(&a[r * m..(r + 1) * m]) {
+            *o += x;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
+        let mut c = vec![0.0; n * m];
+        for r in 0..n {
+            for j in 0..m {
+                for p in 0..k {
+                    c[r * m + j] += a[r * k + p] * b[p * m + j];
+                }
+            }
+        }
+        c
+    }
+
+    fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
+        let mut t = vec![0.0; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                t[j * r + i] = a[i * c + j];
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn products_match_naive() {
+        let (n, k, m) = (3, 11, 5);
+        let a: Vec<f64> = (0..n * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * m).map(|i| (i as f64 * 0.91).cos()).collect();
+        let want = naive(&a, &b, n, k, m);
+        let mut nn = vec![0.0; n * m];
+        gemm_nn_acc(&mut nn, &a, &b, n, k, m);
+        let mut nt = vec![0.0; n * m];
+        gemm_nt_acc(&mut nt, &a, &transpose(&b, k, m), n, k, m);
+        let mut tn = vec![0.0; n * m];
+        gemm_tn_acc(&mut tn, &transpose(&a, n, k), &b, k, n, m);
+        for i in 0..n * m {
+            assert!((nn[i] - want[i]).abs() < 1e-12, "nn {i}");
+            assert!((nt[i] - want[i]).abs() < 1e-12, "nt {i}");
+            assert!((tn[i] - want[i]).abs() < 1e-12, "tn {i}");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The learning-rate scheduler of one inner run: produces `a_t` step by step (spec §3) and,
+//! once the meta-backward pass has produced every `dJ/da_t`, back-propagates into phi.
+
+use crate::config::{Config, FEATURES, SchedulerKind};
+use crate::lstm_cell::{lstm_cell_backward, lstm_cell_forward, sigmoid};
+use crate::params::{LstmParams, Params};
+use crate::real::Real;
+
+/// Everything one task's scheduler computed, kept for the backward pass.
+#[derive(Debug, Clone)]
+pub struct SchedulerTrace<T> {
+    kind: SchedulerKind,
+    groups: usize,
+    hidden: usize,
+    lr_min: T,
+    lr_span: T,
+    lr_fixed: T,
+    /// `σ(z_t)`, `[T, G]`.
+    sig: Vec<T>,
+    /// `a_t`, `[T, G]`.
+    rates: Vec<T>,
+    /// Features, `[T]`.
+    xs: Vec<[T; FEATURES]>,
+    /// `h_t`, `[T+1, H]` (`h_0 = 0`).
+    hs: Vec<T>,
+    /// `c_t`, `[T+1, H]`.
+    cs: Vec<T>,
+    /// Activated gates, `[T, 4H]`.
+    gates: Vec<T>,
+    /// `tanh(c_{t+1})`, `[T, H]`.
+    tanh_c: Vec<T>,
+}
+
+impl<T: Real> SchedulerTrace<T> {
+    /// An empty trace for one inner run of `config`.
+    pub fn new(config: &Config) -> Self {
+        let s = &config.scheduler;
+        let (steps, g) = (config.inner.steps, config.groups());
+        let h = if s.kind == SchedulerKind::Lstm { s.hidden } else { 0 };
+        Self {
+            kind: s.kind,
+            groups: g,
+            hidden: h,
+            lr_min: T::of(s.lr_min),
+            lr_span: T::of(s.lr_max - s.lr_min),
+            lr_fixed: T::of(s.lr_fixed),
+            sig: vec![T::zero(); steps * g],
+            rates: vec![T::zero(); steps * g],
+            xs: vec![[T::zero(); FEATURES]; steps],
+            hs: vec![T::zero(); (steps + 1) * h],
+            cs: vec![T::zero(); (steps + 1) * h],
+            gates: vec![T::zero(); steps * 4 * h],
+            tanh_c: vec![T::zero(); steps * h],
+        }
+    }
+
+    /// Computes the rates `a_t` of step `t` from the features `x_t` (steps must be taken in
+    /// order 0, 1, ...). `params` must hold the phi tensors of the configured kind.
+    pub fn step(&mut self, params: &Params<T>, t: usize, x: [T; FEATURES]) -> &[T] {
+        let g = self.groups;
+        self.xs[t] = x;
+        let rates = &mut self.rates[t * g..(t + 1) * g];
+        let sig = &mut self.sig[t * g..(t + 1) * g];
+        match self.kind {
+            SchedulerKind::Fixed => rates.fill(self.lr_fixed),
+            SchedulerKind::Lslr => {
+                let z = &params.lslr.as_ref().expect("validated: lslr table present")[t * g..(t + 1) * g];
+                for ((r, s), &z) in rates.iter_mut().zip(sig.iter_mut()).zip(z) {
+                    *s = sigmoid(z);
+                    *r = self.lr_min + self.lr_span * *s;
+                }
+            }
+            SchedulerKind::Lstm => {
+                let p = params.lstm.as_ref().expect("validated: lstm tensors present");
+                let h = self.hidden;
+                let (hs_prev, hs_next) = self.hs.split_at_mut((t + 1) * h);
+                let (cs_prev, cs_next) = self.cs.split_at_mut((t + 1) * h);
+                lstm_cell_forward(
+                    &mut hs_next[..h],
+                    &mut cs_next[..h],
+                    &mut self.gates[t * 4 * h..(t + 1) * 4 * h],
+                    &mut self.tanh_c[t * h..(t + 1) * h],
+                    p,
+                    &x,
+                    &hs_prev[t * h..],
+                    &cs_prev[t * h..],
+                );
+                let h_new = &hs_next[..h];
+                for k in 0..g {
+                    let z = p.head_b[k] + crate::linalg::dot(&p.head_w[k * h..(k + 1) * h], h_new);
+                    sig[k] = sigmoid(z);
+                    rates[k] = self.lr_min + self.lr_span * sig[k];
+                }
+            }
+        }
+        rates
+    }
+
+    /// The rates of every step so far, `[T, G]`.
+    pub fn rates(&self) -> &[T] {
+        &self.rates
+    }
+
+    /// The rates of step `t`.
+    pub fn rates_at(&self, t: usize) -> &[T] {
+        &self.rates[t * self.groups..(t + 1) * self.groups]
+    }
+
+    /// The features of every step, as fed to the scheduler.
+    pub fn features(&self) -> &[[T; FEATURES]] {
+        &self.xs
+    }
+
+    /// Back-propagates `da = dJ/da_t` (`[T, G]`, all steps) into the phi gradients of `grad`
+    /// (accumulating). `dJ/dz = dJ/da · (lr_max − lr_min) · σ(z)(1 − σ(z))`, then into the LSLR
+    /// table, or into the head and through the LSTM by back-propagation through time.
+    pub fn backward(&self, grad: &mut Params<T>, params: &Params<T>, da: &[T]) {
+        let g = self.groups;
+        let steps = self.xs.len();
+        let dz = |t: usize, k: usize| {
+            da[t * g + k] * self.lr_span * self.sig[t * g + k] * (T::one() - self.sig[t * g + k])
+        };
+        match self.kind {
+            SchedulerKind::Fixed => {}
+            SchedulerKind::Lslr => {
+                let gz = grad.lslr.as_mut().expect("gradient has the lslr slot");
+                for t in 0..steps {
+                    for k in 0..g {
+                        gz[t * g + k] += dz(t, k);
+                    }
+                }
+            }
+            SchedulerKind::Lstm => {
+                let p = params.lstm.as_ref().expect("validated: lstm tensors present");
+                let gl: &mut LstmParams<T> = grad.lstm.as_mut().expect("gradient has the lstm slots");
+                let h = self.hidden;
+                let mut dh_carry = vec![T::zero(); h];
+                let mut dc_carry = vec![T::zero(); h];
+                let mut dh_total = vec![T::zero(); h];
+                let mut dh_prev = vec![T::zero(); h];
+                let mut dc_prev = vec![T::zero(); h];
+                let mut dgates = vec![T::zero(); 4 * h];
+                for t in (0..steps).rev() {
+                    let h_new = &self.hs[(t + 1) * h..(t + 2) * h];
+                    dh_total.copy_from_slice(&dh_carry);
+                    for k in 0..g {
+                        let d = dz(t, k);
+                        crate::linalg::axpy(&mut gl.head_w[k * h..(k + 1) * h], d, h_new);
+                        gl.head_b[k] += d;
+                        crate::linalg::axpy(&mut dh_total, d, &p.head_w[k * h..(k + 1) * h]);
+                    }
+                    lstm_cell_backward(
+                        &mut dh_prev,
+                        &mut dc_prev,
+                        &mut dgates,
+                        gl,
+                        p,
+                        &self.xs[t],
+                        &self.hs[t * h..(t + 1) * h],
+                        &self.cs[t * h..(t + 1) * h],
+                        &self.gates[t * 4 * h..(t + 1) * 4 * h],
+                        &self.tanh_c[t * h..(t + 1) * h],
+                        &dh_total,
+                        &dc_carry,
+                    );
+                    std::mem::swap(&mut dh_carry, &mut dh_prev);
+                    std::mem::swap(&mut dc_carry, &mut dc_prev);
+                }
+            }
+        }
+    }
+}
