@@ -4,3 +4,4 @@
 
 pub use metasched_engine as engine;
 pub use metasched_formats as formats;
+pub use metasched_tasks as tasks;

@@ -1,0 +1,33 @@
+//! Exit codes: 2 for input the user can fix (bad files, bad flags), 1 for internal failures.
+
+use metasched_engine::EngineError;
+use metasched_formats::FormatError;
+
+/// Marks an error as caused by the user's input, so `main` exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Exit code for input errors.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for internal failures.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// The exit code an error deserves.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<BadInput>().is_some() {
+            return EXIT_BAD_INPUT;
+        }
+        if let Some(f) = cause.downcast_ref::<FormatError>() {
+            return if f.is_bad_input() { EXIT_BAD_INPUT } else { EXIT_FAILURE };
+        }
+        if let Some(e) = cause.downcast_ref::<EngineError>() {
+            return match e {
+                EngineError::ThreadPool(_) => EXIT_FAILURE,
+                _ => EXIT_BAD_INPUT,
+            };
+        }
+    }
+    EXIT_FAILURE
+}

@@ -1,0 +1,7 @@
+//! Task families of metasched. Every task is a pure function of `(seed, step, task index)`
+//! through a counter-based generator, so any worker can produce any task and no task data
+//! needs to cross the network.
+
+pub mod sinusoid;
+
+pub use sinusoid::{Sinusoid, sample_sinusoid};

@@ -1,0 +1,114 @@
+//! MAML's sinusoid regression family: `y = A·sin(x − φ)` with `A ~ U[0.1, 5]`,
+//! `φ ~ U[0, π]`, `x ~ U[−5, 5]`.
+
+use metasched_engine::rng::CounterRng;
+use metasched_engine::{Targets, TaskBatch};
+
+/// Parameters of the family (MAML's defaults from [`Sinusoid::default`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sinusoid {
+    /// Amplitude range.
+    pub amplitude: (f64, f64),
+    /// Phase range.
+    pub phase: (f64, f64),
+    /// Input range.
+    pub x: (f64, f64),
+}
+
+impl Default for Sinusoid {
+    fn default() -> Self {
+        Self { amplitude: (0.1, 5.0), phase: (0.0, std::f64::consts::PI), x: (-5.0, 5.0) }
+    }
+}
+
+impl Sinusoid {
+    /// Task `index` of step `step`: `k` support and `q` query points, written into the
+    /// slices of a batch (`[k]`, `[q]` for x and y each, since `d_0 = d_L = 1`).
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        seed: u64,
+        step: u64,
+        index: u64,
+        xs: &mut [f32],
+        ys: &mut [f32],
+        xq: &mut [f32],
+        yq: &mut [f32],
+    ) {
+        let mut rng = CounterRng::new(seed, &[step, index]);
+        let a = rng.uniform_in(self.amplitude.0, self.amplitude.1);
+        let phase = rng.uniform_in(self.phase.0, self.phase.1);
+        for (x, y) in xs.iter_mut().zip(ys.iter_mut()).chain(xq.iter_mut().zip(yq.iter_mut())) {
+            let v = rng.uniform_in(self.x.0, self.x.1);
+            *x = v as f32;
+            *y = (a * (v - phase).sin()) as f32;
+        }
+    }
+
+    /// Tasks `first .. first + count` of meta-step `step`, as a batch.
+    pub fn sample(
+        &self,
+        seed: u64,
+        step: u64,
+        first: u64,
+        count: usize,
+        k: usize,
+        q: usize,
+    ) -> TaskBatch<f32> {
+        let mut sx = vec![0.0; count * k];
+        let mut sy = vec![0.0; count * k];
+        let mut qx = vec![0.0; count * q];
+        let mut qy = vec![0.0; count * q];
+        for i in 0..count {
+            self.fill(
+                seed,
+                step,
+                first + i as u64,
+                &mut sx[i * k..(i + 1) * k],
+                &mut sy[i * k..(i + 1) * k],
+                &mut qx[i * q..(i + 1) * q],
+                &mut qy[i * q..(i + 1) * q],
+            );
+        }
+        TaskBatch {
+            b: count,
+            k,
+            q,
+            d_in: 1,
+            d_out: 1,
+            support_x: sx,
+            support_y: Targets::Values(sy),
+            query_x: qx,
+            query_y: Targets::Values(qy),
+        }
+    }
+}
+
+/// `count` default-sinusoid tasks of step `step` starting at index 0.
+pub fn sample_sinusoid(seed: u64, step: u64, count: usize, k: usize, q: usize) -> TaskBatch<f32> {
+    Sinusoid::default().sample(seed, step, 0, count, k, q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_depends_only_on_its_coordinates() {
+        let s = Sinusoid::default();
+        let whole = s.sample(5, 3, 0, 4, 10, 7);
+        let tail = s.sample(5, 3, 2, 2, 10, 7);
+        assert_eq!(&whole.support_x[20..], &tail.support_x[..]);
+        assert_eq!(&whole.query_x[14..], &tail.query_x[..]);
+        let other_step = s.sample(5, 4, 0, 4, 10, 7);
+        assert_ne!(whole.support_x, other_step.support_x);
+    }
+
+    #[test]
+    fn targets_are_sinusoids_within_the_amplitude_range() {
+        let b = sample_sinusoid(1, 0, 50, 10, 10);
+        let Targets::Values(y) = &b.support_y else { panic!("mse targets") };
+        assert!(y.iter().all(|v| v.abs() <= 5.0));
+        assert!(b.support_x.iter().all(|x| (-5.0..5.0).contains(x)));
+    }
+}
