@@ -36,20 +36,7 @@ fn random_params(config: &Config, seed: u64) -> Params<f64> {
 }
 
 fn random_batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f64> {
-    let (d_in, d_out) = (config.d_in(), config.d_out());
-    let mut rng = CounterRng::new(seed, &[7]);
-    let mut vals = |n: usize| (0..n).map(|_| rng.uniform_in(-1.5, 1.5)).collect::<Vec<f64>>();
-    let support_x = vals(b * k * d_in);
-    let query_x = vals(b * q * d_in);
-    let (support_y, query_y) = match config.model.loss {
-        LossKind::Mse => (Targets::Values(vals(b * k * d_out)), Targets::Values(vals(b * q * d_out))),
-        LossKind::CrossEntropy => {
-            let mut r = CounterRng::new(seed, &[8]);
-            let mut labels = |n: usize| (0..n).map(|_| r.below(d_out as u64) as u32).collect::<Vec<u32>>();
-            (Targets::Labels(labels(b * k)), Targets::Labels(labels(b * q)))
-        }
-    };
-    TaskBatch { b, k, q, d_in, d_out, support_x, support_y, query_x, query_y }
+    metasched_tasks::random_batch(config, b, k, q, seed)
 }
 
 /// J with the features of every task held at `feats`.

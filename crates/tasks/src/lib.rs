@@ -2,6 +2,8 @@
 //! through a counter-based generator, so any worker can produce any task and no task data
 //! needs to cross the network.
 
+pub mod random;
 pub mod sinusoid;
 
+pub use random::random_batch;
 pub use sinusoid::{Sinusoid, sample_sinusoid};

@@ -7,8 +7,7 @@ use std::process::{Command, Output};
 
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{
-    Activation, Config, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig, SchedulerKind, Targets,
-    TaskBatch,
+    Activation, Config, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig, SchedulerKind, TaskBatch,
 };
 
 /// The binary under test.
@@ -50,20 +49,7 @@ pub fn random_params(config: &Config, seed: u64) -> Params<f32> {
 
 /// A random batch of `b` tasks for `config`.
 pub fn random_batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
-    let (d_in, d_out) = (config.d_in(), config.d_out());
-    let mut rng = CounterRng::new(seed, &[2]);
-    let mut vals = |n: usize| (0..n).map(|_| rng.uniform_in(-1.5, 1.5) as f32).collect::<Vec<f32>>();
-    let support_x = vals(b * k * d_in);
-    let query_x = vals(b * q * d_in);
-    let (support_y, query_y) = match config.model.loss {
-        LossKind::Mse => (Targets::Values(vals(b * k * d_out)), Targets::Values(vals(b * q * d_out))),
-        LossKind::CrossEntropy => {
-            let mut r = CounterRng::new(seed, &[3]);
-            let mut labels = |n: usize| (0..n).map(|_| r.below(d_out as u64) as u32).collect::<Vec<u32>>();
-            (Targets::Labels(labels(b * k)), Targets::Labels(labels(b * q)))
-        }
-    };
-    TaskBatch { b, k, q, d_in, d_out, support_x, support_y, query_x, query_y }
+    metasched_tasks::random_batch(config, b, k, q, seed)
 }
 
 /// Writes a checkpoint and a task file for a random problem into `dir`.
