@@ -7,7 +7,7 @@ use metasched_engine::mlp::Mlp;
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{
     Activation, Config, Engine, FEATURES, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig,
-    SchedulerKind, Slot, Targets, TaskBatch, run_task,
+    SchedulerKind, Slot, TaskBatch, run_task,
 };
 
 const TOL: f64 = 1e-6;
