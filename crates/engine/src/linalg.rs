@@ -4,22 +4,43 @@
 //! first when they need a plain product), which lets the R-operator sum two products without a
 //! temporary. The innermost loops run over contiguous memory so they compile to SIMD axpys;
 //! summation order is fixed, so results are deterministic.
+//!
+//! Each product is compiled several times (`multiversion`): for AVX-512, AVX2 and the
+//! baseline, picked at run time, so one binary is fast on every x86-64 machine without
+//! `target-cpu=native`. No fused multiply-add is used and every sum has a fixed order, so all
+//! versions give bitwise identical results (what lets runs on different machines agree).
+// The dispatch code that `multiversion` generates uses `unsafe` to call the clone the CPU
+// supports; it checks the CPU features first.
+#![allow(unsafe_code)]
+
+use multiversion::multiversion;
 
 use crate::real::Real;
 
-/// `out[n×m] += a[n×k] · b[m×k]ᵀ` (a layer's forward pass, `H Wᵀ`).
+/// `out[n×m] += a[n×k] · b[m×k]ᵀ` (a layer's forward pass, `H Wᵀ`). Dot products for wide
+/// inputs; for narrow ones (`k < 8`, e.g. a 1-d input layer) a pass per `p` over the row.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn gemm_nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
     debug_assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= m * k);
     for r in 0..n {
         let ar = &a[r * k..(r + 1) * k];
         let or = &mut out[r * m..(r + 1) * m];
-        for (j, o) in or.iter_mut().enumerate() {
-            *o += dot(ar, &b[j * k..(j + 1) * k]);
+        if k < 8 {
+            for (p, &s) in ar.iter().enumerate() {
+                for (j, o) in or.iter_mut().enumerate() {
+                    *o += s * b[j * k + p];
+                }
+            }
+        } else {
+            for (j, o) in or.iter_mut().enumerate() {
+                *o += dot(ar, &b[j * k..(j + 1) * k]);
+            }
         }
     }
 }
 
 /// `out[n×m] += a[n×k] · b[k×m]` (back-propagation to a layer's input, `δ W`).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn gemm_nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
     debug_assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= k * m);
     for r in 0..n {
@@ -30,13 +51,24 @@ pub fn gemm_nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize,
     }
 }
 
-/// `out[m×k] += a[n×m]ᵀ · b[n×k]` (a layer's weight gradient, `δᵀ H`).
+/// `out[m×k] += a[n×m]ᵀ · b[n×k]` (a layer's weight gradient, `δᵀ H`). Rows of `out` for
+/// wide inputs; for narrow ones (`k < 8`) a pass per column over all of `out`'s rows.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn gemm_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
     debug_assert!(out.len() >= m * k && a.len() >= n * m && b.len() >= n * k);
     for r in 0..n {
+        let ar = &a[r * m..(r + 1) * m];
         let br = &b[r * k..(r + 1) * k];
-        for (i, &s) in a[r * m..(r + 1) * m].iter().enumerate() {
-            axpy(&mut out[i * k..(i + 1) * k], s, br);
+        if k < 8 {
+            for (c, &s) in br.iter().enumerate() {
+                for (i, &x) in ar.iter().enumerate() {
+                    out[i * k + c] += x * s;
+                }
+            }
+        } else {
+            for (i, &s) in ar.iter().enumerate() {
+                axpy(&mut out[i * k..(i + 1) * k], s, br);
+            }
         }
     }
 }
@@ -114,7 +146,12 @@ mod tests {
 
     #[test]
     fn products_match_naive() {
-        let (n, k, m) = (3, 11, 5);
+        for (n, k, m) in [(3, 11, 5), (4, 40, 40), (2, 17, 25), (10, 1, 40)] {
+            check_products(n, k, m);
+        }
+    }
+
+    fn check_products(n: usize, k: usize, m: usize) {
         let a: Vec<f64> = (0..n * k).map(|i| (i as f64 * 0.37).sin()).collect();
         let b: Vec<f64> = (0..k * m).map(|i| (i as f64 * 0.91).cos()).collect();
         let want = naive(&a, &b, n, k, m);

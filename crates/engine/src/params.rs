@@ -324,9 +324,35 @@ impl<T: Real> Params<T> {
 
     /// `self += other`, element by element (both must have the same slots).
     pub fn add_assign(&mut self, other: &Self) {
-        for (a, &b) in self.values_mut().zip(other.values()) {
-            *a += b;
+        for (a, b) in self.buffers_mut().into_iter().zip(other.buffers()) {
+            for (a, &b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
         }
+    }
+
+    /// The contiguous buffers holding the values, in canonical order (fast element-wise work).
+    pub fn buffers(&self) -> Vec<&[T]> {
+        let mut v: Vec<&[T]> = vec![&self.theta];
+        if let Some(l) = &self.lstm {
+            v.extend([&l.w_ih[..], &l.w_hh, &l.b_ih, &l.b_hh, &l.head_w, &l.head_b]);
+        }
+        if let Some(z) = &self.lslr {
+            v.push(z);
+        }
+        v
+    }
+
+    /// Mutable [`Params::buffers`].
+    pub fn buffers_mut(&mut self) -> Vec<&mut [T]> {
+        let mut v: Vec<&mut [T]> = vec![&mut self.theta];
+        if let Some(l) = &mut self.lstm {
+            v.extend([&mut l.w_ih[..], &mut l.w_hh, &mut l.b_ih, &mut l.b_hh, &mut l.head_w, &mut l.head_b]);
+        }
+        if let Some(z) = &mut self.lslr {
+            v.push(z);
+        }
+        v
     }
 }
 
