@@ -30,9 +30,12 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a task-batch file sampled from a task family.
     SampleTasks(SampleTasksArgs),
+    /// Meta-train a learned learning-rate scheduler (and initialisation).
+    Train(crate::train::TrainArgs),
 }
 
-fn parse_activation(s: &str) -> Result<Activation, String> {
+/// Parses `relu` / `tanh`.
+pub fn parse_activation(s: &str) -> Result<Activation, String> {
     match s {
         "relu" => Ok(Activation::Relu),
         "tanh" => Ok(Activation::Tanh),
@@ -40,7 +43,8 @@ fn parse_activation(s: &str) -> Result<Activation, String> {
     }
 }
 
-fn parse_loss(s: &str) -> Result<LossKind, String> {
+/// Parses `mse` / `cross_entropy`.
+pub fn parse_loss(s: &str) -> Result<LossKind, String> {
     match s {
         "mse" => Ok(LossKind::Mse),
         "cross_entropy" | "cross-entropy" | "ce" => Ok(LossKind::CrossEntropy),
@@ -140,9 +144,24 @@ pub struct EvalArgs {
     /// Checkpoint (safetensors, spec §5).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Task batch (safetensors, spec §6).
+    /// A task-batch file (spec §6); with --task, the number of fresh test tasks to sample.
     #[arg(long)]
-    pub tasks: PathBuf,
+    pub tasks: String,
+    /// Sample fresh held-out tasks of this family (sinusoid, digits) instead of reading a file.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// With --task: support points per task (per class for digits).
+    #[arg(long, default_value_t = 10)]
+    pub shots: usize,
+    /// With --task: query points per task (per class for digits).
+    #[arg(long, default_value_t = 100)]
+    pub query: usize,
+    /// With --task digits: classes per task.
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
+    /// With --task: seed of the sampled test tasks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Optional output file (safetensors): outer_loss, lr.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -12,6 +12,24 @@ pub struct BadInput(pub String);
 pub const EXIT_BAD_INPUT: i32 = 2;
 /// Exit code for internal failures.
 pub const EXIT_FAILURE: i32 = 1;
+/// Exit code after a SIGINT/SIGTERM that stopped training cleanly (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// The error and its causes on one line, skipping a cause whose text the message already
+/// holds (many errors print their source themselves).
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg.replace('\n', " ")
+}
 
 /// The exit code an error deserves.
 pub fn exit_code(err: &anyhow::Error) -> i32 {

@@ -1,14 +1,9 @@
 //! `meta-coord`: the metasched coordinator's command line.
 
-mod cli;
-mod commands;
-mod device;
-mod exit;
-
 use clap::Parser;
+use metasched_coord::cli::{Cli, Command};
+use metasched_coord::{commands, exit, train};
 use tracing_subscriber::EnvFilter;
-
-use crate::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -22,25 +17,14 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::SampleTasks(a) => commands::sample_tasks::run(a),
+        Command::Train(a) => train::run(a).map(|outcome| {
+            if let train::Outcome::Interrupted { .. } = outcome {
+                std::process::exit(exit::EXIT_INTERRUPTED);
+            }
+        }),
     };
     if let Err(err) = result {
-        eprintln!("error: {}", one_line(&err));
+        eprintln!("error: {}", exit::one_line(&err));
         std::process::exit(exit::exit_code(&err));
     }
-}
-
-/// The error and its causes on one line, skipping a cause whose text the message already
-/// holds (many errors print their source themselves).
-fn one_line(err: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !msg.contains(&text) {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&text);
-        }
-    }
-    msg.replace('\n', " ")
 }

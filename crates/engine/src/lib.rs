@@ -23,6 +23,8 @@ pub use real::Real;
 pub use task::{SetRef, Targets, TargetsRef, TaskBatch, TaskRef};
 
 pub mod activation;
+pub mod adam;
+pub mod fixed_sum;
 pub mod init;
 pub mod inner_loop;
 pub mod linalg;
@@ -33,5 +35,7 @@ pub mod mlp;
 pub mod rng;
 pub mod scheduler;
 
+pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};
+pub use fixed_sum::FixedSum;
 pub use inner_loop::{TaskOutcome, evaluate_task, run_task, task_meta_gradient};
 pub use metagrad::{Engine, Evaluation, MetaGradient};

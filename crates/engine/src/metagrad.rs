@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::error::{EngineError, Result};
+use crate::fixed_sum::FixedSum;
 use crate::inner_loop::{TaskOutcome, evaluate_task, task_meta_gradient};
 use crate::params::Params;
 use crate::real::Real;
@@ -109,6 +110,39 @@ impl Engine {
         }
         let j = outer_loss.iter().copied().fold(T::zero(), |a, b| a + b) * scale;
         Ok(MetaGradient { j, outer_loss, lr, grad })
+    }
+
+    /// Per-task meta-gradients of every task in `batch` (unscaled: the gradient of the sum of
+    /// their query losses), reduced into an order-independent [`FixedSum`], with each task's
+    /// outcome in task order. This is what a training worker computes: however the tasks of a
+    /// meta-batch are split into batches and threads, the merged sums are bitwise equal.
+    pub fn meta_gradient_sum(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+    ) -> Result<(FixedSum, Vec<TaskOutcome<f32>>)> {
+        Self::check(config, params, batch)?;
+        let len: usize = params.buffers().iter().map(|b| b.len()).sum();
+        let per_task: Vec<(FixedSum, TaskOutcome<f32>)> = self.pool.install(|| {
+            (0..batch.b)
+                .into_par_iter()
+                .map(|i| {
+                    let mut g = params.zeros_like();
+                    let out = task_meta_gradient(&mut g, config, params, batch.task(i), 1.0);
+                    let mut s = FixedSum::zeros(len);
+                    s.add_params(&g);
+                    (s, out)
+                })
+                .collect()
+        });
+        let mut sum = FixedSum::zeros(len);
+        let mut outcomes = Vec::with_capacity(per_task.len());
+        for (s, out) in per_task {
+            sum.merge(&s);
+            outcomes.push(out);
+        }
+        Ok((sum, outcomes))
     }
 
     /// Query losses and rates of every task of a batch after the inner loop.

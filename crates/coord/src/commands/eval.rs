@@ -1,17 +1,57 @@
-//! `meta-coord eval` (spec §6): query loss per task after the inner loop.
+//! `meta-coord eval` (spec §6): query loss per task after the inner loop, on a task file or
+//! on fresh held-out tasks sampled from a task family.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
-use metasched_formats::write_tensors;
+use metasched_engine::{Engine, TaskBatch};
+use metasched_formats::{Checkpoint, read_checkpoint, write_tensors};
+use metasched_worker::{Split, TaskSource, TaskSpec};
 
 use crate::cli::EvalArgs;
-use crate::commands::{load_inputs, mean_ci95, output_metadata};
+use crate::commands::{Inputs, load_inputs, mean_ci95, output_metadata};
+use crate::device::require_supported;
+use crate::exit::BadInput;
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let inputs = load_inputs(&args.checkpoint, &args.tasks, &args.compute)?;
-    let (ckpt, batch) = (&inputs.ckpt, &inputs.batch);
+    let inputs = match &args.task {
+        None => load_inputs(&args.checkpoint, &PathBuf::from(&args.tasks), &args.compute)?,
+        Some(task) => sampled_inputs(args, task)?,
+    };
+    report(args, &inputs.ckpt, &inputs.batch, &inputs.engine)
+}
+
+/// The checkpoint and `--tasks N` fresh test tasks of family `task` (the final-evaluation
+/// stream of training, so `eval` reproduces what `train` reported for the same seed).
+fn sampled_inputs(args: &EvalArgs, task: &str) -> Result<Inputs> {
+    require_supported(args.compute.device)?;
+    let n: usize = args
+        .tasks
+        .parse()
+        .map_err(|_| BadInput(format!("--tasks `{}`: with --task it is a number of tasks", args.tasks)))?;
+    if n == 0 {
+        return Err(BadInput("--tasks must be at least 1".into()).into());
+    }
+    let ckpt = read_checkpoint(&args.checkpoint)?;
+    let family = task.parse().map_err(|e: String| BadInput(format!("--task: {e}")))?;
+    let spec = TaskSpec { family, shots: args.shots, query: args.query, ways: args.ways, seed: args.seed };
+    let source = TaskSource::open(&spec, &ckpt.config)?;
+    let batch = source.sample_with(
+        Split::Test,
+        crate::train::report::FINAL_EVAL_STREAM,
+        0,
+        n,
+        args.shots,
+        args.query,
+    )?;
+    let engine = Engine::new(args.compute.threads)?;
+    Ok(Inputs { ckpt, batch, engine })
+}
+
+fn report(args: &EvalArgs, ckpt: &Checkpoint, batch: &TaskBatch<f32>, engine: &Engine) -> Result<()> {
     let config = &ckpt.config;
-    let ev = inputs.engine.evaluate(config, &ckpt.params, batch)?;
+    let ev = engine.evaluate(config, &ckpt.params, batch)?;
     let (mean, ci) = mean_ci95(&ev.outer_loss);
     if let Some(out) = &args.out {
         let tensors = vec![
@@ -27,9 +67,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         });
         println!("{obj}");
     } else {
-        println!("{:>6} {:>14}", "task", "query loss");
-        for (i, l) in ev.outer_loss.iter().enumerate() {
-            println!("{i:>6} {l:>14.6e}");
+        if batch.b <= 50 {
+            println!("{:>6} {:>14}", "task", "query loss");
+            for (i, l) in ev.outer_loss.iter().enumerate() {
+                println!("{i:>6} {l:>14.6e}");
+            }
         }
         println!("mean query loss over {} tasks: {mean:.6e} ± {ci:.2e} (95% CI)", batch.b);
     }

@@ -1,0 +1,141 @@
+//! Workers as threads of the coordinator's process, talking over channels: the single-machine
+//! mode of `meta-coord train`, behind the same [`WorkerPool`] interface as remote workers.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, anyhow};
+use metasched_engine::{Config, FixedSum, Params};
+use metasched_worker::{Executor, Job, JobResult, TaskSource, TaskSpec};
+
+use super::pool::{EvalOutput, EvalSpec, StepOutput, WorkerPool, eval_job, split_range, step_job};
+
+type Request = (Job, Arc<Params<f32>>);
+type Reply = metasched_worker::Result<JobResult>;
+
+struct LocalWorker {
+    tx: Option<Sender<Request>>,
+    rx: Receiver<Reply>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// A pool of in-process workers, each an [`Executor`] on its own thread.
+pub struct LocalPool {
+    workers: Vec<LocalWorker>,
+}
+
+impl LocalPool {
+    /// Starts `workers` workers with `threads` engine threads each. Every worker builds its
+    /// own task source from `spec`, as a remote worker would.
+    pub fn start(config: &Config, spec: &TaskSpec, workers: usize, threads: usize) -> anyhow::Result<Self> {
+        let mut out = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let source = TaskSource::open(spec, config).context("cannot open the task source")?;
+            let exec = Executor::new(config.clone(), source, threads)?;
+            let (tx, worker_rx) = channel::<Request>();
+            let (worker_tx, rx) = channel::<Reply>();
+            let handle = std::thread::Builder::new()
+                .name(format!("metasched-worker-{i}"))
+                .spawn(move || {
+                    for (job, params) in worker_rx {
+                        if worker_tx.send(exec.run(&job, &params)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .context("cannot start a worker thread")?;
+            out.push(LocalWorker { tx: Some(tx), rx, handle: Some(handle) });
+        }
+        tracing::info!(workers, threads, "local workers started");
+        Ok(Self { workers: out })
+    }
+
+    /// Sends part `i` of a job to worker `i` for every part, then gathers the replies in part
+    /// order.
+    fn scatter_gather(
+        &mut self,
+        jobs: Vec<Job>,
+        params: &Arc<Params<f32>>,
+    ) -> anyhow::Result<Vec<JobResult>> {
+        for (w, job) in self.workers.iter().zip(&jobs) {
+            let tx = w.tx.as_ref().ok_or_else(|| anyhow!("worker already stopped"))?;
+            tx.send((job.clone(), Arc::clone(params)))
+                .map_err(|_| anyhow!("a local worker thread has died"))?;
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for w in self.workers.iter().take(jobs.len()) {
+            let reply = w.rx.recv().map_err(|_| anyhow!("a local worker thread has died"))?;
+            out.push(reply?);
+        }
+        Ok(out)
+    }
+}
+
+impl WorkerPool for LocalPool {
+    fn size(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn meta_step(
+        &mut self,
+        params: &Arc<Params<f32>>,
+        version: u64,
+        step: u64,
+        batch: usize,
+    ) -> anyhow::Result<StepOutput> {
+        let ranges = split_range(batch, self.workers.len());
+        let jobs = ranges.iter().map(|r| step_job(step, version, r)).collect();
+        let len = params.buffers().iter().map(|b| b.len()).sum();
+        let mut out = StepOutput {
+            sum: FixedSum::zeros(len),
+            outer_loss: Vec::new(),
+            lr: Vec::new(),
+            compute_s: Vec::new(),
+        };
+        for reply in self.scatter_gather(jobs, params)? {
+            let JobResult::Step(r) = reply else {
+                return Err(anyhow!("worker answered a step with an evaluation"));
+            };
+            if r.step != step || r.version != version {
+                return Err(anyhow!(
+                    "worker answered step {} v{} for step {step} v{version}",
+                    r.step,
+                    r.version
+                ));
+            }
+            out.sum.merge(&r.sum);
+            out.outer_loss.extend(r.outer_loss);
+            out.lr.extend(r.lr);
+            out.compute_s.push(r.compute_s);
+        }
+        Ok(out)
+    }
+
+    fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
+        let ranges = split_range(spec.tasks, self.workers.len());
+        let jobs = ranges.iter().map(|r| eval_job(&spec, r)).collect();
+        let mut out = EvalOutput { outer_loss: Vec::new(), lr: Vec::new() };
+        for reply in self.scatter_gather(jobs, params)? {
+            let JobResult::Eval(r) = reply else {
+                return Err(anyhow!("worker answered an evaluation with a step"));
+            };
+            out.outer_loss.extend(r.outer_loss);
+            out.lr.extend(r.lr);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for LocalPool {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            w.tx.take();
+        }
+        for w in &mut self.workers {
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}

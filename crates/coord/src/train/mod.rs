@@ -1,0 +1,13 @@
+//! `meta-coord train`: meta-training on one machine with in-process workers.
+
+pub mod config;
+pub mod local_pool;
+pub mod metrics;
+pub mod pool;
+pub mod report;
+pub mod signals;
+pub mod state;
+pub mod trainer;
+
+pub use config::{TrainArgs, TrainConfig};
+pub use trainer::{Outcome, run};

@@ -1,0 +1,117 @@
+//! Workers as the coordinator sees them: a pool that runs a job over a range of tasks by
+//! splitting it into contiguous parts, one per worker, and gathers the parts. The in-process
+//! pool ([`super::local_pool::LocalPool`]) is one implementation; the TCP transport is another.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use metasched_engine::{FixedSum, Params};
+use metasched_worker::{Job, Split};
+
+/// The reduced result of one meta-step over all `B` tasks.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Sum of the per-task meta-gradients (order-independent).
+    pub sum: FixedSum,
+    /// Query loss of each task, in task order.
+    pub outer_loss: Vec<f32>,
+    /// Rates of each task, `[B, T, G]`.
+    pub lr: Vec<f32>,
+    /// Seconds each worker spent computing, by worker.
+    pub compute_s: Vec<f64>,
+}
+
+/// Results of an evaluation over fresh tasks.
+#[derive(Debug, Clone)]
+pub struct EvalOutput {
+    /// Query loss of each task, in task order.
+    pub outer_loss: Vec<f32>,
+    /// Rates of each task, `[n, T, G]`.
+    pub lr: Vec<f32>,
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalSpec {
+    /// Which split of the task family.
+    pub split: Split,
+    /// Evaluation stream (a fixed stream gives the same tasks every time).
+    pub stream: u64,
+    /// Number of tasks.
+    pub tasks: usize,
+    /// Support points per task.
+    pub shots: usize,
+    /// Query points per task.
+    pub query: usize,
+}
+
+/// A set of workers that compute meta-gradients and evaluations for the coordinator.
+pub trait WorkerPool {
+    /// Number of live workers.
+    fn size(&self) -> usize;
+    /// The meta-gradient of tasks `0..batch` of meta-step `step` at `params` (version `version`).
+    fn meta_step(
+        &mut self,
+        params: &Arc<Params<f32>>,
+        version: u64,
+        step: u64,
+        batch: usize,
+    ) -> anyhow::Result<StepOutput>;
+    /// Query losses on fresh tasks.
+    fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput>;
+}
+
+/// Splits `0..n` into `parts` contiguous ranges whose sizes differ by at most one (empty
+/// ranges are dropped).
+pub fn split_range(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.max(1);
+    let (base, extra) = (n / parts, n % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut at = 0;
+    for i in 0..parts {
+        let len = base + usize::from(i < extra);
+        if len > 0 {
+            out.push(at..at + len);
+        }
+        at += len;
+    }
+    out
+}
+
+/// The job for part `range` of a meta-step.
+pub fn step_job(step: u64, version: u64, range: &Range<usize>) -> Job {
+    Job::MetaGrad { step, version, first: range.start, count: range.len() }
+}
+
+/// The job for part `range` of an evaluation.
+pub fn eval_job(spec: &EvalSpec, range: &Range<usize>) -> Job {
+    Job::Eval {
+        split: spec.split,
+        stream: spec.stream,
+        first: range.start,
+        count: range.len(),
+        shots: spec.shots,
+        query: spec.query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_everything_in_order() {
+        for n in [0, 1, 7, 25] {
+            for parts in [1, 2, 3, 8, 30] {
+                let r = split_range(n, parts);
+                let flat: Vec<usize> = r.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(flat, (0..n).collect::<Vec<_>>());
+                assert!(r.len() <= parts);
+                if let (Some(a), Some(b)) = (r.iter().map(|r| r.len()).max(), r.iter().map(|r| r.len()).min())
+                {
+                    assert!(a - b <= 1);
+                }
+            }
+        }
+    }
+}

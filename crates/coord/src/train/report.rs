@@ -1,0 +1,121 @@
+//! The end of a run: the final evaluation on fresh held-out tasks (mean ± 95% CI), written to
+//! `eval.json`, and the PNG plots of the run directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use metasched_worker::Split;
+use serde::Serialize;
+
+use super::metrics::read_series;
+use super::pool::{EvalSpec, WorkerPool};
+use super::state::TrainState;
+use super::trainer::Outcome;
+use crate::commands::mean_ci95;
+
+/// Evaluation stream of the final evaluation (periodic evaluations use stream 0).
+pub const FINAL_EVAL_STREAM: u64 = 1;
+
+/// What `eval.json` holds.
+#[derive(Debug, Serialize)]
+pub struct FinalEval {
+    /// Completed meta-steps of the evaluated checkpoint.
+    pub step: u64,
+    /// Number of test tasks.
+    pub tasks: usize,
+    /// Support points per task (per class for classification).
+    pub shots: usize,
+    /// Query points per task (per class for classification).
+    pub query: usize,
+    /// Mean query loss.
+    pub mean: f64,
+    /// Half-width of the 95% confidence interval of the mean.
+    pub ci95: f64,
+    /// Mean rate per inner step and group, `[T][G]`.
+    pub lr_mean: Vec<Vec<f32>>,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+/// Mean, min and max over tasks of rates `[n, T, G]`, as `[T, G]` arrays.
+pub fn rate_profile(lr: &[f32], steps: usize, groups: usize) -> (Vec<f32>, Vec<(f32, f32)>) {
+    let per = steps * groups;
+    let n = lr.len() / per.max(1);
+    let mut mean = vec![0.0f64; per];
+    let mut band = vec![(f32::INFINITY, f32::NEG_INFINITY); per];
+    for task in lr.chunks(per) {
+        for (i, &v) in task.iter().enumerate() {
+            mean[i] += v as f64;
+            band[i] = (band[i].0.min(v), band[i].1.max(v));
+        }
+    }
+    (mean.iter().map(|&m| (m / n.max(1) as f64) as f32).collect(), band)
+}
+
+/// Runs the final evaluation, writes `eval.json` and the plots, prints the result.
+pub fn finish(
+    state: &TrainState,
+    pool: &mut dyn WorkerPool,
+    dir: &Path,
+    groups: &[String],
+) -> anyhow::Result<Outcome> {
+    let cfg = &state.meta.config;
+    let spec = EvalSpec {
+        split: Split::Test,
+        stream: FINAL_EVAL_STREAM,
+        tasks: cfg.final_eval_tasks,
+        shots: cfg.shots,
+        query: cfg.eval_query(),
+    };
+    let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;
+    let (mean, ci95) = mean_ci95(&out.outer_loss);
+    let (steps, g) = (state.model.inner.steps, state.model.groups());
+    let (lr_mean, band) = rate_profile(&out.lr, steps, g);
+    let report = FinalEval {
+        step: state.meta.step,
+        tasks: spec.tasks,
+        shots: spec.shots,
+        query: spec.query,
+        mean,
+        ci95,
+        lr_mean: lr_mean.chunks(g).map(|c| c.to_vec()).collect(),
+        groups: groups.to_vec(),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    metasched_formats::write_atomic(dir.join("eval.json"), json.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("eval.json").display()))?;
+    println!(
+        "final evaluation: mean query loss {mean:.4} ± {ci95:.4} (95% CI) on {} fresh test tasks ({}-shot, {} query points)",
+        spec.tasks, spec.shots, spec.query
+    );
+    let title = format!("learned learning rates, mean over {} test tasks", spec.tasks);
+    if let Err(e) = metasched_plots::plot_lr_schedule(
+        &dir.join("lr_schedule.png"),
+        &title,
+        &lr_mean,
+        steps,
+        groups,
+        Some(&band),
+    ) {
+        tracing::warn!("cannot draw lr_schedule.png: {e}");
+    }
+    match read_series(dir) {
+        Ok((train, eval)) => {
+            if let Err(e) = metasched_plots::plot_meta_loss(
+                &dir.join("meta_loss.png"),
+                "meta-loss over training",
+                &train,
+                &eval,
+            ) {
+                tracing::warn!("cannot draw meta_loss.png: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot read the metrics for meta_loss.png: {e}"),
+    }
+    println!(
+        "wrote {}/{{checkpoint.safetensors, metrics.jsonl, eval.json, lr_schedule.png, meta_loss.png}}",
+        dir.display()
+    );
+    Ok(Outcome::Finished { mean, ci95 })
+}

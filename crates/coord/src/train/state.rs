@@ -1,0 +1,142 @@
+//! The state of a training run and its checkpoint: theta and phi as spec §5 tensors, Adam's
+//! moments as `optim.adam.m.NAME` / `optim.adam.v.NAME`, and the step counters and the whole
+//! [`TrainConfig`] under the `train` key of `metasched.config`. Everything that influences
+//! the rest of the run is in the file, so a resumed run is bitwise the uninterrupted one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use metasched_engine::{Adam, AdamConfig, Config, Params};
+use metasched_formats::{Checkpoint, read_checkpoint, write_checkpoint};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use crate::exit::BadInput;
+
+/// File name of the resolved run configuration inside a run directory.
+pub const RUN_TOML: &str = "run.toml";
+/// File name of the checkpoint inside a run directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const M_PREFIX: &str = "optim.adam.m.";
+const V_PREFIX: &str = "optim.adam.v.";
+
+/// Counters and settings stored under `train` in `metasched.config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainMeta {
+    /// Completed meta-steps.
+    pub step: u64,
+    /// Steps skipped because the meta-gradient was not finite.
+    pub skipped: u64,
+    /// Adam updates applied.
+    pub adam_t: u64,
+    /// The run's settings.
+    pub config: TrainConfig,
+}
+
+/// Everything a run carries from one step to the next.
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    /// Model configuration (spec §5).
+    pub model: Config,
+    /// theta and phi.
+    pub params: Params<f32>,
+    /// Outer optimiser.
+    pub adam: Adam,
+    /// Counters and settings.
+    pub meta: TrainMeta,
+}
+
+/// The checkpoint path of a run directory.
+pub fn checkpoint_path(dir: &Path) -> PathBuf {
+    dir.join(CHECKPOINT_FILE)
+}
+
+impl TrainState {
+    /// A fresh run.
+    pub fn new(config: TrainConfig) -> anyhow::Result<Self> {
+        let model = config.model_config()?;
+        let params = metasched_engine::init::init_params(&model, config.seed, config.lr_init)?;
+        let adam = Adam::new(AdamConfig { lr: config.meta_lr, ..Default::default() }, &params);
+        Ok(Self { model, params, adam, meta: TrainMeta { step: 0, skipped: 0, adam_t: 0, config } })
+    }
+
+    /// Writes the checkpoint atomically into `dir`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut ckpt = Checkpoint::new(self.model.clone(), self.params.clone());
+        let meta =
+            TrainMeta { adam_t: self.adam.t, config: self.meta.config.trajectory(), ..self.meta.clone() };
+        if let Some(obj) = ckpt.config_json.as_object_mut() {
+            obj.insert("train".into(), serde_json::to_value(&meta)?);
+        }
+        for (prefix, moments) in [(M_PREFIX, &self.adam.m), (V_PREFIX, &self.adam.v)] {
+            for spec in moments.present_slots(&self.model) {
+                let values = moments.slot(&self.model, spec.slot).unwrap_or(&[]).to_vec();
+                ckpt.extra_tensors.insert(format!("{prefix}{}", spec.name), (spec.shape, values));
+            }
+        }
+        write_checkpoint(checkpoint_path(dir), &ckpt).context("cannot write the checkpoint")
+    }
+
+    /// Reads the checkpoint of run directory `dir`; the trajectory-neutral settings come
+    /// from the directory's `run.toml` when it is there.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let mut state = Self::load_checkpoint(dir)?;
+        let run_toml = dir.join(RUN_TOML);
+        if run_toml.exists() {
+            let runtime = super::config::load_toml(&run_toml)?;
+            super::config::copy_runtime(&mut state.meta.config, &runtime);
+        }
+        Ok(state)
+    }
+
+    fn load_checkpoint(dir: &Path) -> anyhow::Result<Self> {
+        let path = checkpoint_path(dir);
+        if !path.exists() {
+            return Err(BadInput(format!("{}: no checkpoint to resume from", path.display())).into());
+        }
+        let ckpt = read_checkpoint(&path)?;
+        let train = ckpt.config_json.get("train").cloned().ok_or_else(|| {
+            BadInput(format!(
+                "checkpoint {}: config field `train` missing: not a training checkpoint",
+                path.display()
+            ))
+        })?;
+        let meta: TrainMeta = serde_json::from_value(train)
+            .map_err(|e| BadInput(format!("checkpoint {}: config field `train`: {e}", path.display())))?;
+        let model = meta.config.model_config()?;
+        if model != ckpt.config {
+            return Err(BadInput(format!(
+                "checkpoint {}: the model in `train.config` does not match the checkpoint's model",
+                path.display()
+            ))
+            .into());
+        }
+        let moments = |prefix: &str| -> anyhow::Result<Params<f32>> {
+            let named: Vec<(String, Vec<usize>, Vec<f32>)> = ckpt
+                .extra_tensors
+                .iter()
+                .filter_map(|(n, (s, v))| {
+                    n.strip_prefix(prefix).map(|n| (n.to_string(), s.clone(), v.clone()))
+                })
+                .collect();
+            Params::from_named(&model, named.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.clone())))
+                .map_err(|e| {
+                    anyhow!(BadInput(format!("checkpoint {}: Adam state `{prefix}*`: {e}", path.display())))
+                })
+        };
+        let adam = Adam {
+            config: AdamConfig { lr: meta.config.meta_lr, ..Default::default() },
+            t: meta.adam_t,
+            m: moments(M_PREFIX)?,
+            v: moments(V_PREFIX)?,
+        };
+        if adam.m.present_slots(&model) != ckpt.params.present_slots(&model) {
+            return Err(BadInput(format!(
+                "checkpoint {}: Adam state does not cover every parameter",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(Self { model, params: ckpt.params, adam, meta })
+    }
+}

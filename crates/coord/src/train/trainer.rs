@@ -1,0 +1,242 @@
+//! The training loop of `meta-coord train`: each meta-step hands the workers the current
+//! parameters and a range of task indices, reduces their meta-gradients, skips the step if it
+//! is not finite, clips, applies Adam; logs, evaluates, checkpoints and stops cleanly on
+//! SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use metasched_engine::{UpdateMask, clip_grad_norm};
+use metasched_worker::Split;
+
+use super::config::{TrainArgs, TrainConfig};
+use super::local_pool::LocalPool;
+use super::metrics::{EvalLine, LrStats, MetricsLine, MetricsWriter};
+use super::pool::{EvalOutput, EvalSpec, WorkerPool};
+use super::signals::StopFlag;
+use super::state::{TrainState, checkpoint_path};
+use crate::commands::mean_ci95;
+use crate::exit::BadInput;
+
+/// How a training run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// All steps done; the final evaluation's mean query loss and 95% half-width.
+    Finished {
+        /// Mean query loss on the final evaluation tasks.
+        mean: f64,
+        /// Half-width of its 95% confidence interval.
+        ci95: f64,
+    },
+    /// Stopped by a signal after saving a checkpoint at this step.
+    Interrupted {
+        /// The step saved.
+        step: u64,
+    },
+}
+
+/// The default run directory for a configuration.
+pub fn default_out(cfg: &TrainConfig) -> PathBuf {
+    let task: String = cfg.task.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let task = if cfg.task.starts_with("file:") { "file".to_string() } else { task };
+    PathBuf::from("runs").join(format!("{task}-{}-k{}-seed{}", cfg.scheduler.as_str(), cfg.shots, cfg.seed))
+}
+
+/// Builds or resumes the run `args` describe.
+pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
+    if let Some(dir) = &args.resume {
+        let refused = args.trajectory_flags();
+        if !refused.is_empty() {
+            return Err(BadInput(format!(
+                "--resume continues a run exactly; these flags would change it: {} (start a new run with --out instead)",
+                refused.join(", ")
+            ))
+            .into());
+        }
+        let mut state = TrainState::load(dir)?;
+        args.apply_runtime(&mut state.meta.config);
+        state.meta.config.validate()?;
+        return Ok((dir.clone(), state));
+    }
+    let cfg = args.resolve()?;
+    let dir = args.out.clone().unwrap_or_else(|| default_out(&cfg));
+    if checkpoint_path(&dir).exists() {
+        return Err(BadInput(format!(
+            "{} already holds a run: continue it with --resume {0}, or choose another --out",
+            dir.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok((dir, TrainState::new(cfg)?))
+}
+
+/// Workers and engine threads per worker for this machine.
+pub fn parallelism(cfg: &TrainConfig) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = if cfg.workers == 0 { cores.min(cfg.meta_batch).max(1) } else { cfg.workers };
+    let threads = if cfg.threads == 0 { (cores / workers).max(1) } else { cfg.threads };
+    (workers, threads)
+}
+
+/// `meta-coord train`.
+pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
+    let (dir, mut state) = prepare(args)?;
+    let cfg = state.meta.config.clone();
+    let toml = toml::to_string(&cfg).context("cannot serialise the run configuration")?;
+    let run_toml = dir.join(super::state::RUN_TOML);
+    metasched_formats::write_atomic(&run_toml, toml.as_bytes())
+        .with_context(|| format!("cannot write {}", run_toml.display()))?;
+    let (workers, threads) = parallelism(&cfg);
+    let mut pool = LocalPool::start(&state.model, &cfg.task_spec()?, workers, threads)?;
+    println!(
+        "training {} ({} scheduler, {} inner steps, B = {}) in {} from step {} to {} on {workers} local worker(s) × {threads} thread(s)",
+        cfg.task,
+        cfg.scheduler.as_str(),
+        cfg.inner_steps,
+        cfg.meta_batch,
+        dir.display(),
+        state.meta.step,
+        cfg.steps
+    );
+    let stop = StopFlag::install();
+    train_loop(&mut state, &mut pool, &dir, &stop)
+}
+
+/// Per-group min/mean/max of rates `[n, T, G]`.
+pub fn lr_stats(lr: &[f32], groups: &[String]) -> Vec<LrStats> {
+    let g = groups.len();
+    groups
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let vals = lr.iter().skip(k).step_by(g.max(1));
+            let (mut min, mut max, mut sum, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0.0f64, 0usize);
+            for &v in vals {
+                min = min.min(v);
+                max = max.max(v);
+                sum += v as f64;
+                n += 1;
+            }
+            LrStats { group: name.clone(), min, mean: (sum / n.max(1) as f64) as f32, max }
+        })
+        .collect()
+}
+
+fn group_names(state: &TrainState) -> Vec<String> {
+    (0..state.model.groups())
+        .map(|k| metasched_engine::ThetaLayout::new(&state.model).group_tensor(k).0)
+        .collect()
+}
+
+fn evaluate(
+    pool: &mut dyn WorkerPool,
+    state: &TrainState,
+    stream: u64,
+    tasks: usize,
+) -> anyhow::Result<(EvalOutput, EvalLine)> {
+    let cfg = &state.meta.config;
+    let spec = EvalSpec { split: Split::Test, stream, tasks, shots: cfg.shots, query: cfg.eval_query() };
+    let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;
+    let (mean, ci95) = mean_ci95(&out.outer_loss);
+    Ok((out, EvalLine { mean, ci95, tasks }))
+}
+
+/// Runs meta-steps from `state.meta.step` to the configured number, then the final
+/// evaluation and plots.
+pub fn train_loop(
+    state: &mut TrainState,
+    pool: &mut dyn WorkerPool,
+    dir: &Path,
+    stop: &StopFlag,
+) -> anyhow::Result<Outcome> {
+    let cfg = state.meta.config.clone();
+    let mask = UpdateMask { theta: cfg.learn_init };
+    let groups = group_names(state);
+    let mut metrics = MetricsWriter::open(dir, state.meta.step)?;
+    let started = Instant::now();
+    let bar = ProgressBar::new(cfg.steps).with_position(state.meta.step);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} meta-loss {msg} {per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut last_log = (Instant::now(), state.meta.step);
+    while state.meta.step < cfg.steps {
+        let step = state.meta.step;
+        let params = Arc::new(state.params.clone());
+        let out = pool
+            .meta_step(&params, step, step, cfg.meta_batch)
+            .with_context(|| format!("meta-step {step}"))?;
+        let meta_loss = out.outer_loss.iter().map(|&l| l as f64).sum::<f64>() / cfg.meta_batch as f64;
+        let grad_norm = match out.sum.to_params(&state.params, 1.0 / cfg.meta_batch as f64) {
+            Some(mut grad) => {
+                let norm = clip_grad_norm(&mut grad, cfg.clip_norm, mask);
+                state.adam.step(&mut state.params, &grad, mask);
+                Some(norm)
+            }
+            None => {
+                state.meta.skipped += 1;
+                tracing::warn!(
+                    step,
+                    meta_loss,
+                    skipped = state.meta.skipped,
+                    "non-finite meta-gradient: step skipped"
+                );
+                None
+            }
+        };
+        state.meta.step += 1;
+        let done = state.meta.step;
+        let eval = if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
+            let (_, line) = evaluate(pool, state, 0, cfg.eval_tasks)?;
+            tracing::info!(step = done, mean = line.mean, ci95 = line.ci95, "evaluation");
+            bar.println(format!(
+                "step {done}: eval query loss {:.4} ± {:.4} ({} tasks)",
+                line.mean, line.ci95, line.tasks
+            ));
+            Some(line)
+        } else {
+            None
+        };
+        if done % cfg.log_every == 0 || eval.is_some() || done == cfg.steps {
+            let (t0, s0) = last_log;
+            let steps_per_s = (done - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            last_log = (Instant::now(), done);
+            metrics.write(&MetricsLine {
+                step: done,
+                meta_loss,
+                grad_norm,
+                lr: lr_stats(&out.lr, &groups),
+                skipped: state.meta.skipped,
+                wall_time: started.elapsed().as_secs_f64(),
+                steps_per_s,
+                worker_compute_s: out.compute_s.clone(),
+                eval,
+            })?;
+            bar.set_message(format!("{meta_loss:.4}"));
+        }
+        bar.set_position(done);
+        if cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 {
+            state.save(dir)?;
+        }
+        if stop.raised() {
+            state.save(dir)?;
+            bar.abandon();
+            println!(
+                "interrupted: checkpoint saved at step {done}; continue with --resume {}",
+                dir.display()
+            );
+            return Ok(Outcome::Interrupted { step: done });
+        }
+    }
+    bar.finish_and_clear();
+    state.save(dir)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("trained to step {} in {elapsed:.1} s; {} step(s) skipped", state.meta.step, state.meta.skipped);
+    super::report::finish(state, pool, dir, &groups)
+}
