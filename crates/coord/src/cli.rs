@@ -31,7 +31,7 @@ pub enum Command {
     /// Write a task-batch file sampled from a task family.
     SampleTasks(SampleTasksArgs),
     /// Meta-train a learned learning-rate scheduler (and initialisation).
-    Train(crate::train::TrainArgs),
+    Train(Box<crate::train::TrainArgs>),
 }
 
 /// Parses `relu` / `tanh`.

@@ -7,53 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{config, run, s, write_problem};
+use common::{config, ref_config, ref_tasks, run, s, write_problem};
 use metasched_engine::{Activation, Config, LossKind, SchedulerKind, Targets};
-use metasched_reference::{RefConfig, RefKind, RefSet, RefTargets, RefTask, reference_metagrad};
+use metasched_reference::reference_metagrad;
 
 const TOL: f64 = 1e-4;
-
-fn ref_config(c: &Config) -> RefConfig {
-    RefConfig {
-        layers: c.model.layers.clone(),
-        tanh: c.model.activation == Activation::Tanh,
-        cross_entropy: c.model.loss == LossKind::CrossEntropy,
-        steps: c.inner.steps,
-        first_order: c.inner.first_order,
-        kind: match c.scheduler.kind {
-            SchedulerKind::Lstm => RefKind::Lstm { hidden: c.scheduler.hidden },
-            SchedulerKind::Lslr => RefKind::Lslr,
-            SchedulerKind::Fixed => RefKind::Fixed,
-        },
-        lr_min: c.scheduler.lr_min,
-        lr_max: c.scheduler.lr_max,
-        lr_fixed: c.scheduler.lr_fixed,
-    }
-}
-
-fn ref_tasks(batch: &metasched_engine::TaskBatch<f32>) -> Vec<RefTask> {
-    let set = |x: &[f32], y: metasched_engine::TargetsRef<'_, f32>, n: usize| RefSet {
-        n,
-        x: x.iter().map(|&v| v as f64).collect(),
-        y: match y {
-            metasched_engine::TargetsRef::Values(v) => {
-                RefTargets::Values(v.iter().map(|&v| v as f64).collect())
-            }
-            metasched_engine::TargetsRef::Labels(l) => {
-                RefTargets::Labels(l.iter().map(|&v| v as usize).collect())
-            }
-        },
-    };
-    (0..batch.b)
-        .map(|i| {
-            let t = batch.task(i);
-            RefTask {
-                support: set(t.support.x, t.support.y, t.support.n),
-                query: set(t.query.x, t.query.y, t.query.n),
-            }
-        })
-        .collect()
-}
 
 fn rel_err(ours: &[f32], want: &[f64]) -> f64 {
     assert_eq!(ours.len(), want.len());

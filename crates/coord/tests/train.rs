@@ -72,7 +72,7 @@ fn wait_for_step(child: &mut Child, dir: &Path, step: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
-        let last = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).last();
+        let last = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
         if last.and_then(|v| v["step"].as_u64()).is_some_and(|s| s >= step) {
             return;
         }

@@ -154,7 +154,8 @@ mod tests {
             }
             total.to_f32(1.0 / 25.0).expect("finite")
         };
-        let one = sum_of(&[0..25]);
+        let whole = std::iter::once(0..25).collect::<Vec<_>>();
+        let one = sum_of(&whole);
         let three = sum_of(&[0..9, 9..17, 17..25]);
         let each: Vec<_> = (0..25).map(|i| i..i + 1).collect();
         assert_eq!(one, three);

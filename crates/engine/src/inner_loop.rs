@@ -16,6 +16,8 @@ pub struct TaskOutcome<T> {
     pub lr: Vec<T>,
     /// Scheduler features of each step (what the inner run actually fed the scheduler).
     pub features: Vec<[T; FEATURES]>,
+    /// Query accuracy after the inner loop (classification only).
+    pub accuracy: Option<T>,
 }
 
 /// The forward state of one inner run, kept for the backward pass.
@@ -31,6 +33,7 @@ struct Unroll<T> {
     /// Query gradient at `theta_T`.
     v: Vec<T>,
     outer_loss: T,
+    accuracy: Option<T>,
 }
 
 /// `[ln(l + 1e-8), ln(||g|| + 1e-8), t / T]`.
@@ -84,7 +87,8 @@ fn unroll<T: Real>(
     let mut v = vec![T::zero(); p];
     let theta_t = &thetas[steps * p..];
     let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
-    Unroll { mlp, thetas, grads, caches, sched, v, outer_loss }
+    let accuracy = mlp.accuracy_of_output(&qcache, task.query.y);
+    Unroll { mlp, thetas, grads, caches, sched, v, outer_loss, accuracy }
 }
 
 /// Query loss after the inner loop, and the rates used, without any gradient.
@@ -104,6 +108,7 @@ pub fn run_task<T: Real>(
         outer_loss: u.outer_loss,
         lr: u.sched.rates().to_vec(),
         features: u.sched.features().to_vec(),
+        accuracy: u.accuracy,
     }
 }
 
@@ -117,7 +122,7 @@ pub fn task_meta_gradient<T: Real>(
     scale: T,
 ) -> TaskOutcome<T> {
     let second_order = !config.inner.first_order;
-    let Unroll { mlp, thetas, grads, caches, sched, mut v, outer_loss } =
+    let Unroll { mlp, thetas, grads, caches, sched, mut v, outer_loss, accuracy } =
         unroll(config, params, task, None, second_order);
     let p = mlp.layout.len();
     let g_count = mlp.layout.groups();
@@ -154,5 +159,5 @@ pub fn task_meta_gradient<T: Real>(
     for (gi, &vi) in grad.theta.iter_mut().zip(&v) {
         *gi += vi;
     }
-    TaskOutcome { outer_loss, lr: sched.rates().to_vec(), features: sched.features().to_vec() }
+    TaskOutcome { outer_loss, lr: sched.rates().to_vec(), features: sched.features().to_vec(), accuracy }
 }

@@ -36,6 +36,8 @@ pub struct Evaluation<T> {
     pub outer_loss: Vec<T>,
     /// Rates used, `[B, T, G]`.
     pub lr: Vec<T>,
+    /// Each task's query accuracy (classification only).
+    pub accuracy: Option<Vec<T>>,
 }
 
 /// The CPU engine: a thread pool that processes a batch's tasks in parallel.
@@ -159,6 +161,7 @@ impl Engine {
         let outer_loss: Vec<T> = per_task.iter().map(|o| o.outer_loss).collect();
         let lr = per_task.iter().flat_map(|o| o.lr.iter().copied()).collect();
         let mean = outer_loss.iter().copied().fold(T::zero(), |a, b| a + b) / T::of(batch.b as f64);
-        Ok(Evaluation { mean, outer_loss, lr })
+        let accuracy = per_task.iter().map(|o| o.accuracy).collect();
+        Ok(Evaluation { mean, outer_loss, lr, accuracy })
     }
 }

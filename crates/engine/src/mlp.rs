@@ -119,6 +119,23 @@ impl Mlp {
         loss_value(self.loss, &cache.out, y, cache.n, self.width(self.n_linear()))
     }
 
+    /// Fraction of points whose largest output is their label (classification only; `None`
+    /// for regression targets), after [`Mlp::forward`].
+    pub fn accuracy_of_output<T: Real>(&self, cache: &MlpCache<T>, y: TargetsRef<'_, T>) -> Option<T> {
+        let TargetsRef::Labels(labels) = y else { return None };
+        let d = self.width(self.n_linear());
+        let correct = cache
+            .out
+            .chunks(d)
+            .zip(labels)
+            .filter(|&(row, &label)| {
+                let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+                best == label as usize
+            })
+            .count();
+        Some(T::of(correct as f64 / cache.n.max(1) as f64))
+    }
+
     /// Forward pass, loss and its gradient w.r.t. theta (written to `grad`, overwriting).
     /// Leaves in `cache` everything [`Mlp::hvp`] needs at the same theta.
     pub fn loss_and_grad<T: Real>(

@@ -52,6 +52,7 @@ impl Executor {
                     first,
                     outer_loss: ev.outer_loss,
                     lr: ev.lr,
+                    accuracy: ev.accuracy.unwrap_or_default(),
                     compute_s: start.elapsed().as_secs_f64(),
                 }))
             }

@@ -66,6 +66,8 @@ pub struct EvalResult {
     pub outer_loss: Vec<f32>,
     /// Rates used by each task, `[count, T, G]`.
     pub lr: Vec<f32>,
+    /// Query accuracy of each task (empty for regression).
+    pub accuracy: Vec<f32>,
     /// Seconds spent computing.
     pub compute_s: f64,
 }

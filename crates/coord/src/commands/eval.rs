@@ -63,7 +63,7 @@ fn report(args: &EvalArgs, ckpt: &Checkpoint, batch: &TaskBatch<f32>, engine: &E
     }
     if args.json {
         let obj = serde_json::json!({
-            "tasks": batch.b, "mean": mean, "ci95": ci, "outer_loss": ev.outer_loss,
+            "tasks": batch.b, "mean": mean, "ci95": ci, "outer_loss": ev.outer_loss, "accuracy": ev.accuracy,
         });
         println!("{obj}");
     } else {
@@ -74,6 +74,10 @@ fn report(args: &EvalArgs, ckpt: &Checkpoint, batch: &TaskBatch<f32>, engine: &E
             }
         }
         println!("mean query loss over {} tasks: {mean:.6e} ± {ci:.2e} (95% CI)", batch.b);
+        if let Some(acc) = &ev.accuracy {
+            let (a, c) = mean_ci95(acc);
+            println!("mean query accuracy: {:.2}% ± {:.2}% (95% CI)", 100.0 * a, 100.0 * c);
+        }
     }
     if let Some(out) = &args.out {
         println!("wrote {}", out.display());

@@ -59,7 +59,7 @@ pub struct TrainConfig {
     pub steps: u64,
     /// Seed of the initialisation and of every task.
     pub seed: u64,
-    /// Local workers (0: one per core).
+    /// Local workers (0 or 1: one worker using every core).
     pub workers: usize,
     /// Engine threads per worker (0: cores / workers).
     pub threads: usize,
@@ -189,7 +189,7 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Local workers (0: one per core).
+    /// Local workers (default 1, using every core).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Engine threads per worker (0: cores / workers).

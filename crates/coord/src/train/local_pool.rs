@@ -115,13 +115,14 @@ impl WorkerPool for LocalPool {
     fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
         let ranges = split_range(spec.tasks, self.workers.len());
         let jobs = ranges.iter().map(|r| eval_job(&spec, r)).collect();
-        let mut out = EvalOutput { outer_loss: Vec::new(), lr: Vec::new() };
+        let mut out = EvalOutput { outer_loss: Vec::new(), lr: Vec::new(), accuracy: Vec::new() };
         for reply in self.scatter_gather(jobs, params)? {
             let JobResult::Eval(r) = reply else {
                 return Err(anyhow!("worker answered an evaluation with a step"));
             };
             out.outer_loss.extend(r.outer_loss);
             out.lr.extend(r.lr);
+            out.accuracy.extend(r.accuracy);
         }
         Ok(out)
     }

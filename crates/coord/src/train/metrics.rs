@@ -33,6 +33,12 @@ pub struct EvalLine {
     pub ci95: f64,
     /// Number of tasks.
     pub tasks: usize,
+    /// Mean query accuracy (classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Half-width of the accuracy's 95% confidence interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_ci95: Option<f64>,
 }
 
 /// One metrics line.
@@ -105,8 +111,13 @@ fn step_of(line: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(line).ok()?.get("step")?.as_u64()
 }
 
-/// `(step, meta_loss)` and `(step, eval mean, eval ci95)` series of a log, for plots.
-pub fn read_series(dir: &Path) -> anyhow::Result<(Vec<(u64, f64)>, Vec<(u64, f64, f64)>)> {
+/// `(step, meta_loss)` points of a log.
+pub type TrainSeries = Vec<(u64, f64)>;
+/// `(step, eval mean, eval ci95)` points of a log.
+pub type EvalSeries = Vec<(u64, f64, f64)>;
+
+/// The training and evaluation series of a run's log, for plots.
+pub fn read_series(dir: &Path) -> anyhow::Result<(TrainSeries, EvalSeries)> {
     let path = dir.join(METRICS_FILE);
     let mut train = Vec::new();
     let mut eval = Vec::new();

@@ -28,6 +28,8 @@ pub struct EvalOutput {
     pub outer_loss: Vec<f32>,
     /// Rates of each task, `[n, T, G]`.
     pub lr: Vec<f32>,
+    /// Query accuracy of each task (empty for regression).
+    pub accuracy: Vec<f32>,
 }
 
 /// What to evaluate.

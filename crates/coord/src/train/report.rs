@@ -32,6 +32,12 @@ pub struct FinalEval {
     pub mean: f64,
     /// Half-width of the 95% confidence interval of the mean.
     pub ci95: f64,
+    /// Mean query accuracy (classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Half-width of the accuracy's 95% confidence interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_ci95: Option<f64>,
     /// Mean rate per inner step and group, `[T][G]`.
     pub lr_mean: Vec<Vec<f32>>,
     /// Group names.
@@ -70,6 +76,7 @@ pub fn finish(
     };
     let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;
     let (mean, ci95) = mean_ci95(&out.outer_loss);
+    let (accuracy, accuracy_ci95) = super::trainer::accuracy_summary(&out.accuracy);
     let (steps, g) = (state.model.inner.steps, state.model.groups());
     let (lr_mean, band) = rate_profile(&out.lr, steps, g);
     let report = FinalEval {
@@ -79,6 +86,8 @@ pub fn finish(
         query: spec.query,
         mean,
         ci95,
+        accuracy,
+        accuracy_ci95,
         lr_mean: lr_mean.chunks(g).map(|c| c.to_vec()).collect(),
         groups: groups.to_vec(),
     };
@@ -89,6 +98,9 @@ pub fn finish(
         "final evaluation: mean query loss {mean:.4} ± {ci95:.4} (95% CI) on {} fresh test tasks ({}-shot, {} query points)",
         spec.tasks, spec.shots, spec.query
     );
+    if let (Some(a), Some(c)) = (accuracy, accuracy_ci95) {
+        println!("final evaluation: query accuracy {:.2}% ± {:.2}% (95% CI)", 100.0 * a, 100.0 * c);
+    }
     let title = format!("learned learning rates, mean over {} test tasks", spec.tasks);
     if let Err(e) = metasched_plots::plot_lr_schedule(
         &dir.join("lr_schedule.png"),

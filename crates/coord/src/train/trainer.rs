@@ -74,10 +74,12 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
     Ok((dir, TrainState::new(cfg)?))
 }
 
-/// Workers and engine threads per worker for this machine.
+/// Workers and engine threads per worker for this machine: by default one worker whose
+/// engine uses every core (work-stealing over the tasks balances best); with `--workers N`,
+/// the cores are shared out among the workers.
 pub fn parallelism(cfg: &TrainConfig) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let workers = if cfg.workers == 0 { cores.min(cfg.meta_batch).max(1) } else { cfg.workers };
+    let workers = cfg.workers.max(1);
     let threads = if cfg.threads == 0 { (cores / workers).max(1) } else { cfg.threads };
     (workers, threads)
 }
@@ -126,6 +128,16 @@ pub fn lr_stats(lr: &[f32], groups: &[String]) -> Vec<LrStats> {
         .collect()
 }
 
+/// Mean accuracy and its 95% half-width, when there is any.
+pub fn accuracy_summary(acc: &[f32]) -> (Option<f64>, Option<f64>) {
+    if acc.is_empty() {
+        (None, None)
+    } else {
+        let (m, c) = mean_ci95(acc);
+        (Some(m), Some(c))
+    }
+}
+
 fn group_names(state: &TrainState) -> Vec<String> {
     (0..state.model.groups())
         .map(|k| metasched_engine::ThetaLayout::new(&state.model).group_tensor(k).0)
@@ -142,7 +154,8 @@ fn evaluate(
     let spec = EvalSpec { split: Split::Test, stream, tasks, shots: cfg.shots, query: cfg.eval_query() };
     let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;
     let (mean, ci95) = mean_ci95(&out.outer_loss);
-    Ok((out, EvalLine { mean, ci95, tasks }))
+    let (accuracy, accuracy_ci95) = accuracy_summary(&out.accuracy);
+    Ok((out, EvalLine { mean, ci95, tasks, accuracy, accuracy_ci95 }))
 }
 
 /// Runs meta-steps from `state.meta.step` to the configured number, then the final
@@ -195,8 +208,9 @@ pub fn train_loop(
         let eval = if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
             let (_, line) = evaluate(pool, state, 0, cfg.eval_tasks)?;
             tracing::info!(step = done, mean = line.mean, ci95 = line.ci95, "evaluation");
+            let acc = line.accuracy.map(|a| format!(", accuracy {:.2}%", 100.0 * a)).unwrap_or_default();
             bar.println(format!(
-                "step {done}: eval query loss {:.4} ± {:.4} ({} tasks)",
+                "step {done}: eval query loss {:.4} ± {:.4}{acc} ({} tasks)",
                 line.mean, line.ci95, line.tasks
             ));
             Some(line)

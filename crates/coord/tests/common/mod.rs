@@ -9,6 +9,7 @@ use metasched_engine::rng::CounterRng;
 use metasched_engine::{
     Activation, Config, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig, SchedulerKind, TaskBatch,
 };
+use metasched_reference::{RefConfig, RefKind, RefSet, RefTargets, RefTask};
 
 /// The binary under test.
 pub fn meta_coord() -> Command {
@@ -65,4 +66,48 @@ pub fn write_problem(dir: &Path, config: &Config, seed: u64) -> (PathBuf, PathBu
 /// `path` as a `&str` (test paths are UTF-8).
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
+}
+
+/// The reference's view of a configuration.
+pub fn ref_config(c: &Config) -> RefConfig {
+    RefConfig {
+        layers: c.model.layers.clone(),
+        tanh: c.model.activation == Activation::Tanh,
+        cross_entropy: c.model.loss == LossKind::CrossEntropy,
+        steps: c.inner.steps,
+        first_order: c.inner.first_order,
+        kind: match c.scheduler.kind {
+            SchedulerKind::Lstm => RefKind::Lstm { hidden: c.scheduler.hidden },
+            SchedulerKind::Lslr => RefKind::Lslr,
+            SchedulerKind::Fixed => RefKind::Fixed,
+        },
+        lr_min: c.scheduler.lr_min,
+        lr_max: c.scheduler.lr_max,
+        lr_fixed: c.scheduler.lr_fixed,
+    }
+}
+
+/// The reference's view of a batch of tasks (values widened to f64).
+pub fn ref_tasks(batch: &metasched_engine::TaskBatch<f32>) -> Vec<RefTask> {
+    let set = |x: &[f32], y: metasched_engine::TargetsRef<'_, f32>, n: usize| RefSet {
+        n,
+        x: x.iter().map(|&v| v as f64).collect(),
+        y: match y {
+            metasched_engine::TargetsRef::Values(v) => {
+                RefTargets::Values(v.iter().map(|&v| v as f64).collect())
+            }
+            metasched_engine::TargetsRef::Labels(l) => {
+                RefTargets::Labels(l.iter().map(|&v| v as usize).collect())
+            }
+        },
+    };
+    (0..batch.b)
+        .map(|i| {
+            let t = batch.task(i);
+            RefTask {
+                support: set(t.support.x, t.support.y, t.support.n),
+                query: set(t.query.x, t.query.y, t.query.n),
+            }
+        })
+        .collect()
 }
