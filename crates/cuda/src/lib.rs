@@ -1,0 +1,1 @@
+//! placeholder (the CUDA backend is being written)

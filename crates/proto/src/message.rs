@@ -1,0 +1,146 @@
+//! The messages of the coordinator–worker protocol.
+//!
+//! A connection starts with a handshake: the worker says [`ToCoord::Hello`] (protocol
+//! version, capabilities, its nonce); the coordinator refuses a wrong version or answers
+//! [`ToWorker::Challenge`] (its nonce and its proof of the shared token); the worker checks
+//! that proof and answers [`ToCoord::Auth`] with its own; the coordinator answers
+//! [`ToWorker::Welcome`] (the run's setup) or [`ToWorker::Refused`]. The token itself never
+//! crosses the wire: both sides prove knowledge of it with an HMAC over both nonces
+//! (`auth.rs`). After that the coordinator sends jobs, the worker sends results and
+//! heartbeats, until [`ToWorker::Stop`].
+
+use metasched_engine::Config;
+use metasched_worker::{EvalResult, Job, StepResult, TaskSpec};
+use serde::{Deserialize, Serialize};
+
+/// Length of the handshake nonces and of HMAC-SHA256 tags, in bytes.
+pub const NONCE_LEN: usize = 32;
+
+/// What kind of device a worker computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceKind {
+    /// The CPU engine.
+    Cpu,
+    /// CUDA GPUs.
+    Cuda,
+}
+
+/// What a worker brings, announced in its hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Device kind.
+    pub device: DeviceKind,
+    /// Number of devices of that kind the worker drives (1 for a CPU worker).
+    pub device_count: u32,
+    /// CPU cores the worker will use.
+    pub cores: u32,
+    /// `CARGO_PKG_VERSION` of the worker binary.
+    pub build_version: String,
+    /// A human-readable name (host name and pid) for logs.
+    pub name: String,
+}
+
+/// The run a worker joins: everything it needs to generate tasks and compute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSetup {
+    /// Model configuration (spec §5).
+    pub config: Config,
+    /// Task family and sizes.
+    pub tasks: TaskSpec,
+    /// Engine threads the worker should use (0: all its cores).
+    pub threads: u32,
+    /// Seconds between the worker's heartbeats.
+    pub heartbeat_s: f64,
+}
+
+/// Parameters of one version, flattened in canonical slot order (`Params::buffers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamsBlob {
+    /// Version (the coordinator's step counter).
+    pub version: u64,
+    /// The values.
+    pub values: Vec<f32>,
+}
+
+/// Coordinator to worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Handshake step 2: the coordinator's nonce and its proof of the token over the worker's
+    /// nonce.
+    Challenge {
+        /// Fresh random nonce of the coordinator.
+        nonce: [u8; NONCE_LEN],
+        /// HMAC proving the coordinator holds the token.
+        proof: [u8; NONCE_LEN],
+    },
+    /// Handshake step 4: accepted.
+    Welcome {
+        /// Id the coordinator gives this worker (for logs).
+        worker_id: u32,
+        /// The run.
+        setup: RunSetup,
+    },
+    /// Handshake refused (wrong version, wrong token, bad message); the connection closes.
+    Refused {
+        /// Why, for the worker's log.
+        reason: String,
+    },
+    /// Work to do. `params` is present when the worker may not hold `job`'s version yet.
+    Work {
+        /// Id to quote in the answer.
+        job_id: u64,
+        /// The job.
+        job: Job,
+        /// Parameters to use, when they changed.
+        params: Option<ParamsBlob>,
+    },
+    /// Liveness probe; the worker answers with a heartbeat.
+    Ping,
+    /// The run is over: exit cleanly.
+    Stop,
+}
+
+/// Worker to coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToCoord {
+    /// Handshake step 1.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`] of the worker.
+        protocol_version: u32,
+        /// What the worker brings.
+        capabilities: Capabilities,
+        /// Fresh random nonce of the worker.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Handshake step 3: the worker's proof of the token over the coordinator's nonce.
+    Auth {
+        /// HMAC proving the worker holds the token.
+        proof: [u8; NONCE_LEN],
+    },
+    /// A finished meta-gradient part.
+    StepDone {
+        /// The job's id.
+        job_id: u64,
+        /// The result.
+        result: StepResult,
+    },
+    /// A finished evaluation part.
+    EvalDone {
+        /// The job's id.
+        job_id: u64,
+        /// The result.
+        result: EvalResult,
+    },
+    /// The job failed on the worker (its message says why); the coordinator re-dispatches.
+    Failed {
+        /// The job's id.
+        job_id: u64,
+        /// One-line reason.
+        message: String,
+    },
+    /// Alive (sent periodically and in answer to a ping).
+    Heartbeat {
+        /// Increasing counter.
+        seq: u64,
+    },
+}
