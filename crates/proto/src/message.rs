@@ -9,8 +9,9 @@
 //! (`auth.rs`). After that the coordinator sends jobs, the worker sends results and
 //! heartbeats, until [`ToWorker::Stop`].
 
+use crate::job::{EvalResult, Job, StepResult};
+use crate::task_spec::TaskSpec;
 use metasched_engine::Config;
-use metasched_worker::{EvalResult, Job, StepResult, TaskSpec};
 use serde::{Deserialize, Serialize};
 
 /// Length of the handshake nonces and of HMAC-SHA256 tags, in bytes.
@@ -81,6 +82,9 @@ pub enum ToWorker {
         setup: RunSetup,
     },
     /// Handshake refused (wrong version, wrong token, bad message); the connection closes.
+    ///
+    /// Keep it variant 2 holding one string in every future version, so that a worker of
+    /// another version can still read why it was refused.
     Refused {
         /// Why, for the worker's log.
         reason: String,
@@ -104,6 +108,10 @@ pub enum ToWorker {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToCoord {
     /// Handshake step 1.
+    ///
+    /// This must stay variant 0 with `protocol_version` as its first field in every future
+    /// version: the coordinator reads those two numbers even from a hello it cannot decode,
+    /// to answer a worker of another version with a clear refusal.
     Hello {
         /// [`crate::PROTOCOL_VERSION`] of the worker.
         protocol_version: u32,
@@ -143,4 +151,34 @@ pub enum ToCoord {
         /// Increasing counter.
         seq: u64,
     },
+}
+
+impl ToWorker {
+    /// The variant's name (`"Challenge"`, `"Work"`, …), for logs and protocol errors; it never
+    /// includes the message's contents.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Challenge { .. } => "Challenge",
+            Self::Welcome { .. } => "Welcome",
+            Self::Refused { .. } => "Refused",
+            Self::Work { .. } => "Work",
+            Self::Ping => "Ping",
+            Self::Stop => "Stop",
+        }
+    }
+}
+
+impl ToCoord {
+    /// The variant's name (`"Hello"`, `"StepDone"`, …), for logs and protocol errors; it never
+    /// includes the message's contents.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "Hello",
+            Self::Auth { .. } => "Auth",
+            Self::StepDone { .. } => "StepDone",
+            Self::EvalDone { .. } => "EvalDone",
+            Self::Failed { .. } => "Failed",
+            Self::Heartbeat { .. } => "Heartbeat",
+        }
+    }
 }

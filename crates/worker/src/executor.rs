@@ -5,8 +5,8 @@ use std::time::Instant;
 use metasched_engine::{Config, Engine, Params};
 
 use crate::error::Result;
-use crate::job::{EvalResult, Job, JobResult, StepResult};
 use crate::task_source::{Split, TaskSource};
+use metasched_proto::{EvalResult, Job, JobResult, StepResult};
 
 /// A worker's compute: the model configuration, its task source and a CPU engine.
 #[derive(Debug)]

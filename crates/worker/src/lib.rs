@@ -8,12 +8,12 @@
 //! The in-process pool of `meta-coord train` runs [`Executor`]s on threads; the TCP
 //! `meta-worker` runs the same executor behind a socket.
 
+pub mod client;
 pub mod error;
 pub mod executor;
-pub mod job;
 pub mod task_source;
 
 pub use error::{Result, WorkerError};
 pub use executor::Executor;
-pub use job::{EvalResult, Job, JobResult, StepResult};
+pub use metasched_proto::{EvalResult, Job, JobResult, StepResult};
 pub use task_source::{Split, TaskFamily, TaskSource, TaskSpec};

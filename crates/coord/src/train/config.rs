@@ -213,6 +213,36 @@ pub struct TrainArgs {
     /// Query points of evaluation tasks (0: 100 for sinusoid, --query otherwise).
     #[arg(long)]
     pub eval_query: Option<usize>,
+    /// Distributed training: where workers connect.
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// How workers reach the coordinator. Not part of the run's configuration: a resumed run
+/// may use a different transport and still ends bitwise the same.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TransportArgs {
+    /// Listen for `meta-worker` processes on ADDR:PORT (e.g. 0.0.0.0:7878; port 0 picks one).
+    #[arg(long, conflicts_with = "spawn_workers")]
+    pub listen: Option<String>,
+    /// With --listen: workers to wait for before training (more may join later).
+    #[arg(long, default_value_t = 1)]
+    pub expect_workers: usize,
+    /// Start N local `meta-worker` processes on loopback and train with them.
+    #[arg(long)]
+    pub spawn_workers: Option<usize>,
+    /// File holding the shared token (else METASCHED_TOKEN); required with --listen.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Seconds to wait for workers when none is connected, before saving and stopping.
+    #[arg(long, default_value_t = 300.0)]
+    pub worker_timeout: f64,
+    /// Seconds of silence after which a worker is considered dead.
+    #[arg(long, default_value_t = 30.0)]
+    pub heartbeat_timeout: f64,
+    /// Seconds after which a pending part is also sent to another worker.
+    #[arg(long, default_value_t = 600.0)]
+    pub step_deadline: f64,
 }
 
 fn parse_activation(s: &str) -> Result<Activation, String> {

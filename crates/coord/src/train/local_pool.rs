@@ -6,10 +6,13 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
-use metasched_engine::{Config, FixedSum, Params};
+use metasched_engine::{Config, Params};
 use metasched_worker::{Executor, Job, JobResult, TaskSource, TaskSpec};
 
-use super::pool::{EvalOutput, EvalSpec, StepOutput, WorkerPool, eval_job, split_range, step_job};
+use super::pool::{
+    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, eval_job, split_range,
+    step_job,
+};
 
 type Request = (Job, Arc<Params<f32>>);
 type Reply = metasched_worker::Result<JobResult>;
@@ -87,13 +90,8 @@ impl WorkerPool for LocalPool {
         let ranges = split_range(batch, self.workers.len());
         let jobs = ranges.iter().map(|r| step_job(step, version, r)).collect();
         let len = params.buffers().iter().map(|b| b.len()).sum();
-        let mut out = StepOutput {
-            sum: FixedSum::zeros(len),
-            outer_loss: Vec::new(),
-            lr: Vec::new(),
-            compute_s: Vec::new(),
-        };
-        for reply in self.scatter_gather(jobs, params)? {
+        let mut parts = Vec::new();
+        for (i, reply) in self.scatter_gather(jobs, params)?.into_iter().enumerate() {
             let JobResult::Step(r) = reply else {
                 return Err(anyhow!("worker answered a step with an evaluation"));
             };
@@ -104,27 +102,22 @@ impl WorkerPool for LocalPool {
                     r.version
                 ));
             }
-            out.sum.merge(&r.sum);
-            out.outer_loss.extend(r.outer_loss);
-            out.lr.extend(r.lr);
-            out.compute_s.push(r.compute_s);
+            parts.push((i as u32, r));
         }
-        Ok(out)
+        Ok(assemble_step(parts, len, 0.0, 0))
     }
 
     fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
         let ranges = split_range(spec.tasks, self.workers.len());
         let jobs = ranges.iter().map(|r| eval_job(&spec, r)).collect();
-        let mut out = EvalOutput { outer_loss: Vec::new(), lr: Vec::new(), accuracy: Vec::new() };
+        let mut parts = Vec::new();
         for reply in self.scatter_gather(jobs, params)? {
             let JobResult::Eval(r) = reply else {
                 return Err(anyhow!("worker answered an evaluation with a step"));
             };
-            out.outer_loss.extend(r.outer_loss);
-            out.lr.extend(r.lr);
-            out.accuracy.extend(r.accuracy);
+            parts.push(r);
         }
-        Ok(out)
+        Ok(assemble_eval(parts))
     }
 }
 

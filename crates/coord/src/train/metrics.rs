@@ -58,8 +58,12 @@ pub struct MetricsLine {
     pub wall_time: f64,
     /// Meta-steps per second over the last logging interval.
     pub steps_per_s: f64,
-    /// Seconds each worker computed during the last step.
-    pub worker_compute_s: Vec<f64>,
+    /// Who computed each part of the last step and for how long.
+    pub parts: Vec<super::pool::PartStats>,
+    /// Seconds the last step waited for its slowest part after the first one arrived.
+    pub straggler_wait_s: f64,
+    /// Parts re-dispatched so far (dead, hung or failing workers).
+    pub redispatched: u64,
     /// Evaluation on held-out tasks, when one ran at this step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalLine>,

@@ -4,8 +4,10 @@ pub mod config;
 pub mod local_pool;
 pub mod metrics;
 pub mod pool;
+pub mod remote_pool;
 pub mod report;
 pub mod signals;
+pub mod spawn;
 pub mod state;
 pub mod trainer;
 

@@ -17,8 +17,62 @@ pub struct StepOutput {
     pub outer_loss: Vec<f32>,
     /// Rates of each task, `[B, T, G]`.
     pub lr: Vec<f32>,
-    /// Seconds each worker spent computing, by worker.
-    pub compute_s: Vec<f64>,
+    /// What each part took, in task order.
+    pub parts: Vec<PartStats>,
+    /// Seconds between the first and the last part arriving (waiting for stragglers).
+    pub straggler_s: f64,
+    /// Parts sent again because their worker died, hung or failed.
+    pub redispatched: u32,
+}
+
+/// Who computed one part of a meta-step, and how long it took.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PartStats {
+    /// Worker id.
+    pub worker: u32,
+    /// Tasks in the part.
+    pub tasks: usize,
+    /// Seconds the worker spent computing.
+    pub compute_s: f64,
+}
+
+/// Puts step parts that arrived in any order together: sums the meta-gradients (exact, so
+/// the order does not matter) and concatenates per-task values in task order. `parts` holds
+/// `(worker id, result)`.
+pub fn assemble_step(
+    mut parts: Vec<(u32, metasched_worker::StepResult)>,
+    param_len: usize,
+    straggler_s: f64,
+    redispatched: u32,
+) -> StepOutput {
+    parts.sort_by_key(|(_, r)| r.first);
+    let mut out = StepOutput {
+        sum: FixedSum::zeros(param_len),
+        outer_loss: Vec::new(),
+        lr: Vec::new(),
+        parts: Vec::with_capacity(parts.len()),
+        straggler_s,
+        redispatched,
+    };
+    for (worker, r) in parts {
+        out.sum.merge(&r.sum);
+        out.parts.push(PartStats { worker, tasks: r.outer_loss.len(), compute_s: r.compute_s });
+        out.outer_loss.extend(r.outer_loss);
+        out.lr.extend(r.lr);
+    }
+    out
+}
+
+/// Puts evaluation parts that arrived in any order together, in task order.
+pub fn assemble_eval(mut parts: Vec<metasched_worker::EvalResult>) -> EvalOutput {
+    parts.sort_by_key(|r| r.first);
+    let mut out = EvalOutput { outer_loss: Vec::new(), lr: Vec::new(), accuracy: Vec::new() };
+    for r in parts {
+        out.outer_loss.extend(r.outer_loss);
+        out.lr.extend(r.lr);
+        out.accuracy.extend(r.accuracy);
+    }
+    out
 }
 
 /// Results of an evaluation over fresh tasks.

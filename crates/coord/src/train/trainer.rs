@@ -5,18 +5,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use metasched_engine::{UpdateMask, clip_grad_norm};
+use metasched_proto::{RunSetup, Token};
 use metasched_worker::Split;
 
 use super::config::{TrainArgs, TrainConfig};
 use super::local_pool::LocalPool;
 use super::metrics::{EvalLine, LrStats, MetricsLine, MetricsWriter};
 use super::pool::{EvalOutput, EvalSpec, WorkerPool};
+use super::remote_pool::{RemotePool, RemoteTimeouts};
 use super::signals::StopFlag;
+use super::spawn::SpawnedWorkers;
 use super::state::{TrainState, checkpoint_path};
 use crate::commands::mean_ci95;
 use crate::exit::BadInput;
@@ -93,19 +96,80 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     metasched_formats::write_atomic(&run_toml, toml.as_bytes())
         .with_context(|| format!("cannot write {}", run_toml.display()))?;
     let (workers, threads) = parallelism(&cfg);
-    let mut pool = LocalPool::start(&state.model, &cfg.task_spec()?, workers, threads)?;
-    println!(
-        "training {} ({} scheduler, {} inner steps, B = {}) in {} from step {} to {} on {workers} local worker(s) × {threads} thread(s)",
-        cfg.task,
-        cfg.scheduler.as_str(),
-        cfg.inner_steps,
-        cfg.meta_batch,
-        dir.display(),
-        state.meta.step,
-        cfg.steps
-    );
+    let describe = |how: String| {
+        println!(
+            "training {} ({} scheduler, {} inner steps, B = {}) in {} from step {} to {} on {how}",
+            cfg.task,
+            cfg.scheduler.as_str(),
+            cfg.inner_steps,
+            cfg.meta_batch,
+            dir.display(),
+            state.meta.step,
+            cfg.steps
+        )
+    };
     let stop = StopFlag::install();
-    train_loop(&mut state, &mut pool, &dir, &stop)
+    let t = &args.transport;
+    if t.listen.is_none() && t.spawn_workers.is_none() {
+        let mut pool = LocalPool::start(&state.model, &cfg.task_spec()?, workers, threads)?;
+        describe(format!("{workers} local worker(s) × {threads} thread(s)"));
+        return train_loop(&mut state, &mut pool, &dir, &stop);
+    }
+    let (listen, token, expect) = match (&t.listen, t.spawn_workers) {
+        (Some(addr), _) => {
+            let token = Token::resolve(t.token_file.as_deref())?.ok_or_else(|| {
+                BadInput("--listen needs a shared token: --token-file FILE or METASCHED_TOKEN".into())
+            })?;
+            (addr.clone(), token, t.expect_workers.max(1))
+        }
+        (None, Some(n)) => ("127.0.0.1:0".to_string(), Token::random(), n.max(1)),
+        (None, None) => unreachable!("handled above"),
+    };
+    let secret = token.expose().to_string();
+    let setup = RunSetup {
+        config: state.model.clone(),
+        tasks: cfg.task_spec()?,
+        threads: if cfg.threads == 0 { 0 } else { cfg.threads as u32 },
+        heartbeat_s: (t.heartbeat_timeout / 10.0).clamp(0.05, 2.0),
+    };
+    let timeouts = RemoteTimeouts {
+        heartbeat: Duration::from_secs_f64(t.heartbeat_timeout),
+        heartbeat_interval: Duration::from_secs_f64(setup.heartbeat_s),
+        step_deadline: Duration::from_secs_f64(t.step_deadline),
+        no_workers: Duration::from_secs_f64(t.worker_timeout),
+        ..RemoteTimeouts::default()
+    };
+    let mut pool = RemotePool::start(&listen, token, setup, timeouts)?;
+    let addr = pool.local_addr();
+    metasched_formats::write_atomic(dir.join("coordinator.addr"), addr.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("coordinator.addr").display()))?;
+    println!("listening on {addr} for {expect} worker(s)");
+    let spawned = match t.spawn_workers {
+        Some(n) => {
+            let per = (std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1) / n).max(1);
+            let threads = if cfg.threads == 0 { per } else { cfg.threads };
+            Some(SpawnedWorkers::start(n, &addr.to_string(), &secret, threads)?)
+        }
+        None => None,
+    };
+    pool.wait_for_workers(expect, Duration::from_secs_f64(t.worker_timeout))?;
+    describe(format!("{} remote worker(s) at {addr}", pool.size()));
+    let result = train_loop(&mut state, &mut pool, &dir, &stop);
+    if result.is_err() {
+        // A run that cannot go on (no workers left) keeps what it has.
+        if let Err(e) = state.save(&dir) {
+            tracing::error!("cannot save the checkpoint after the failure: {e:#}");
+        } else {
+            eprintln!(
+                "checkpoint saved at step {}; continue with --resume {}",
+                state.meta.step,
+                dir.display()
+            );
+        }
+    }
+    pool.stop_all();
+    drop(spawned);
+    result
 }
 
 /// Per-group min/mean/max of rates `[n, T, G]`.
@@ -179,12 +243,14 @@ pub fn train_loop(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut last_log = (Instant::now(), state.meta.step);
+    let mut redispatched = 0u64;
     while state.meta.step < cfg.steps {
         let step = state.meta.step;
         let params = Arc::new(state.params.clone());
         let out = pool
             .meta_step(&params, step, step, cfg.meta_batch)
             .with_context(|| format!("meta-step {step}"))?;
+        redispatched += u64::from(out.redispatched);
         let meta_loss = out.outer_loss.iter().map(|&l| l as f64).sum::<f64>() / cfg.meta_batch as f64;
         let grad_norm = match out.sum.to_params(&state.params, 1.0 / cfg.meta_batch as f64) {
             Some(mut grad) => {
@@ -229,10 +295,17 @@ pub fn train_loop(
                 skipped: state.meta.skipped,
                 wall_time: started.elapsed().as_secs_f64(),
                 steps_per_s,
-                worker_compute_s: out.compute_s.clone(),
+                parts: out.parts.clone(),
+                straggler_wait_s: out.straggler_s,
+                redispatched,
                 eval,
             })?;
-            bar.set_message(format!("{meta_loss:.4}"));
+            let workers: std::collections::BTreeSet<u32> = out.parts.iter().map(|p| p.worker).collect();
+            bar.set_message(format!(
+                "{meta_loss:.4} | {} worker(s), straggler {:.1} ms, re-dispatched {redispatched}",
+                workers.len(),
+                1e3 * out.straggler_s
+            ));
         }
         bar.set_position(done);
         if cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 {

@@ -3,7 +3,7 @@
 use metasched_engine::FixedSum;
 use serde::{Deserialize, Serialize};
 
-use crate::task_source::Split;
+use crate::task_spec::Split;
 
 /// One piece of work over a contiguous range of task indices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,507 @@
+//! Workers as `meta-worker` processes over TCP: the [`WorkerPool`] of distributed training.
+//!
+//! A tokio runtime owned by the pool accepts connections, runs the authenticated handshake
+//! under a deadline (so a slowloris client cannot hold a slot), and gives every worker a
+//! reader and a writer task that turn its socket into events. The coordinator thread drives
+//! each meta-step: it splits the tasks into contiguous parts, one per live worker, sends each
+//! its part with the parameters it lacks, and waits. A worker that disconnects, goes silent
+//! past the heartbeat timeout, fails a job, or sends anything malformed is dropped and its
+//! parts go to the others; a part still pending after the step deadline is sent a second time
+//! (the first answer wins). Because parts are summed exactly, a step's result does not depend
+//! on who computed what: a fault never changes a bit, and no step is lost or applied twice.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use metasched_engine::Params;
+use metasched_proto::{
+    Capabilities, MAX_FRAME_BYTES, ParamsBlob, RunSetup, ToCoord, ToWorker, Token, coordinator_handshake,
+    read_msg, write_msg,
+};
+use metasched_worker::{EvalResult, Job, StepResult};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+
+use super::pool::{
+    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, eval_job, split_range,
+    step_job,
+};
+
+/// Timing knobs of the distributed pool.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteTimeouts {
+    /// How long a new connection may take to finish the handshake.
+    pub handshake: Duration,
+    /// A worker silent for this long is considered dead.
+    pub heartbeat: Duration,
+    /// Workers send a heartbeat this often.
+    pub heartbeat_interval: Duration,
+    /// A part pending for this long is sent to another worker as well.
+    pub step_deadline: Duration,
+    /// How long to wait for workers when none is connected (then the run saves and stops).
+    pub no_workers: Duration,
+}
+
+impl Default for RemoteTimeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(2),
+            step_deadline: Duration::from_secs(600),
+            no_workers: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the socket tasks tell the coordinator.
+enum Event {
+    Joined { id: u32, caps: Capabilities, tx: mpsc::UnboundedSender<ToWorker>, tasks: [AbortHandle; 2] },
+    Msg { id: u32, msg: ToCoord },
+    Gone { id: u32, reason: String },
+}
+
+struct Live {
+    caps: Capabilities,
+    tx: mpsc::UnboundedSender<ToWorker>,
+    tasks: [AbortHandle; 2],
+    last_seen: Instant,
+    version: Option<u64>,
+    pending: usize,
+}
+
+struct Pending {
+    range: Range<usize>,
+    workers: Vec<u32>,
+    sent: Instant,
+}
+
+/// Each part's answer with the worker that gave it, the straggler wait in seconds and the
+/// number of re-dispatched parts.
+type Gathered<R> = (Vec<(u32, R)>, f64, u32);
+
+/// The distributed pool.
+pub struct RemotePool {
+    rt: tokio::runtime::Runtime,
+    events: mpsc::UnboundedReceiver<Event>,
+    live: BTreeMap<u32, Live>,
+    addr: SocketAddr,
+    timeouts: RemoteTimeouts,
+    next_job: u64,
+    accept: AbortHandle,
+}
+
+/// The parameters as sent on the wire.
+fn blob(params: &Params<f32>, version: u64) -> ParamsBlob {
+    ParamsBlob { version, values: params.buffers().iter().flat_map(|b| b.iter().copied()).collect() }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+    token: Arc<Token>,
+    setup: Arc<RunSetup>,
+    deadline: Duration,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let caps = match coordinator_handshake(&mut stream, &token, &setup, id, deadline).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, "connection refused: {e}");
+            return;
+        }
+    };
+    tracing::info!(%peer, worker = id, name = %caps.name, cores = caps.cores, "worker joined");
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
+    let ev = events.clone();
+    let write_task = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Err(e) = write_msg(&mut writer, &msg).await {
+                let _ = ev.send(Event::Gone { id, reason: format!("write failed: {e}") });
+                return;
+            }
+            if matches!(msg, ToWorker::Stop) {
+                return;
+            }
+        }
+    });
+    let ev = events.clone();
+    let read_task = tokio::spawn(async move {
+        loop {
+            match read_msg::<_, ToCoord>(&mut reader, MAX_FRAME_BYTES).await {
+                Ok(msg) => {
+                    if ev.send(Event::Msg { id, msg }).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = ev.send(Event::Gone { id, reason: e.to_string() });
+                    return;
+                }
+            }
+        }
+    });
+    let tasks = [write_task.abort_handle(), read_task.abort_handle()];
+    let _ = events.send(Event::Joined { id, caps, tx, tasks });
+}
+
+impl RemotePool {
+    /// Listens on `listen` and starts accepting workers for the run `setup`.
+    pub fn start(
+        listen: &str,
+        token: Token,
+        setup: RunSetup,
+        timeouts: RemoteTimeouts,
+    ) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("metasched-net")
+            .enable_all()
+            .build()
+            .context("cannot start the network runtime")?;
+        let listener =
+            rt.block_on(TcpListener::bind(listen)).with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let token = Arc::new(token);
+        let setup = Arc::new(setup);
+        let handshake = timeouts.handshake;
+        // At most this many connections may be in their handshake at once.
+        let slots = Arc::new(Semaphore::new(64));
+        let accept = rt.spawn(async move {
+            let mut next_id = 0u32;
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!(%peer, "too many connections in handshake: dropped");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (token, setup, tx) = (Arc::clone(&token), Arc::clone(&setup), tx.clone());
+                let id = next_id;
+                next_id = next_id.wrapping_add(1);
+                tokio::spawn(async move {
+                    serve_connection(stream, peer, id, token, setup, handshake, tx).await;
+                    drop(permit);
+                });
+            }
+        });
+        tracing::info!(%addr, "coordinator listening");
+        Ok(Self {
+            rt,
+            events,
+            live: BTreeMap::new(),
+            addr,
+            timeouts,
+            next_job: 0,
+            accept: accept.abort_handle(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn drop_worker(&mut self, id: u32, reason: &str) {
+        if let Some(w) = self.live.remove(&id) {
+            for t in &w.tasks {
+                t.abort();
+            }
+            tracing::warn!(worker = id, name = %w.caps.name, "worker lost: {reason}");
+        }
+    }
+
+    /// Applies an event that is not a job result; returns it back if it is one.
+    fn absorb(&mut self, ev: Event) -> Option<(u32, ToCoord)> {
+        match ev {
+            Event::Joined { id, caps, tx, tasks } => {
+                self.live.insert(
+                    id,
+                    Live { caps, tx, tasks, last_seen: Instant::now(), version: None, pending: 0 },
+                );
+                None
+            }
+            Event::Gone { id, reason } => {
+                self.drop_worker(id, &reason);
+                None
+            }
+            Event::Msg { id, msg } => {
+                if let Some(w) = self.live.get_mut(&id) {
+                    w.last_seen = Instant::now();
+                }
+                match msg {
+                    ToCoord::Heartbeat { .. } => None,
+                    ToCoord::Hello { .. } | ToCoord::Auth { .. } => {
+                        self.drop_worker(id, "protocol violation: handshake message after the handshake");
+                        None
+                    }
+                    other => Some((id, other)),
+                }
+            }
+        }
+    }
+
+    /// Waits until `n` workers are connected, or `timeout` passes with at least one.
+    pub fn wait_for_workers(&mut self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last_log = Instant::now();
+        while self.live.len() < n {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                if self.live.is_empty() {
+                    return Err(anyhow!("no worker connected within {:.0} s", timeout.as_secs_f64()));
+                }
+                tracing::warn!(
+                    connected = self.live.len(),
+                    expected = n,
+                    "starting with fewer workers than expected"
+                );
+                return Ok(());
+            }
+            if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!(connected = self.live.len(), expected = n, addr = %self.addr, "waiting for workers");
+                last_log = Instant::now();
+            }
+            let ev = self.rt.block_on(async {
+                tokio::time::timeout(left.min(Duration::from_secs(1)), self.events.recv()).await
+            });
+            if let Ok(Some(ev)) = ev {
+                let _ = self.absorb(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `job` to worker `id`, with the parameters if it lacks this version.
+    fn send(&mut self, id: u32, job: Job, params: &Params<f32>, version: u64) -> Option<u64> {
+        let job_id = self.next_job;
+        self.next_job += 1;
+        let w = self.live.get_mut(&id)?;
+        let with = (w.version != Some(version)).then(|| blob(params, version));
+        if w.tx.send(ToWorker::Work { job_id, job, params: with }).is_err() {
+            return None;
+        }
+        w.version = Some(version);
+        w.pending += 1;
+        Some(job_id)
+    }
+
+    /// The live worker with the fewest pending jobs, other than those in `avoid` if possible.
+    fn least_loaded(&self, avoid: &[u32]) -> Option<u32> {
+        let pick = |skip: bool| {
+            self.live
+                .iter()
+                .filter(|(id, _)| !skip || !avoid.contains(id))
+                .min_by_key(|(_, w)| w.pending)
+                .map(|(&id, _)| id)
+        };
+        pick(true).or_else(|| pick(false))
+    }
+
+    /// Runs the jobs `make(range)` for every part of `0..n`, re-dispatching around faults,
+    /// and returns each part's answer with the worker that gave it.
+    fn run_parts<R>(
+        &mut self,
+        n: usize,
+        params: &Arc<Params<f32>>,
+        version: u64,
+        make: impl Fn(&Range<usize>) -> Job,
+        take: impl Fn(ToCoord) -> Option<(u64, R)>,
+    ) -> anyhow::Result<Gathered<R>> {
+        let mut waited_since: Option<Instant> = None;
+        while self.live.is_empty() {
+            let since = *waited_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > self.timeouts.no_workers {
+                return Err(anyhow!(
+                    "no worker left for {:.0} s (listening on {}); stopping",
+                    self.timeouts.no_workers.as_secs_f64(),
+                    self.addr
+                ));
+            }
+            tracing::warn!(addr = %self.addr, "no worker connected: waiting");
+            let ev = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), self.events.recv()).await });
+            if let Ok(Some(ev)) = ev {
+                let _ = self.absorb(ev);
+            }
+        }
+        let ranges = split_range(n, self.live.len());
+        let ids: Vec<u32> = self.live.keys().copied().collect();
+        let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut parts: Vec<Pending> = Vec::with_capacity(ranges.len());
+        let mut answers: Vec<Option<(u32, R)>> = Vec::new();
+        let mut redispatched = 0u32;
+        for (i, range) in ranges.into_iter().enumerate() {
+            parts.push(Pending { range: range.clone(), workers: vec![], sent: Instant::now() });
+            answers.push(None);
+            let mut target = Some(ids[i % ids.len()]);
+            while let Some(id) = target {
+                if let Some(job_id) = self.send(id, make(&range), params, version) {
+                    pending.insert(job_id, i);
+                    parts[i].workers.push(id);
+                    break;
+                }
+                self.drop_worker(id, "cannot send");
+                target = self.least_loaded(&[]);
+            }
+        }
+        let mut first_done: Option<Instant> = None;
+        let mut no_worker_since: Option<Instant> = None;
+        while answers.iter().any(Option::is_none) {
+            // Parts with no live worker on them, or past the deadline, go (again) to someone.
+            let now = Instant::now();
+            for i in 0..parts.len() {
+                if answers[i].is_some() {
+                    continue;
+                }
+                let orphan = !parts[i].workers.iter().any(|w| self.live.contains_key(w));
+                let late = now.duration_since(parts[i].sent) > self.timeouts.step_deadline;
+                if !(orphan || late) {
+                    continue;
+                }
+                let Some(id) = self.least_loaded(&parts[i].workers) else { continue };
+                if late && !orphan && parts[i].workers.contains(&id) {
+                    continue;
+                }
+                if let Some(job_id) = self.send(id, make(&parts[i].range), params, version) {
+                    tracing::warn!(part = ?parts[i].range, worker = id, orphan, late, "part re-dispatched");
+                    pending.insert(job_id, i);
+                    parts[i].workers.push(id);
+                    parts[i].sent = now;
+                    redispatched += 1;
+                }
+            }
+            // Workers that stopped answering are dropped.
+            let silent: Vec<u32> = self
+                .live
+                .iter()
+                .filter(|(_, w)| w.last_seen.elapsed() > self.timeouts.heartbeat)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in silent {
+                self.drop_worker(id, "no heartbeat within the timeout");
+            }
+            if self.live.is_empty() {
+                let since = *no_worker_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.timeouts.no_workers {
+                    return Err(anyhow!(
+                        "every worker is gone and none came back within {:.0} s (listening on {})",
+                        self.timeouts.no_workers.as_secs_f64(),
+                        self.addr
+                    ));
+                }
+            } else {
+                no_worker_since = None;
+            }
+            let ev = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await
+            });
+            let Ok(Some(ev)) = ev else { continue };
+            let Some((id, msg)) = self.absorb(ev) else { continue };
+            if let ToCoord::Failed { job_id, message } = &msg {
+                if let Some(&i) = pending.get(job_id) {
+                    tracing::warn!(worker = id, part = ?parts[i].range, "job failed on the worker: {message}");
+                    parts[i].workers.retain(|&w| w != id);
+                }
+                self.drop_worker(id, &format!("job failed: {message}"));
+                continue;
+            }
+            match take(msg) {
+                Some((job_id, r)) => {
+                    if let Some(w) = self.live.get_mut(&id) {
+                        w.pending = w.pending.saturating_sub(1);
+                    }
+                    if let Some(&i) = pending.get(&job_id) {
+                        if answers[i].is_none() {
+                            answers[i] = Some((id, r));
+                            first_done.get_or_insert_with(Instant::now);
+                        }
+                    }
+                }
+                None => self.drop_worker(id, "protocol violation: unexpected message"),
+            }
+        }
+        let straggler = first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        Ok((answers.into_iter().flatten().collect(), straggler, redispatched))
+    }
+
+    /// Tells every worker the run is over.
+    pub fn stop_all(&mut self) {
+        for w in self.live.values() {
+            let _ = w.tx.send(ToWorker::Stop);
+        }
+        // Give the writers a moment to flush.
+        self.rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+    }
+}
+
+impl WorkerPool for RemotePool {
+    fn size(&self) -> usize {
+        self.live.len()
+    }
+
+    fn meta_step(
+        &mut self,
+        params: &Arc<Params<f32>>,
+        version: u64,
+        step: u64,
+        batch: usize,
+    ) -> anyhow::Result<StepOutput> {
+        let take = |msg: ToCoord| match msg {
+            ToCoord::StepDone { job_id, result } => Some((job_id, result)),
+            _ => None,
+        };
+        let (parts, straggler, redispatched) =
+            self.run_parts(batch, params, version, |r| step_job(step, version, r), take)?;
+        for (id, r) in &parts {
+            let r: &StepResult = r;
+            if r.step != step || r.version != version {
+                return Err(anyhow!(
+                    "worker {id} answered step {} v{} for step {step} v{version}",
+                    r.step,
+                    r.version
+                ));
+            }
+        }
+        let len = params.buffers().iter().map(|b| b.len()).sum();
+        Ok(assemble_step(parts, len, straggler, redispatched))
+    }
+
+    fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
+        let take = |msg: ToCoord| match msg {
+            ToCoord::EvalDone { job_id, result } => Some((job_id, result)),
+            _ => None,
+        };
+        // Evaluation uses the current parameters under a version no step uses.
+        let version = u64::MAX - self.next_job;
+        let (parts, _, _) = self.run_parts(spec.tasks, params, version, |r| eval_job(&spec, r), take)?;
+        Ok(assemble_eval(parts.into_iter().map(|(_, r): (u32, EvalResult)| r).collect()))
+    }
+}
+
+impl Drop for RemotePool {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for w in self.live.values() {
+            for t in &w.tasks {
+                t.abort();
+            }
+        }
+    }
+}
