@@ -40,6 +40,11 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(f) = cause.downcast_ref::<FormatError>() {
             return if f.is_bad_input() { EXIT_BAD_INPUT } else { EXIT_FAILURE };
         }
+        if let Some(metasched_proto::ProtoError::BadToken(_)) =
+            cause.downcast_ref::<metasched_proto::ProtoError>()
+        {
+            return EXIT_BAD_INPUT;
+        }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
             return match e {
                 EngineError::ThreadPool(_) => EXIT_FAILURE,

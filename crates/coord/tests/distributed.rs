@@ -358,3 +358,16 @@ fn with_no_worker_left_the_coordinator_saves_and_stops() {
     let c = metasched_formats::read_checkpoint(r.dir.join("checkpoint.safetensors")).expect("saved");
     assert!(c.config_json["train"]["step"].as_u64().expect("step") >= 20);
 }
+
+#[test]
+fn sigterm_while_waiting_for_workers_saves_and_exits_130() {
+    let r = Run::new();
+    let coord = r.coordinator(50, &["--listen", "127.0.0.1:0", "--expect-workers", "2"]);
+    let _ = r.addr();
+    signal(&coord, "-TERM");
+    let out = finish(coord, Duration::from_secs(30));
+    assert_clean("meta-coord", &out);
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let c = metasched_formats::read_checkpoint(r.dir.join("checkpoint.safetensors")).expect("saved");
+    assert_eq!(c.config_json["train"]["step"], 0);
+}

@@ -94,6 +94,7 @@ pub struct RemotePool {
     timeouts: RemoteTimeouts,
     next_job: u64,
     accept: AbortHandle,
+    stop: Option<super::signals::StopFlag>,
 }
 
 /// The parameters as sent on the wire.
@@ -209,7 +210,21 @@ impl RemotePool {
             timeouts,
             next_job: 0,
             accept: accept.abort_handle(),
+            stop: None,
         })
+    }
+
+    /// Makes waits for workers give up when `stop` is raised (SIGINT/SIGTERM), so a signal
+    /// saves the last completed step even when no worker is left to finish the current one.
+    pub fn set_stop_flag(&mut self, stop: super::signals::StopFlag) {
+        self.stop = Some(stop);
+    }
+
+    fn check_stop(&self) -> anyhow::Result<()> {
+        match &self.stop {
+            Some(s) if s.raised() => Err(anyhow!("interrupted while waiting for workers")),
+            _ => Ok(()),
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -261,6 +276,7 @@ impl RemotePool {
         let start = Instant::now();
         let mut last_log = Instant::now();
         while self.live.len() < n {
+            self.check_stop()?;
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 if self.live.is_empty() {
@@ -325,6 +341,7 @@ impl RemotePool {
     ) -> anyhow::Result<Gathered<R>> {
         let mut waited_since: Option<Instant> = None;
         while self.live.is_empty() {
+            self.check_stop()?;
             let since = *waited_since.get_or_insert_with(Instant::now);
             if since.elapsed() > self.timeouts.no_workers {
                 return Err(anyhow!(
@@ -398,6 +415,7 @@ impl RemotePool {
                 self.drop_worker(id, "no heartbeat within the timeout");
             }
             if self.live.is_empty() {
+                self.check_stop()?;
                 let since = *no_worker_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.timeouts.no_workers {
                     return Err(anyhow!(

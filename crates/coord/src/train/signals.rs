@@ -1,8 +1,14 @@
 //! SIGINT/SIGTERM handling: the first signal asks the training loop to stop after the current
-//! meta-step and save a checkpoint; a second one exits at once.
+//! meta-step and save a checkpoint; another one more than a second later exits at once
+//! (signals arriving together, as Slurm's SIGTERM to the job and to the step do, count once).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// A flag raised by SIGINT or SIGTERM.
 #[derive(Clone, Debug)]
@@ -14,11 +20,16 @@ impl StopFlag {
     pub fn install() -> Self {
         let flag = Arc::new(AtomicBool::new(false));
         let f = Arc::clone(&flag);
+        let first = Arc::new(AtomicU64::new(0));
         let installed = ctrlc::set_handler(move || {
             if f.swap(true, Ordering::SeqCst) {
-                eprintln!("second interrupt: exiting without saving");
-                std::process::exit(130);
+                if now_ms().saturating_sub(first.load(Ordering::SeqCst)) > 1000 {
+                    eprintln!("second interrupt: exiting without saving");
+                    std::process::exit(130);
+                }
+                return;
             }
+            first.store(now_ms(), Ordering::SeqCst);
             eprintln!(
                 "interrupt: finishing the current meta-step and saving a checkpoint (interrupt again to abort)"
             );

@@ -96,6 +96,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     metasched_formats::write_atomic(&run_toml, toml.as_bytes())
         .with_context(|| format!("cannot write {}", run_toml.display()))?;
     let (workers, threads) = parallelism(&cfg);
+    let from_step = state.meta.step;
     let describe = |how: String| {
         println!(
             "training {} ({} scheduler, {} inner steps, B = {}) in {} from step {} to {} on {how}",
@@ -104,7 +105,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
             cfg.inner_steps,
             cfg.meta_batch,
             dir.display(),
-            state.meta.step,
+            from_step,
             cfg.steps
         )
     };
@@ -140,6 +141,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
         ..RemoteTimeouts::default()
     };
     let mut pool = RemotePool::start(&listen, token, setup, timeouts)?;
+    pool.set_stop_flag(stop.clone());
     let addr = pool.local_addr();
     metasched_formats::write_atomic(dir.join("coordinator.addr"), addr.to_string().as_bytes())
         .with_context(|| format!("cannot write {}", dir.join("coordinator.addr").display()))?;
@@ -152,9 +154,22 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
-    pool.wait_for_workers(expect, Duration::from_secs_f64(t.worker_timeout))?;
-    describe(format!("{} remote worker(s) at {addr}", pool.size()));
-    let result = train_loop(&mut state, &mut pool, &dir, &stop);
+    let result = pool.wait_for_workers(expect, Duration::from_secs_f64(t.worker_timeout)).and_then(|()| {
+        describe(format!("{} remote worker(s) at {addr}", pool.size()));
+        train_loop(&mut state, &mut pool, &dir, &stop)
+    });
+    let result = match result {
+        Err(_) if stop.raised() => {
+            state.save(&dir)?;
+            println!(
+                "interrupted: checkpoint saved at step {}; continue with --resume {}",
+                state.meta.step,
+                dir.display()
+            );
+            Ok(Outcome::Interrupted { step: state.meta.step })
+        }
+        other => other,
+    };
     if result.is_err() {
         // A run that cannot go on (no workers left) keeps what it has.
         if let Err(e) = state.save(&dir) {
