@@ -222,8 +222,10 @@ pub struct TrainArgs {
 /// may use a different transport and still ends bitwise the same.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TransportArgs {
-    /// Listen for `meta-worker` processes on ADDR:PORT (e.g. 0.0.0.0:7878; port 0 picks one).
-    #[arg(long, conflicts_with = "spawn_workers")]
+    /// Listen for `meta-worker` processes on [ADDR:]PORT; the address defaults to 127.0.0.1
+    /// (loopback only; give 0.0.0.0:7878 for a cluster), `--listen` alone means
+    /// 127.0.0.1:7878, port 0 picks a free one.
+    #[arg(long, conflicts_with = "spawn_workers", num_args = 0..=1, default_missing_value = "127.0.0.1:7878")]
     pub listen: Option<String>,
     /// With --listen: workers to wait for before training (more may join later).
     #[arg(long, default_value_t = 1)]
@@ -465,5 +467,17 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// `[ADDR:]PORT` with the address defaulting to loopback.
+pub fn listen_address(spec: &str) -> String {
+    let spec = spec.trim();
+    if let Some(port) = spec.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else if spec.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{spec}")
+    } else {
+        spec.to_string()
     }
 }

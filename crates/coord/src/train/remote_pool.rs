@@ -26,6 +26,7 @@ use metasched_worker::{EvalResult, Job, StepResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::pool::{
     EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, eval_job, split_range,
@@ -195,10 +196,14 @@ impl RemotePool {
                 let (token, setup, tx) = (Arc::clone(&token), Arc::clone(&setup), tx.clone());
                 let id = next_id;
                 next_id = next_id.wrapping_add(1);
-                tokio::spawn(async move {
-                    serve_connection(stream, peer, id, token, setup, handshake, tx).await;
-                    drop(permit);
-                });
+                let span = tracing::info_span!("worker", id, %peer);
+                tokio::spawn(
+                    async move {
+                        serve_connection(stream, peer, id, token, setup, handshake, tx).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
         });
         tracing::info!(%addr, "coordinator listening");

@@ -121,7 +121,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
             let token = Token::resolve(t.token_file.as_deref())?.ok_or_else(|| {
                 BadInput("--listen needs a shared token: --token-file FILE or METASCHED_TOKEN".into())
             })?;
-            (addr.clone(), token, t.expect_workers.max(1))
+            (super::config::listen_address(addr), token, t.expect_workers.max(1))
         }
         (None, Some(n)) => ("127.0.0.1:0".to_string(), Token::random(), n.max(1)),
         (None, None) => unreachable!("handled above"),
@@ -261,6 +261,7 @@ pub fn train_loop(
     let mut redispatched = 0u64;
     while state.meta.step < cfg.steps {
         let step = state.meta.step;
+        let _span = tracing::info_span!("step", step).entered();
         let params = Arc::new(state.params.clone());
         let out = pool
             .meta_step(&params, step, step, cfg.meta_batch)
