@@ -164,7 +164,7 @@ check "coordinator: expects 4 workers" bash -c "grep -A1 -x -- '--expect-workers
 check "coordinator: --token-file" has_line "$STUB_DIR/coord.args" "$tok"
 check "coordinator step: --overlap --gres=none on node01" bash -c "grep -qx -- --overlap '$STUB_DIR/srun.metasched-coord.opts' && grep -qx -- --gres=none '$STUB_DIR/srun.metasched-coord.opts' && grep -qx -- --nodelist=node01 '$STUB_DIR/srun.metasched-coord.opts'"
 check "4 workers started" test "$(wc -l < "$STUB_DIR/worker.args")" -eq 4
-check "worker command line" has_line "$STUB_DIR/worker.args" "--coord node01:$((20000 + 4242 % 20000)) --device cuda:0 --threads 3 --token-file $tok"
+check "worker command line" has_line "$STUB_DIR/worker.args" "--coord node01:$((20000 + 4242 % 20000)) --device cuda:0 --threads 3 --token-file $tok --give-up-after 900"
 check "worker step: --gpus-per-task=1, 2 per node" bash -c "grep -qx -- --gpus-per-task=1 '$STUB_DIR/srun.metasched-workers.opts' && grep -qx -- --ntasks-per-node=2 '$STUB_DIR/srun.metasched-workers.opts'"
 check "no requeue" test ! -e "$STUB_DIR/requeued"
 check "job's SLURM_GPUS_PER_NODE not passed to the steps" grep -qx 'SLURM_GPUS_PER_NODE=unset' "$STUB_DIR/srun.metasched-workers.opts"
