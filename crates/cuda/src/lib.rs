@@ -1,1 +1,30 @@
-//! placeholder (the CUDA backend is being written)
+//! metasched's CUDA backend.
+//!
+//! The kernels are CUDA C++ sources in `kernels/` (one family per file, `extern "C"
+//! __global__ <op>_<pass>_f32` entry points, each the twin of a function of
+//! `metasched_engine` with the same argument order, outputs first). This crate
+//!
+//! - lists them ([`KernelId`], [`kernel_source`]) with their launch contracts (parameter
+//!   types, buffer lengths, launch shapes: [`KernelId::check`], [`KernelId::default_config`]);
+//! - defines the device interface backends implement ([`Runtime`]: allocation, copies, typed
+//!   launches);
+//! - implements it on the CPU ([`EmuRuntime`]): the build script compiles the same kernel
+//!   sources with g++ against `kernels/emu/cuda_emu.h` and a fiber-based runtime that runs
+//!   every CUDA thread as a fiber and reports divergent barriers, warp collectives over
+//!   exited lanes and deadlocks as errors, so CI executes every kernel without a GPU;
+//! - drives the learner's kernels layer by layer ([`learner::DeviceMlp`]: forward, loss and
+//!   gradient, Hessian-vector product, batched over tasks).
+//!
+//! A real-GPU runtime (cudarc, NVRTC) implements the same trait in a later phase.
+
+pub mod emu;
+pub mod error;
+mod ffi;
+pub mod kernels;
+pub mod learner;
+pub mod runtime;
+
+pub use emu::{EmuBuffer, EmuRuntime, Schedule};
+pub use error::{CudaError, Result};
+pub use kernels::{ArgValue, BlockShape, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source};
+pub use runtime::{Arg, DeviceBuffer, Dim3, Element, LaunchConfig, Runtime};

@@ -1,0 +1,64 @@
+//! Errors of the CUDA backend, real or emulated.
+
+/// Everything a device runtime can report. The emulator's execution errors carry its full
+/// message (kernel, block, threads and source lines involved).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CudaError {
+    /// A launch argument does not fit the kernel's contract (type, count, value, or a buffer
+    /// too short for the sizes passed).
+    #[error("kernel {kernel}: invalid argument: {reason}")]
+    InvalidArgument {
+        /// Entry point of the kernel.
+        kernel: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The grid, block or shared-memory size cannot run the kernel.
+    #[error("kernel {kernel}: invalid launch configuration: {reason}")]
+    InvalidLaunch {
+        /// Entry point of the kernel.
+        kernel: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A host slice and a device buffer of different lengths in a copy.
+    #[error("copy between a device buffer of {buffer} elements and a host slice of {host}")]
+    LengthMismatch {
+        /// Elements in the device buffer.
+        buffer: usize,
+        /// Elements in the host slice.
+        host: usize,
+    },
+    /// No kernel of that name is compiled into the runtime.
+    #[error("unknown kernel: {0}")]
+    UnknownKernel(String),
+    /// Arguments passed do not match the kernel's parameter list.
+    #[error("signature mismatch: {0}")]
+    Signature(String),
+    /// `__syncthreads()` not reached by every live thread of a block (some exited, or wait at
+    /// another barrier or warp collective).
+    #[error("{0}")]
+    DivergentBarrier(String),
+    /// A warp collective (`__shfl*_sync`, `__ballot_sync`, `__syncwarp`) whose mask names a
+    /// lane that has exited or does not exist.
+    #[error("{0}")]
+    ExitedLane(String),
+    /// Threads that wait for each other forever.
+    #[error("{0}")]
+    Deadlock(String),
+    /// Shared memory over the per-block limit, or written past the end of an array.
+    #[error("{0}")]
+    SharedMemory(String),
+    /// A warp collective used against its rules (width, own lane missing from the mask).
+    #[error("{0}")]
+    WarpUsage(String),
+    /// The kernel called `__trap()`.
+    #[error("{0}")]
+    Trap(String),
+    /// The runtime itself failed (out of memory, internal error).
+    #[error("device runtime failure: {0}")]
+    Runtime(String),
+}
+
+/// Result of the CUDA backend.
+pub type Result<T, E = CudaError> = std::result::Result<T, E>;

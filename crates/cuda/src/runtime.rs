@@ -1,0 +1,215 @@
+//! The device interface every backend implements: allocation, copies and typed kernel
+//! launches. [`crate::EmuRuntime`] implements it on the CPU emulator; the cudarc adapter
+//! (phase 2) implements it on a real GPU, so drivers such as [`crate::learner`] run on both.
+
+use crate::error::Result;
+use crate::kernels::{ArgValue, KernelId, ParamType};
+
+/// A launch dimension (CUDA's `dim3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dim3 {
+    /// Extent along x.
+    pub x: u32,
+    /// Extent along y.
+    pub y: u32,
+    /// Extent along z.
+    pub z: u32,
+}
+
+impl Dim3 {
+    /// `(x, 1, 1)`.
+    pub const fn x(x: u32) -> Self {
+        Self { x, y: 1, z: 1 }
+    }
+
+    /// `(x, y, 1)`.
+    pub const fn xy(x: u32, y: u32) -> Self {
+        Self { x, y, z: 1 }
+    }
+
+    /// `x · y · z`.
+    pub const fn count(self) -> u64 {
+        self.x as u64 * self.y as u64 * self.z as u64
+    }
+}
+
+/// Geometry of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaunchConfig {
+    /// Blocks.
+    pub grid: Dim3,
+    /// Threads per block.
+    pub block: Dim3,
+    /// Bytes of dynamic shared memory per block.
+    pub shared_bytes: usize,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for i32 {}
+    impl Sealed for u32 {}
+}
+
+/// An element type device buffers hold: `f32`, `i32` or `u32`.
+pub trait Element:
+    Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static + sealed::Sealed
+{
+    /// The kernel parameter type of a pointer to this element.
+    const POINTER: ParamType;
+
+    /// The launch argument for `buf`, starting `offset` elements in.
+    fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R>;
+}
+
+impl Element for f32 {
+    const POINTER: ParamType = ParamType::PtrF32;
+    fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R> {
+        Arg::BufF32(buf, offset)
+    }
+}
+
+impl Element for i32 {
+    const POINTER: ParamType = ParamType::PtrI32;
+    fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R> {
+        Arg::BufI32(buf, offset)
+    }
+}
+
+impl Element for u32 {
+    const POINTER: ParamType = ParamType::PtrU32;
+    fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R> {
+        Arg::BufU32(buf, offset)
+    }
+}
+
+/// A device allocation of `len()` elements of `T`.
+pub trait DeviceBuffer<T> {
+    /// Number of elements.
+    fn len(&self) -> usize;
+
+    /// Whether it holds no elements.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One kernel launch argument, in the kernel's parameter order. Buffers are passed by
+/// reference with an element offset (a pointer `offset` elements into the buffer); a kernel
+/// may write through any buffer argument, including ones it only reads by contract.
+pub enum Arg<'a, R: Runtime + ?Sized> {
+    /// A `float` parameter.
+    F32(f32),
+    /// An `int` parameter.
+    I32(i32),
+    /// An `unsigned` parameter.
+    U32(u32),
+    /// A `float*` parameter: the buffer, and the first element the pointer designates.
+    BufF32(&'a R::Buffer<f32>, usize),
+    /// An `int*` parameter.
+    BufI32(&'a R::Buffer<i32>, usize),
+    /// An `unsigned*` parameter.
+    BufU32(&'a R::Buffer<u32>, usize),
+}
+
+impl<'a, R: Runtime + ?Sized> Arg<'a, R> {
+    /// A pointer to the start of `buf`.
+    pub fn buf<T: Element>(buf: &'a R::Buffer<T>) -> Self {
+        T::buffer_arg::<R>(buf, 0)
+    }
+
+    /// A pointer `offset` elements into `buf`.
+    pub fn buf_at<T: Element>(buf: &'a R::Buffer<T>, offset: usize) -> Self {
+        T::buffer_arg::<R>(buf, offset)
+    }
+
+    /// An `int` from a size; values over `i32::MAX` saturate (and then fail validation, whose
+    /// sizes must all fit an `int`).
+    pub fn int(value: usize) -> Self {
+        Arg::I32(i32::try_from(value).unwrap_or(i32::MAX))
+    }
+
+    /// An `int` flag (0 or 1).
+    pub fn flag(value: bool) -> Self {
+        Arg::I32(i32::from(value))
+    }
+
+    /// What validation sees of this argument: its type and value, or a buffer's length left
+    /// after the offset (`None` if the offset is past the end).
+    pub fn value(&self) -> ArgValue {
+        fn left<T: Element, B: DeviceBuffer<T> + ?Sized>(b: &B, offset: usize) -> Option<usize> {
+            b.len().checked_sub(offset)
+        }
+        match self {
+            Arg::F32(v) => ArgValue::F32(*v),
+            Arg::I32(v) => ArgValue::I32(*v),
+            Arg::U32(v) => ArgValue::U32(*v),
+            Arg::BufF32(b, o) => ArgValue::Buffer { ty: ParamType::PtrF32, len: left::<f32, _>(*b, *o) },
+            Arg::BufI32(b, o) => ArgValue::Buffer { ty: ParamType::PtrI32, len: left::<i32, _>(*b, *o) },
+            Arg::BufU32(b, o) => ArgValue::Buffer { ty: ParamType::PtrU32, len: left::<u32, _>(*b, *o) },
+        }
+    }
+}
+
+impl<R: Runtime + ?Sized> Clone for Arg<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Runtime + ?Sized> Copy for Arg<'_, R> {}
+
+impl<R: Runtime + ?Sized> std::fmt::Debug for Arg<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.value())
+    }
+}
+
+/// A device: memory plus kernel launches. Launches are ordered (each sees the effects of the
+/// ones before it); `copy_out` returns once all earlier work is done.
+pub trait Runtime {
+    /// A device allocation of elements of `T`.
+    type Buffer<T: Element>: DeviceBuffer<T>;
+
+    /// Human-readable description of the device.
+    fn device_name(&self) -> String;
+
+    /// A zero-filled buffer of `len` elements.
+    fn alloc<T: Element>(&self, len: usize) -> Result<Self::Buffer<T>>;
+
+    /// Copies `src` into `dst` (equal lengths).
+    fn copy_in<T: Element>(&self, dst: &mut Self::Buffer<T>, src: &[T]) -> Result<()>;
+
+    /// Copies `src` into `dst` (equal lengths).
+    fn copy_out<T: Element>(&self, src: &Self::Buffer<T>, dst: &mut [T]) -> Result<()>;
+
+    /// Launches `kernel` with `config` and `args` (in the kernel's parameter order). An
+    /// implementation must check the arguments with [`KernelId::check`] first, so that no
+    /// kernel ever touches memory outside the buffers passed.
+    fn launch(&self, kernel: KernelId, config: &LaunchConfig, args: &[Arg<'_, Self>]) -> Result<()>;
+
+    /// Waits until every launch so far has finished.
+    fn synchronize(&self) -> Result<()>;
+
+    /// Launches `kernel` with the launch shape [`KernelId::default_config`] derives from its
+    /// arguments.
+    fn launch_default(&self, kernel: KernelId, args: &[Arg<'_, Self>]) -> Result<()> {
+        let values: Vec<ArgValue> = args.iter().map(Arg::value).collect();
+        let config = kernel.default_config(&values)?;
+        self.launch(kernel, &config, args)
+    }
+
+    /// A new buffer holding a copy of `src`.
+    fn upload<T: Element>(&self, src: &[T]) -> Result<Self::Buffer<T>> {
+        let mut buf = self.alloc(src.len())?;
+        self.copy_in(&mut buf, src)?;
+        Ok(buf)
+    }
+
+    /// The contents of `src`.
+    fn download<T: Element>(&self, src: &Self::Buffer<T>) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); src.len()];
+        self.copy_out(src, &mut out)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,94 @@
+//! Helpers shared by the kernel tests: random inputs, the emulator schedules every test runs
+//! under, and the closeness check.
+#![allow(dead_code)]
+
+use metasched_cuda::{EmuRuntime, Schedule};
+use metasched_engine::rng::CounterRng;
+
+/// Absolute tolerance of the kernel-vs-engine comparisons.
+pub const ATOL: f32 = 1e-5;
+/// Relative tolerance of the kernel-vs-engine comparisons.
+pub const RTOL: f32 = 1e-4;
+
+/// The emulator under every schedule a test runs in: threads resumed in order, in reverse
+/// order, and in a seeded random order (with one worker, so the block order is the only
+/// other thing that changes).
+pub fn runtimes() -> Vec<EmuRuntime> {
+    vec![
+        EmuRuntime::new().with_schedule(Schedule::Forward),
+        EmuRuntime::new().with_schedule(Schedule::Reverse),
+        EmuRuntime::new().with_schedule(Schedule::Shuffled { seed: 0x5eed }).with_workers(1),
+    ]
+}
+
+/// `n` normal samples times `scale`, from stream `(seed, ids)`.
+pub fn randn(seed: u64, ids: &[u64], n: usize, scale: f32) -> Vec<f32> {
+    let mut r = CounterRng::new(seed, ids);
+    (0..n).map(|_| r.normal() as f32 * scale).collect()
+}
+
+/// `n` uniform samples in `[lo, hi)`.
+pub fn uniform(seed: u64, ids: &[u64], n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = CounterRng::new(seed, ids);
+    (0..n).map(|_| r.uniform_in(f64::from(lo), f64::from(hi)) as f32).collect()
+}
+
+/// `n` labels in `0..classes`.
+pub fn labels(seed: u64, ids: &[u64], n: usize, classes: usize) -> Vec<u32> {
+    let mut r = CounterRng::new(seed, ids);
+    (0..n).map(|_| r.below(classes as u64) as u32).collect()
+}
+
+/// Largest deviation found by [`assert_close`].
+#[derive(Debug, Clone, Copy)]
+pub struct Worst {
+    /// Largest `|got − want|`.
+    pub abs: f32,
+    /// Largest `|got − want| / |want|` among elements with `|want| > 1e-3`.
+    pub rel: f32,
+    /// Largest `|got − want| / (atol + rtol·|want|)`: the fraction of the tolerance used.
+    pub used: f32,
+}
+
+/// Asserts `|got − want| ≤ atol + rtol·|want|` elementwise (NaN never passes), printing the
+/// worst element on failure; prints and returns the largest deviations on success.
+pub fn assert_close(label: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> Worst {
+    assert_eq!(got.len(), want.len(), "{label}: lengths differ");
+    let mut worst_i = None;
+    let mut worst_ratio = 0.0f32;
+    let mut abs = 0.0f32;
+    let mut rel = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        let ratio = if d.is_nan() { f32::INFINITY } else { d / (atol + rtol * w.abs()) };
+        if ratio > worst_ratio || worst_i.is_none() {
+            worst_ratio = ratio;
+            worst_i = Some(i);
+        }
+        if d.is_finite() {
+            abs = abs.max(d);
+            if w.abs() > 1e-3 {
+                rel = rel.max(d / w.abs());
+            }
+        }
+    }
+    if let Some(i) = worst_i {
+        assert!(
+            worst_ratio <= 1.0,
+            "{label}: element {i} of {}: got {} want {} (|diff| {:e} > atol {atol:e} + rtol {rtol:e}·|want|)",
+            got.len(),
+            got[i],
+            want[i],
+            (got[i] - want[i]).abs()
+        );
+    }
+    let w = Worst { abs, rel, used: worst_ratio };
+    eprintln!(
+        "worst-error {label}: abs {:.3e} rel {:.3e} tolerance-used {:.3} over {} values",
+        w.abs,
+        w.rel,
+        w.used,
+        got.len()
+    );
+    w
+}
