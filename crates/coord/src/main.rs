@@ -5,7 +5,19 @@ use metasched_coord::cli::{Cli, Command};
 use metasched_coord::{commands, exit, train};
 use tracing_subscriber::EnvFilter;
 
+/// Lets a closed pipe (`meta-coord … | head`) end the process quietly, as for other Unix
+/// tools, instead of a panic in `println!`.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    restore_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))

@@ -59,14 +59,16 @@ fn unroll<T: Real>(
     let mut thetas = vec![T::zero(); (steps + 1) * p];
     thetas[..p].copy_from_slice(&params.theta);
     let mut grads = vec![T::zero(); steps * p];
-    let mut caches = Vec::with_capacity(if keep_caches { steps } else { 0 });
+    // One cache per step when the backward pass needs them, else one reused cache.
+    let mut caches: Vec<MlpCache<T>> =
+        (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache(task.support.n)).collect();
     let mut sched = SchedulerTrace::new(config);
-    let mut cache = mlp.cache(task.support.n);
     for t in 0..steps {
         let (done, next) = thetas.split_at_mut((t + 1) * p);
         let theta = &done[t * p..];
         let g = &mut grads[t * p..(t + 1) * p];
-        let loss = mlp.loss_and_grad(g, &mut cache, theta, task.support.x, task.support.y);
+        let cache = &mut caches[if keep_caches { t } else { 0 }];
+        let loss = mlp.loss_and_grad(g, cache, theta, task.support.x, task.support.y);
         let x = match fixed_features {
             Some(f) => f[t],
             None => features(loss, g, t, steps),
@@ -78,9 +80,6 @@ fn unroll<T: Real>(
             for ((tn, &th), &gi) in theta_next[r.clone()].iter_mut().zip(&theta[r.clone()]).zip(&g[r]) {
                 *tn = th - a * gi;
             }
-        }
-        if keep_caches {
-            caches.push(cache.clone());
         }
     }
     let mut qcache = mlp.cache(task.query.n);
