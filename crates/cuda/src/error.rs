@@ -55,6 +55,33 @@ pub enum CudaError {
     /// The kernel called `__trap()`.
     #[error("{0}")]
     Trap(String),
+    /// A shared library the backend needs (NVRTC, the CUDA driver) could not be loaded.
+    #[error("{library} not found (tried {tried}): {reason}; {hint}")]
+    LibraryMissing {
+        /// The library, e.g. `libnvrtc.so.12`.
+        library: String,
+        /// The names and paths tried, comma-separated.
+        tried: String,
+        /// The loader's error for the last attempt.
+        reason: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// The CUDA driver was loaded but failed (`cuInit`, device queries).
+    #[error("CUDA driver: {0}")]
+    Driver(String),
+    /// NVRTC rejected a kernel source; `log` is its full compiler log.
+    #[error("NVRTC could not compile {file} for {arch}: {status}\n{log}")]
+    Compile {
+        /// Source file name.
+        file: String,
+        /// Target architecture (`sm_80`, ...).
+        arch: String,
+        /// NVRTC's status.
+        status: String,
+        /// The full compiler log.
+        log: String,
+    },
     /// The runtime itself failed (out of memory, internal error).
     #[error("device runtime failure: {0}")]
     Runtime(String),

@@ -15,13 +15,19 @@
 //! - drives the learner's kernels layer by layer ([`learner::DeviceMlp`]: forward, loss and
 //!   gradient, Hessian-vector product, batched over tasks).
 //!
-//! A real-GPU runtime (cudarc, NVRTC) implements the same trait in a later phase.
+//! - finds NVRTC and the CUDA driver without letting cudarc panic when they are missing
+//!   ([`probe`]), and compiles the kernels to PTX with NVRTC, cached per file and
+//!   architecture, with `ptxas` resource reports ([`compile`]).
+//!
+//! A real-GPU runtime (cudarc) implements the same trait in a later phase.
 
+pub mod compile;
 pub mod emu;
 pub mod error;
 mod ffi;
 pub mod kernels;
 pub mod learner;
+pub mod probe;
 pub mod runtime;
 
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};

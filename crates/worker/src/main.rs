@@ -3,18 +3,26 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use metasched_proto::Token;
 use metasched_worker::client::{ClientError, ClientOptions, run};
 use tracing_subscriber::EnvFilter;
 
 /// A metasched worker: connects to a coordinator, computes its share of every meta-step.
 #[derive(Debug, Parser)]
-#[command(name = "meta-worker", version, about)]
+#[command(
+    name = "meta-worker",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Coordinator address, HOST:PORT.
-    #[arg(long)]
-    coord: String,
+    #[arg(long, required = true)]
+    coord: Option<String>,
     /// cpu, or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -32,8 +40,37 @@ struct Args {
     name: Option<String>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Compile the CUDA kernels to PTX with NVRTC (and check them with ptxas when found).
+    CompileKernels {
+        /// Target architectures, comma-separated (sm_80,sm_90).
+        #[arg(long, value_delimiter = ',', required = true)]
+        arch: Vec<String>,
+        /// Output directory for <file>.<arch>.ptx.
+        #[arg(long)]
+        out: PathBuf,
+        /// A directory of .cu files, or one .cu file (default: the kernels built into this binary).
+        #[arg(long)]
+        kernels_dir: Option<PathBuf>,
+        /// ptxas to report registers and spills with (default: $PTXAS, PATH, next to NVRTC).
+        #[arg(long)]
+        ptxas: Option<PathBuf>,
+    },
+}
+
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Cmd::CompileKernels { arch, out, kernels_dir, ptxas }) = args.command.take() {
+        let code = match compile_kernels::run(&arch, &out, kernels_dir.as_deref(), ptxas.as_deref()) {
+            Ok(()) => 0,
+            Err((code, msg)) => {
+                eprintln!("error: {msg}");
+                code
+            }
+        };
+        std::process::exit(code);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -50,14 +87,9 @@ fn main() {
 
 fn real_main(args: Args) -> Result<(), (i32, String)> {
     if args.device != "cpu" {
-        return Err((
-            2,
-            format!(
-                "--device {}: this build of meta-worker has no CUDA backend yet; use --device cpu",
-                args.device
-            ),
-        ));
+        return Err((2, cuda_device_refusal(&args.device)));
     }
+    let coord = args.coord.ok_or_else(|| (2, "--coord HOST:PORT is required".to_string()))?;
     let token = Token::resolve(args.token_file.as_deref())
         .map_err(|e| (2, e.to_string()))?
         .ok_or_else(|| (2, "no shared token: pass --token-file FILE or set METASCHED_TOKEN".to_string()))?;
@@ -65,7 +97,7 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "worker".into());
     let opts = ClientOptions {
-        coord: args.coord,
+        coord,
         threads: args.threads,
         give_up_after: args.give_up_after.map(Duration::from_secs_f64),
         handshake: Duration::from_secs(10),
@@ -80,4 +112,159 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
         ClientError::Refused { .. } => (2, e.to_string()),
         ClientError::GaveUp { .. } => (1, e.to_string()),
     })
+}
+
+/// Why `--device DEV` (other than cpu) cannot run, in one line: a bad name, no driver (naming
+/// the library), no such device, or the device backend this build lacks.
+fn cuda_device_refusal(device: &str) -> String {
+    let Some(index) = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) else {
+        return format!("--device {device}: expected cpu or cuda:N");
+    };
+    match metasched_cuda::probe::cuda_devices() {
+        Err(e @ metasched_cuda::CudaError::LibraryMissing { .. }) => {
+            format!("--device {device}: no CUDA driver: {e}")
+        }
+        Err(e) => format!("--device {device}: {e}"),
+        Ok(0) => format!("--device {device}: the CUDA driver loaded but reports no devices"),
+        Ok(n) if index >= n => {
+            format!("--device {device}: the CUDA driver reports {n} device(s) (cuda:0..cuda:{})", n - 1)
+        }
+        Ok(n) => format!(
+            "--device {device}: driver found ({n} device(s)), but this build of meta-worker has no CUDA device \
+             backend yet (missing: the cudarc Runtime adapter and device meta-gradient); use --device cpu"
+        ),
+    }
+}
+
+mod compile_kernels {
+    //! `meta-worker compile-kernels`: NVRTC to PTX, then `ptxas -v` resource checks.
+
+    use std::path::{Path, PathBuf};
+
+    use metasched_cuda::compile::{
+        KernelResources, compile_source, kernel_files, parse_arch, ptxas_resources,
+    };
+    use metasched_cuda::{CudaError, kernel_source, probe};
+
+    /// A source to compile: its file name, text and directory (for its includes).
+    struct Source {
+        name: String,
+        text: String,
+        dir: Option<PathBuf>,
+    }
+
+    fn sources(kernels_dir: Option<&Path>) -> Result<Vec<Source>, (i32, String)> {
+        let Some(path) = kernels_dir else {
+            return Ok(kernel_files()
+                .into_iter()
+                .filter_map(|f| {
+                    metasched_cuda::KernelId::ALL.into_iter().find(|k| k.source_file() == f).map(|id| {
+                        Source { name: f.to_string(), text: kernel_source(id).to_string(), dir: None }
+                    })
+                })
+                .collect());
+        };
+        let files: Vec<PathBuf> = if path.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| (2, format!("cannot read {}: {e}", path.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![path.to_path_buf()]
+        };
+        if files.is_empty() {
+            return Err((2, format!("no .cu files in {}", path.display())));
+        }
+        files
+            .into_iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| (2, format!("cannot read {}: {e}", f.display())))?;
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Ok(Source { name, text, dir: f.parent().map(Path::to_path_buf) })
+            })
+            .collect()
+    }
+
+    pub fn run(
+        archs: &[String],
+        out: &Path,
+        kernels_dir: Option<&Path>,
+        ptxas: Option<&Path>,
+    ) -> Result<(), (i32, String)> {
+        for a in archs {
+            parse_arch(a).map_err(|e| (2, e.to_string()))?;
+        }
+        let nvrtc = probe::nvrtc_available().map_err(|e| (2, format!("NVRTC is not installed: {e}")))?;
+        eprintln!(
+            "NVRTC: {}",
+            nvrtc.path.as_deref().map_or(nvrtc.loaded_as.clone(), |p| p.display().to_string())
+        );
+        let sources = sources(kernels_dir)?;
+        std::fs::create_dir_all(out).map_err(|e| (2, format!("cannot create {}: {e}", out.display())))?;
+        let mut failures = 0usize;
+        let mut written = Vec::new();
+        for src in &sources {
+            let stem = src.name.strip_suffix(".cu").unwrap_or(&src.name);
+            for arch in archs {
+                match compile_source(&src.name, &src.text, src.dir.as_deref(), arch) {
+                    Ok(ptx) => {
+                        let path = out.join(format!("{stem}.{arch}.ptx"));
+                        std::fs::write(&path, ptx)
+                            .map_err(|e| (1, format!("cannot write {}: {e}", path.display())))?;
+                        eprintln!("compiled {} for {arch} -> {}", src.name, path.display());
+                        written.push((path, arch.clone()));
+                    }
+                    Err(CudaError::Compile { file, arch, status, log }) => {
+                        failures += 1;
+                        eprintln!("NVRTC rejected {file} for {arch} ({status}); compiler log:\n{log}");
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!("{}: {e}", src.name);
+                    }
+                }
+            }
+        }
+        if failures > 0 {
+            return Err((1, format!("{failures} compilation(s) failed")));
+        }
+        let Some(ptxas) = probe::find_ptxas(ptxas) else {
+            eprintln!(
+                "ptxas not found (pass --ptxas, set PTXAS, or pip install nvidia-cuda-nvcc-cu12): skipped the register/spill check"
+            );
+            return Ok(());
+        };
+        eprintln!("ptxas: {}", ptxas.display());
+        let mut rows: Vec<(String, String, KernelResources)> = Vec::new();
+        for (ptx, arch) in &written {
+            let cubin = ptx.with_extension("cubin");
+            let res = ptxas_resources(&ptxas, ptx, arch, &cubin).map_err(|e| (1, e.to_string()))?;
+            let file = ptx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            rows.extend(res.into_iter().map(|r| (arch.clone(), file.clone(), r)));
+        }
+        println!(
+            "{:<6} {:<38} {:>5} {:>6} {:>7} {:>7} {:>6}",
+            "arch", "kernel", "regs", "stack", "spill_st", "spill_ld", "smem"
+        );
+        // ptxas lists a file's kernels in its own order; group by architecture, then file.
+        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut spilled = Vec::new();
+        for (arch, _file, r) in &rows {
+            println!(
+                "{:<6} {:<38} {:>5} {:>6} {:>7} {:>7} {:>6}",
+                arch, r.kernel, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads, r.shared_bytes
+            );
+            if r.spill_stores > 0 || r.spill_loads > 0 {
+                spilled.push(format!("{} ({arch})", r.kernel));
+            }
+        }
+        if !spilled.is_empty() {
+            return Err((1, format!("register spills in: {}", spilled.join(", "))));
+        }
+        Ok(())
+    }
 }
