@@ -126,24 +126,35 @@ impl Engine {
     ) -> Result<(FixedSum, Vec<TaskOutcome<f32>>)> {
         Self::check(config, params, batch)?;
         let len: usize = params.buffers().iter().map(|b| b.len()).sum();
-        let per_task: Vec<(FixedSum, TaskOutcome<f32>)> = self.pool.install(|| {
+        // Each thread folds its tasks into one fixed-point sum (integer addition is
+        // associative, so however rayon splits the range the total is the same bits).
+        let (sum, mut outcomes) = self.pool.install(|| {
             (0..batch.b)
                 .into_par_iter()
-                .map(|i| {
-                    let mut g = params.zeros_like();
-                    let out = task_meta_gradient(&mut g, config, params, batch.task(i), 1.0);
-                    let mut s = FixedSum::zeros(len);
-                    s.add_params(&g);
-                    (s, out)
-                })
-                .collect()
+                .fold(
+                    || (FixedSum::zeros(len), Vec::new(), params.zeros_like()),
+                    |(mut s, mut outs, mut g), i| {
+                        for b in g.buffers_mut() {
+                            b.fill(0.0);
+                        }
+                        let out = task_meta_gradient(&mut g, config, params, batch.task(i), 1.0);
+                        s.add_params(&g);
+                        outs.push((i, out));
+                        (s, outs, g)
+                    },
+                )
+                .map(|(s, outs, _)| (s, outs))
+                .reduce(
+                    || (FixedSum::zeros(len), Vec::new()),
+                    |(mut a, mut ao), (b, bo)| {
+                        a.merge(&b);
+                        ao.extend(bo);
+                        (a, ao)
+                    },
+                )
         });
-        let mut sum = FixedSum::zeros(len);
-        let mut outcomes = Vec::with_capacity(per_task.len());
-        for (s, out) in per_task {
-            sum.merge(&s);
-            outcomes.push(out);
-        }
+        outcomes.sort_by_key(|(i, _)| *i);
+        let outcomes = outcomes.into_iter().map(|(_, o)| o).collect();
         Ok((sum, outcomes))
     }
 
