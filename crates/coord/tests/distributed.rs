@@ -86,10 +86,10 @@ impl Run {
     fn addr(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(a) = std::fs::read_to_string(self.dir.join("coordinator.addr")) {
-                if !a.is_empty() {
-                    return a;
-                }
+            if let Ok(a) = std::fs::read_to_string(self.dir.join("coordinator.addr"))
+                && !a.is_empty()
+            {
+                return a;
             }
             assert!(Instant::now() < deadline, "the coordinator did not start listening");
             std::thread::sleep(Duration::from_millis(10));

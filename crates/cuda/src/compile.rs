@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn every_kernel_file_is_listed_once() {
-        assert_eq!(kernel_files(), ["lstm_cell.cu", "sgd_update.cu", "mlp.cu", "loss.cu"]);
+        assert_eq!(kernel_files(), ["lstm_cell.cu", "sgd_update.cu", "mlp.cu", "loss.cu", "scheduler.cu"]);
     }
 
     #[test]

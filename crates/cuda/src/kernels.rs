@@ -49,6 +49,18 @@ pub enum KernelId {
     MseRop,
     /// `cross_entropy_rop_f32`: R-operator of the cross-entropy output gradient.
     CrossEntropyRop,
+    /// `scheduler_features_f32`: the scheduler's input features of one step, per task.
+    SchedulerFeatures,
+    /// `scheduler_head_forward_f32`: `a = lr_min + span·σ(W h + b)` per task.
+    SchedulerHeadForward,
+    /// `scheduler_head_backward_f32`: `dJ/dz`, the head gradients and `dJ/dh` per task.
+    SchedulerHeadBackward,
+    /// `task_sum_f32`: sum of per-task arrays in task order.
+    TaskSum,
+    /// `vector_axpy_f32`: `y += alpha·x`.
+    VectorAxpy,
+    /// `vector_scale_f32`: `y *= alpha`.
+    VectorScale,
 }
 
 /// The type of a kernel parameter.
@@ -279,6 +291,44 @@ const CE_FB: &[Param] = &[
     p("rows", I32),
     p("cols", I32),
 ];
+const SCHED_FEATURES: &[Param] = &[
+    p("x", F),
+    p("loss", F),
+    p("grad", F),
+    p("tasks", I32),
+    p("params", I32),
+    p("step", I32),
+    p("steps", I32),
+];
+const SCHED_HEAD_FORWARD: &[Param] = &[
+    p("sig", F),
+    p("rates", F),
+    p("h", F),
+    p("head_w", F),
+    p("head_b", F),
+    p("tasks", I32),
+    p("hidden", I32),
+    p("groups", I32),
+    p("lr_min", ParamType::F32),
+    p("lr_span", ParamType::F32),
+];
+const SCHED_HEAD_BACKWARD: &[Param] = &[
+    p("dh", F),
+    p("gw", F),
+    p("gb", F),
+    p("da", F),
+    p("sig", F),
+    p("h", F),
+    p("head_w", F),
+    p("dh_carry", F),
+    p("tasks", I32),
+    p("hidden", I32),
+    p("groups", I32),
+    p("lr_span", ParamType::F32),
+];
+const TASK_SUM: &[Param] = &[p("out", F), p("per_task", F), p("tasks", I32), p("count", I32)];
+const VECTOR_AXPY: &[Param] = &[p("y", F), p("x", F), p("alpha", ParamType::F32), p("count", I32)];
+const VECTOR_SCALE: &[Param] = &[p("y", F), p("alpha", ParamType::F32), p("count", I32)];
 const MSE_ROP: &[Param] = &[p("rdout", F), p("rout", F), p("tasks", I32), p("rows", I32), p("cols", I32)];
 const CE_ROP: &[Param] =
     &[p("rdout", F), p("probs", F), p("rout", F), p("tasks", I32), p("rows", I32), p("cols", I32)];
@@ -403,7 +453,7 @@ fn tiles(m: u64, n: u64) -> u64 {
 
 impl KernelId {
     /// Every kernel, in source order.
-    pub const ALL: [KernelId; 14] = [
+    pub const ALL: [KernelId; 20] = [
         KernelId::LstmCellForward,
         KernelId::LstmCellBackward,
         KernelId::SgdUpdateForward,
@@ -418,6 +468,12 @@ impl KernelId {
         KernelId::CrossEntropyForwardBackward,
         KernelId::MseRop,
         KernelId::CrossEntropyRop,
+        KernelId::SchedulerFeatures,
+        KernelId::SchedulerHeadForward,
+        KernelId::SchedulerHeadBackward,
+        KernelId::TaskSum,
+        KernelId::VectorAxpy,
+        KernelId::VectorScale,
     ];
 
     /// Short name, `<op>_<pass>` (the entry point without its `_f32` suffix).
@@ -443,6 +499,12 @@ impl KernelId {
             KernelId::CrossEntropyForwardBackward => "cross_entropy_forward_backward_f32",
             KernelId::MseRop => "mse_rop_f32",
             KernelId::CrossEntropyRop => "cross_entropy_rop_f32",
+            KernelId::SchedulerFeatures => "scheduler_features_f32",
+            KernelId::SchedulerHeadForward => "scheduler_head_forward_f32",
+            KernelId::SchedulerHeadBackward => "scheduler_head_backward_f32",
+            KernelId::TaskSum => "task_sum_f32",
+            KernelId::VectorAxpy => "vector_axpy_f32",
+            KernelId::VectorScale => "vector_scale_f32",
         }
     }
 
@@ -461,6 +523,12 @@ impl KernelId {
             | KernelId::CrossEntropyForwardBackward
             | KernelId::MseRop
             | KernelId::CrossEntropyRop => "loss.cu",
+            KernelId::SchedulerFeatures
+            | KernelId::SchedulerHeadForward
+            | KernelId::SchedulerHeadBackward
+            | KernelId::TaskSum
+            | KernelId::VectorAxpy
+            | KernelId::VectorScale => "scheduler.cu",
         }
     }
 
@@ -486,6 +554,12 @@ impl KernelId {
             KernelId::CrossEntropyForwardBackward => CE_FB,
             KernelId::MseRop => MSE_ROP,
             KernelId::CrossEntropyRop => CE_ROP,
+            KernelId::SchedulerFeatures => SCHED_FEATURES,
+            KernelId::SchedulerHeadForward => SCHED_HEAD_FORWARD,
+            KernelId::SchedulerHeadBackward => SCHED_HEAD_BACKWARD,
+            KernelId::TaskSum => TASK_SUM,
+            KernelId::VectorAxpy => VECTOR_AXPY,
+            KernelId::VectorScale => VECTOR_SCALE,
         }
     }
 
@@ -713,6 +787,54 @@ impl KernelId {
                     }
                 }
             }
+            KernelId::SchedulerFeatures => {
+                let b = c.size("tasks", 1)?;
+                let np = c.size("params", 1)?;
+                c.size("step", 0)?;
+                c.size("steps", 1)?;
+                c.need("x", c.fits("tasks·features", b * FEATURES as u64)?)?;
+                c.need("loss", b)?;
+                c.need("grad", c.fits("tasks·params", b * np)?)?;
+                linear(Dim3::x(DEFAULT_BLOCK), blocks(b, 1)?, 0, c)
+            }
+            KernelId::SchedulerHeadForward | KernelId::SchedulerHeadBackward => {
+                let b = c.size("tasks", 1)?;
+                let h = c.size("hidden", 0)?;
+                let g = c.size("groups", 1)?;
+                let (bg, bh) = (c.fits("tasks·groups", b * g)?, c.fits("tasks·hidden", b * h)?);
+                c.need("h", bh)?;
+                c.need("head_w", c.fits("groups·hidden", g * h)?)?;
+                c.need("sig", bg)?;
+                let (wide, shared) = if self == KernelId::SchedulerHeadForward {
+                    c.need("rates", bg)?;
+                    c.need("head_b", g)?;
+                    (g, 0)
+                } else {
+                    c.need("gb", bg)?;
+                    c.need("da", bg)?;
+                    c.need("gw", c.fits("tasks·groups·hidden", bg * h)?)?;
+                    c.need("dh", bh)?;
+                    c.need("dh_carry", bh)?;
+                    (g.max(h), g as usize * 4)
+                };
+                let block = (wide.div_ceil(32) * 32).min(u64::from(DEFAULT_BLOCK)) as u32;
+                linear(Dim3::x(block), blocks(b, 1)?, shared, c)
+            }
+            KernelId::TaskSum => {
+                let b = c.size("tasks", 1)?;
+                let n = c.size("count", 1)?;
+                c.need("out", n)?;
+                c.need("per_task", c.fits("tasks·count", b * n)?)?;
+                linear(Dim3::x(DEFAULT_BLOCK), GridNeed::Threads(n), 0, c)
+            }
+            KernelId::VectorAxpy | KernelId::VectorScale => {
+                let n = c.size("count", 1)?;
+                c.need("y", n)?;
+                if self == KernelId::VectorAxpy {
+                    c.need("x", n)?;
+                }
+                linear(Dim3::x(DEFAULT_BLOCK), GridNeed::Threads(n), 0, c)
+            }
         };
         Ok(req)
     }
@@ -806,6 +928,7 @@ pub fn kernel_source(id: KernelId) -> &'static str {
         "sgd_update.cu" => include_str!("../../../kernels/sgd_update.cu"),
         "mlp.cu" => include_str!("../../../kernels/mlp.cu"),
         "loss.cu" => include_str!("../../../kernels/loss.cu"),
+        "scheduler.cu" => include_str!("../../../kernels/scheduler.cu"),
         other => unreachable!("source_file returns a known file, not {other}"),
     }
 }

@@ -13,7 +13,9 @@
 //!   every CUDA thread as a fiber and reports divergent barriers, warp collectives over
 //!   exited lanes and deadlocks as errors, so CI executes every kernel without a GPU;
 //! - drives the learner's kernels layer by layer ([`learner::DeviceMlp`]: forward, loss and
-//!   gradient, Hessian-vector product, batched over tasks).
+//!   gradient, Hessian-vector product, batched over tasks);
+//! - computes the whole meta-gradient of a task batch on a device
+//!   ([`device_metagrad::device_meta_gradient`], the twin of `Engine::meta_gradient`).
 //!
 //! - finds NVRTC and the CUDA driver without letting cudarc panic when they are missing
 //!   ([`probe`]), and compiles the kernels to PTX with NVRTC, cached per file and
@@ -22,6 +24,7 @@
 //! A real-GPU runtime (cudarc) implements the same trait in a later phase.
 
 pub mod compile;
+pub mod device_metagrad;
 pub mod emu;
 pub mod error;
 mod ffi;
@@ -30,6 +33,7 @@ pub mod learner;
 pub mod probe;
 pub mod runtime;
 
+pub use device_metagrad::device_meta_gradient;
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
 pub use error::{CudaError, Result};
 pub use kernels::{ArgValue, BlockShape, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source};

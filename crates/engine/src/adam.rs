@@ -114,7 +114,7 @@ mod tests {
         let mut p = Params::<f32>::zeros(&config);
         let mut g = p.zeros_like();
         for (i, x) in g.values_mut().enumerate() {
-            *x = if i % 2 == 0 { 0.3 } else { -2.0 };
+            *x = if i.is_multiple_of(2) { 0.3 } else { -2.0 };
         }
         let mut adam = Adam::new(AdamConfig { lr: 0.01, ..Default::default() }, &p);
         adam.step(&mut p, &g, UpdateMask { theta: true });

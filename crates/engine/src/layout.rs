@@ -69,7 +69,7 @@ impl ThetaLayout {
     /// Checkpoint name and shape of group `k` (without the `theta.` prefix).
     pub fn group_tensor(&self, k: usize) -> (String, Vec<usize>) {
         let l = k / 2;
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             (format!("layers.{l}.weight"), vec![self.widths[l + 1], self.widths[l]])
         } else {
             (format!("layers.{l}.bias"), vec![self.widths[l + 1]])

@@ -40,8 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let band1: Vec<(f32, f32)> = rates1.iter().map(|r| (r * 0.8, r * 1.2)).collect();
     plot_lr_schedule(&dir.join("lr_t1.png"), "T = 1", &rates1, 1, &groups, Some(&band1))?;
 
-    let many: Vec<String> = (0..70)
-        .map(|i| format!("encoder.blocks.{}.attention.{}", i / 2, if i % 2 == 0 { "weight" } else { "bias" }))
+    let many: Vec<String> = (0..70usize)
+        .map(|i| {
+            format!(
+                "encoder.blocks.{}.attention.{}",
+                i / 2,
+                if i.is_multiple_of(2) { "weight" } else { "bias" }
+            )
+        })
         .collect();
     let many_rates: Vec<f32> = (0..30 * 70)
         .map(|i| {

@@ -68,14 +68,14 @@ pub fn plot_lr_schedule(
             rates.len()
         )));
     }
-    if let Some(b) = band {
-        if b.len() != rates.len() {
-            return Err(PlotError::InvalidInput(format!(
-                "band has {} (min, max) pairs, expected one per rate ({})",
-                b.len(),
-                rates.len()
-            )));
-        }
+    if let Some(b) = band
+        && b.len() != rates.len()
+    {
+        return Err(PlotError::InvalidInput(format!(
+            "band has {} (min, max) pairs, expected one per rate ({})",
+            b.len(),
+            rates.len()
+        )));
     }
     write_png_atomically(path, |root| draw_plot(root, title, rates, steps, group_names, band))
 }

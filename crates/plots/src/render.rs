@@ -166,10 +166,10 @@ pub(crate) fn envelope_downsample(pts: &[(f64, f64, f64)], max_points: usize) ->
         let high = pts[lo..hi].iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
         out.push((pts[lo].0, low, high));
     }
-    if let (Some(last), Some(kept)) = (pts.last(), out.last()) {
-        if kept.0 != last.0 {
-            out.push(*last);
-        }
+    if let (Some(last), Some(kept)) = (pts.last(), out.last())
+        && kept.0 != last.0
+    {
+        out.push(*last);
     }
     out
 }
@@ -304,7 +304,7 @@ pub(crate) fn series_color(i: usize, n: usize) -> RGBColor {
         return TAB10[i % TAB10.len()];
     }
     let h = i as f64 / n as f64;
-    let l = if i % 2 == 0 { 0.40 } else { 0.55 };
+    let l = if i.is_multiple_of(2) { 0.40 } else { 0.55 };
     hsl_to_rgb(h, 0.75, l)
 }
 

@@ -71,7 +71,9 @@ fn assert_valid(path: &Path) {
 }
 
 fn names(g: usize) -> Vec<String> {
-    (0..g).map(|i| format!("layer{}.{}", i / 2, if i % 2 == 0 { "weight" } else { "bias" })).collect()
+    (0..g)
+        .map(|i| format!("layer{}.{}", i / 2, if i.is_multiple_of(2) { "weight" } else { "bias" }))
+        .collect()
 }
 
 fn schedule(t: usize, g: usize) -> (Vec<f32>, Vec<(f32, f32)>) {

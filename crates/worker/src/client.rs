@@ -127,14 +127,14 @@ pub async fn run(opts: ClientOptions, token: Token) -> Result<(), ClientError> {
                 }
             }
         };
-        if let Some(limit) = opts.give_up_after {
-            if since.elapsed() > limit {
-                return Err(ClientError::GaveUp {
-                    coord: opts.coord.clone(),
-                    secs: since.elapsed().as_secs_f64(),
-                    last,
-                });
-            }
+        if let Some(limit) = opts.give_up_after
+            && since.elapsed() > limit
+        {
+            return Err(ClientError::GaveUp {
+                coord: opts.coord.clone(),
+                secs: since.elapsed().as_secs_f64(),
+                last,
+            });
         }
         tracing::debug!(coord = %opts.coord, "{last}; retrying in {:.1} s", backoff.as_secs_f64());
         tokio::time::sleep(backoff).await;

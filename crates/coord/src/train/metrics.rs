@@ -133,12 +133,11 @@ pub fn read_series(dir: &Path) -> anyhow::Result<(TrainSeries, EvalSeries)> {
         if let Some(l) = v.get("meta_loss").and_then(|x| x.as_f64()) {
             train.push((step, l));
         }
-        if let Some(e) = v.get("eval") {
-            if let (Some(m), Some(c)) =
+        if let Some(e) = v.get("eval")
+            && let (Some(m), Some(c)) =
                 (e.get("mean").and_then(|x| x.as_f64()), e.get("ci95").and_then(|x| x.as_f64()))
-            {
-                eval.push((step, m, c));
-            }
+        {
+            eval.push((step, m, c));
         }
     }
     Ok((train, eval))

@@ -450,11 +450,11 @@ impl RemotePool {
                     if let Some(w) = self.live.get_mut(&id) {
                         w.pending = w.pending.saturating_sub(1);
                     }
-                    if let Some(&i) = pending.get(&job_id) {
-                        if answers[i].is_none() {
-                            answers[i] = Some((id, r));
-                            first_done.get_or_insert_with(Instant::now);
-                        }
+                    if let Some(&i) = pending.get(&job_id)
+                        && answers[i].is_none()
+                    {
+                        answers[i] = Some((id, r));
+                        first_done.get_or_insert_with(Instant::now);
                     }
                 }
                 None => self.drop_worker(id, "protocol violation: unexpected message"),

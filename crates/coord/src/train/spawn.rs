@@ -49,10 +49,10 @@ impl SpawnedWorkers {
     /// Checks that no child has exited with an error yet.
     pub fn check(&mut self) -> anyhow::Result<()> {
         for c in &mut self.children {
-            if let Some(status) = c.try_wait()? {
-                if !status.success() {
-                    return Err(anyhow!("a spawned worker exited with {status}"));
-                }
+            if let Some(status) = c.try_wait()?
+                && !status.success()
+            {
+                return Err(anyhow!("a spawned worker exited with {status}"));
             }
         }
         Ok(())

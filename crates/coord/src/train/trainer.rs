@@ -287,7 +287,7 @@ pub fn train_loop(
         };
         state.meta.step += 1;
         let done = state.meta.step;
-        let eval = if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
+        let eval = if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
             let (_, line) = evaluate(pool, state, 0, cfg.eval_tasks)?;
             tracing::info!(step = done, mean = line.mean, ci95 = line.ci95, "evaluation");
             let acc = line.accuracy.map(|a| format!(", accuracy {:.2}%", 100.0 * a)).unwrap_or_default();
@@ -299,7 +299,7 @@ pub fn train_loop(
         } else {
             None
         };
-        if done % cfg.log_every == 0 || eval.is_some() || done == cfg.steps {
+        if done.is_multiple_of(cfg.log_every) || eval.is_some() || done == cfg.steps {
             let (t0, s0) = last_log;
             let steps_per_s = (done - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             last_log = (Instant::now(), done);
@@ -324,7 +324,7 @@ pub fn train_loop(
             ));
         }
         bar.set_position(done);
-        if cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 {
+        if cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every) {
             state.save(dir)?;
         }
         if stop.raised() {

@@ -1,0 +1,175 @@
+//! `device_meta_gradient` on the emulator against `metasched_engine::Engine::meta_gradient`
+//! (f32): every scheduler kind × activation × loss × order, under two thread schedules,
+//! compared per tensor by `||dev − cpu|| / ||cpu||`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{labels, randn, uniform};
+use metasched_cuda::{EmuRuntime, Schedule, device_meta_gradient};
+use metasched_engine::init::init_params;
+use metasched_engine::{
+    Activation, Config, Engine, InnerConfig, LossKind, MetaGradient, ModelConfig, Params, SchedulerConfig,
+    SchedulerKind, Targets, TaskBatch,
+};
+
+/// Largest relative error allowed per tensor.
+const TOL: f64 = 1e-5;
+
+fn schedules() -> [EmuRuntime; 2] {
+    [
+        EmuRuntime::new().with_schedule(Schedule::Reverse),
+        EmuRuntime::new().with_schedule(Schedule::Shuffled { seed: 0xd1ce }).with_workers(1),
+    ]
+}
+
+fn config(layers: &[usize], act: Activation, loss: LossKind, kind: SchedulerKind, first: bool) -> Config {
+    Config {
+        model: ModelConfig { layers: layers.to_vec(), activation: act, loss },
+        inner: InnerConfig { steps: 3, first_order: first, learn_init: true },
+        scheduler: SchedulerConfig { kind, hidden: 5, lr_min: 0.01, lr_max: 0.5, lr_fixed: 0.2 },
+    }
+}
+
+/// Parameters with every tensor random enough to exercise every path.
+fn params(config: &Config, seed: u64) -> Params<f32> {
+    let mut p = init_params(config, seed, 0.2).expect("valid config");
+    if let Some(z) = p.lslr.as_mut() {
+        *z = randn(seed, &[10], z.len(), 1.0);
+    }
+    if let Some(l) = p.lstm.as_mut() {
+        l.head_w = randn(seed, &[11], l.head_w.len(), 0.8);
+        l.head_b = randn(seed, &[12], l.head_b.len(), 0.5);
+    }
+    p
+}
+
+fn batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
+    let (d_in, d_out) = (config.d_in(), config.d_out());
+    let targets = |ids: u64, n: usize| match config.model.loss {
+        LossKind::Mse => Targets::Values(randn(seed, &[ids], b * n * d_out, 1.0)),
+        LossKind::CrossEntropy => Targets::Labels(labels(seed, &[ids], b * n, d_out)),
+    };
+    TaskBatch {
+        b,
+        k,
+        q,
+        d_in,
+        d_out,
+        support_x: uniform(seed, &[1], b * k * d_in, -2.0, 2.0),
+        support_y: targets(2, k),
+        query_x: uniform(seed, &[3], b * q * d_in, -2.0, 2.0),
+        query_y: targets(4, q),
+    }
+}
+
+fn rel(dev: &[f32], cpu: &[f32]) -> f64 {
+    assert_eq!(dev.len(), cpu.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&d, &c) in dev.iter().zip(cpu) {
+        num += (f64::from(d) - f64::from(c)).powi(2);
+        den += f64::from(c).powi(2);
+    }
+    if den == 0.0 { if num == 0.0 { 0.0 } else { f64::INFINITY } } else { (num / den).sqrt() }
+}
+
+/// Every compared tensor of a meta-gradient, by name.
+fn tensors(m: &MetaGradient<f32>) -> Vec<(String, Vec<f32>)> {
+    let mut v = vec![
+        ("J".to_string(), vec![m.j]),
+        ("outer_loss".to_string(), m.outer_loss.clone()),
+        ("lr".to_string(), m.lr.clone()),
+        ("grad.theta".to_string(), m.grad.theta.clone()),
+    ];
+    if let Some(l) = &m.grad.lstm {
+        for (n, t) in [
+            ("weight_ih", &l.w_ih),
+            ("weight_hh", &l.w_hh),
+            ("bias_ih", &l.b_ih),
+            ("bias_hh", &l.b_hh),
+            ("head.weight", &l.head_w),
+            ("head.bias", &l.head_b),
+        ] {
+            v.push((format!("grad.phi.{n}"), t.clone()));
+        }
+    }
+    if let Some(z) = &m.grad.lslr {
+        v.push(("grad.phi.lslr.z".to_string(), z.clone()));
+    }
+    v
+}
+
+/// Compares device and engine on one case under every schedule, recording the worst
+/// relative error per tensor in `worst`.
+fn check(
+    label: &str,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+    worst: &mut BTreeMap<String, f64>,
+) {
+    let cpu =
+        Engine::new(1).expect("engine").meta_gradient(config, params, batch).expect("cpu meta-gradient");
+    let want = tensors(&cpu);
+    for rt in schedules() {
+        let dev = device_meta_gradient(&rt, config, params, batch).expect("device meta-gradient");
+        let got = tensors(&dev);
+        assert_eq!(got.len(), want.len(), "{label}: tensor sets differ");
+        for ((name, g), (_, w)) in got.iter().zip(&want) {
+            let r = rel(g, w);
+            assert!(r < TOL, "{label} {:?}: {name} relative error {r:e} (tolerance {TOL:e})", rt.schedule());
+            let e = worst.entry(name.clone()).or_insert(0.0);
+            *e = e.max(r);
+        }
+    }
+}
+
+fn sweep(layers: &[usize], loss: LossKind, seed: u64) {
+    let mut worst = BTreeMap::new();
+    for kind in [SchedulerKind::Lstm, SchedulerKind::Lslr, SchedulerKind::Fixed] {
+        for act in [Activation::Relu, Activation::Tanh] {
+            for first in [false, true] {
+                let c = config(layers, act, loss, kind, first);
+                let label = format!("{layers:?} {loss:?} {kind:?} {act:?} first_order={first}");
+                let p = params(&c, seed);
+                let b = batch(&c, 3, 4, 5, seed + 1);
+                check(&label, &c, &p, &b, &mut worst);
+            }
+        }
+    }
+    for (name, r) in &worst {
+        eprintln!("worst-rel-error {layers:?} {loss:?} {name}: {r:.3e}");
+    }
+}
+
+#[test]
+fn mse_every_scheduler_activation_and_order() {
+    sweep(&[2, 6, 5, 2], LossKind::Mse, 7);
+}
+
+#[test]
+fn cross_entropy_every_scheduler_activation_and_order() {
+    sweep(&[3, 6, 4], LossKind::CrossEntropy, 11);
+}
+
+#[test]
+fn sinusoid_default_lstm() {
+    let c = Config::sinusoid_default();
+    let p = init_params(&c, 3, 0.02).expect("valid config");
+    let b = batch(&c, 3, 10, 10, 5);
+    let mut worst = BTreeMap::new();
+    check("sinusoid default", &c, &p, &b, &mut worst);
+    for (name, r) in &worst {
+        eprintln!("worst-rel-error sinusoid {name}: {r:.3e}");
+    }
+}
+
+#[test]
+fn invalid_inputs_are_refused() {
+    let c = config(&[2, 3, 2], Activation::Relu, LossKind::Mse, SchedulerKind::Lstm, false);
+    let mut p = params(&c, 1);
+    let b = batch(&c, 2, 3, 3, 2);
+    p.lstm = None;
+    assert!(device_meta_gradient(&EmuRuntime::new(), &c, &p, &b).is_err());
+}
