@@ -21,9 +21,12 @@
 //!   ([`probe`]), and compiles the kernels to PTX with NVRTC, cached per file and
 //!   architecture, with `ptxas` resource reports ([`compile`]).
 //!
-//! A real-GPU runtime (cudarc) implements the same trait in a later phase.
+//! - implements [`Runtime`] on a real GPU through cudarc ([`CudaRuntime`], constructed only
+//!   after the probe found the driver).
 
+pub mod collective;
 pub mod compile;
+pub mod cudarc_runtime;
 pub mod device_metagrad;
 pub mod emu;
 pub mod error;
@@ -33,6 +36,8 @@ pub mod learner;
 pub mod probe;
 pub mod runtime;
 
+pub use collective::{Collective, InProcessGroup, NcclCollective};
+pub use cudarc_runtime::{CudaBuffer, CudaRuntime};
 pub use device_metagrad::device_meta_gradient;
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
 pub use error::{CudaError, Result};

@@ -126,6 +126,22 @@ pub fn driver_available() -> Result<LoadedLibrary> {
     DRIVER.get_or_init(|| probe("cuda", "libcuda.so.1", "METASCHED_CUDA_LIB_DIR", DRIVER_HINT)).result.clone()
 }
 
+/// Loads NCCL (once per process) and says where it is, or why it is not there. Call this
+/// before any `cudarc::nccl` function; [`crate::collective::NcclCollective`] does.
+pub fn nccl_available() -> Result<LoadedLibrary> {
+    static NCCL: OnceLock<Probe> = OnceLock::new();
+    NCCL.get_or_init(|| {
+        probe(
+            "nccl",
+            "libnccl.so.2",
+            "METASCHED_NCCL_LIB_DIR",
+            "install NCCL (libnccl2, or pip install nvidia-nccl-cu12), or set METASCHED_NCCL_LIB_DIR",
+        )
+    })
+    .result
+    .clone()
+}
+
 /// The number of CUDA devices: probes the driver library, then (only if it loaded) calls
 /// `cuInit` and `cuDeviceGetCount` through cudarc.
 pub fn cuda_devices() -> Result<usize> {

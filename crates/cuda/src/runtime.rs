@@ -53,7 +53,16 @@ mod sealed {
 
 /// An element type device buffers hold: `f32`, `i32` or `u32`.
 pub trait Element:
-    Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static + sealed::Sealed
+    Copy
+    + Default
+    + PartialEq
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+    + sealed::Sealed
+    + cudarc::driver::DeviceRepr
+    + cudarc::driver::ValidAsZeroBits
 {
     /// The kernel parameter type of a pointer to this element.
     const POINTER: ParamType;

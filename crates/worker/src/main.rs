@@ -8,6 +8,8 @@ use metasched_proto::Token;
 use metasched_worker::client::{ClientError, ClientOptions, run};
 use tracing_subscriber::EnvFilter;
 
+mod selftest;
+
 /// A metasched worker: connects to a coordinator, computes its share of every meta-step.
 #[derive(Debug, Parser)]
 #[command(
@@ -57,10 +59,27 @@ enum Cmd {
         #[arg(long)]
         ptxas: Option<PathBuf>,
     },
+    /// Check every kernel family and the whole device meta-gradient against the CPU engine.
+    Selftest {
+        /// emu (the CPU emulator of the kernels), or cuda:N.
+        #[arg(long, default_value = "emu")]
+        device: String,
+    },
 }
 
 fn main() {
     let mut args = Args::parse();
+    if let Some(Cmd::Selftest { device }) = &args.command {
+        let code = match run_selftest(device) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err((code, msg)) => {
+                eprintln!("error: {msg}");
+                code
+            }
+        };
+        std::process::exit(code);
+    }
     if let Some(Cmd::CompileKernels { arch, out, kernels_dir, ptxas }) = args.command.take() {
         let code = match compile_kernels::run(&arch, &out, kernels_dir.as_deref(), ptxas.as_deref()) {
             Ok(()) => 0,
@@ -112,6 +131,24 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
         ClientError::Refused { .. } => (2, e.to_string()),
         ClientError::GaveUp { .. } => (1, e.to_string()),
     })
+}
+
+/// `meta-worker selftest --device DEV`: the table on stdout; `Ok(false)` when a check failed.
+fn run_selftest(device: &str) -> Result<bool, (i32, String)> {
+    if device == "emu" {
+        let rows = selftest::run(&metasched_cuda::EmuRuntime::new());
+        return Ok(selftest::print("emu", &rows));
+    }
+    let index = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok());
+    match (index, metasched_cuda::probe::cuda_devices()) {
+        (Some(index), Ok(count)) if index < count => {
+            let rt = metasched_cuda::CudaRuntime::new(index)
+                .map_err(|e| (1, format!("--device {device}: cannot start the CUDA runtime: {e}")))?;
+            let rows = selftest::run(&rt);
+            Ok(selftest::print(&metasched_cuda::Runtime::device_name(&rt), &rows))
+        }
+        _ => Err((2, cuda_device_refusal(device))),
+    }
 }
 
 /// Why `--device DEV` (other than cpu) cannot run, in one line: a bad name, no driver (naming

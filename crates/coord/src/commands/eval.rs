@@ -15,6 +15,13 @@ use crate::exit::BadInput;
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.compute.device == crate::device::Device::Emu {
+        return Err(BadInput(
+            "--device emu: eval has no device path yet (the emulator runs metagrad only); use --device cpu"
+                .into(),
+        )
+        .into());
+    }
     let inputs = match &args.task {
         None => load_inputs(&args.checkpoint, &PathBuf::from(&args.tasks), &args.compute)?,
         Some(task) => sampled_inputs(args, task)?,

@@ -1,0 +1,133 @@
+//! [`CudaRuntime`] on a real GPU against the emulator and the CPU engine: a kernel launch
+//! (`sgd_update_forward_f32`, with a buffer offset) and the whole meta-gradient on the default
+//! sinusoid shape and a cross-entropy shape (which launch every kernel family). Needs a GPU:
+//! run with `cargo test -p metasched-cuda --test cuda_runtime -- --ignored`.
+
+mod common;
+
+use common::{ATOL, RTOL, assert_close, randn, uniform};
+use metasched_cuda::{Arg, CudaRuntime, EmuRuntime, KernelId, Runtime, device_meta_gradient};
+use metasched_engine::init::init_params;
+use metasched_engine::{
+    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, Targets,
+    TaskBatch,
+};
+
+fn gpu() -> CudaRuntime {
+    CudaRuntime::new(0).unwrap_or_else(|e| panic!("this test needs a GPU (cuda:0): {e}"))
+}
+
+fn sgd_forward<R: Runtime>(rt: &R, tasks: usize, widths: &[usize]) -> Vec<f32> {
+    let layout = metasched_engine::ThetaLayout::from_widths(widths);
+    let (p, g) = (layout.len(), layout.groups());
+    let theta = randn(1, &[0], tasks * p, 0.5);
+    let grad = randn(1, &[1], tasks * p, 1.0);
+    let rates = uniform(1, &[2], tasks * g, 0.0, 0.1);
+    let offsets: Vec<i32> = layout.offsets.iter().map(|&o| o as i32).collect();
+    let out = rt.alloc::<f32>(tasks * p + 3).expect("alloc");
+    let (t, gr, r, o) = (
+        rt.upload(&theta).expect("upload"),
+        rt.upload(&grad).expect("upload"),
+        rt.upload(&rates).expect("upload"),
+        rt.upload(&offsets).expect("upload"),
+    );
+    let args = [
+        Arg::buf_at(&out, 3),
+        Arg::buf(&t),
+        Arg::buf(&gr),
+        Arg::buf(&r),
+        Arg::buf(&o),
+        Arg::int(tasks),
+        Arg::int(p),
+        Arg::int(g),
+    ];
+    rt.launch_default(KernelId::SgdUpdateForward, &args).expect("launch");
+    rt.download(&out).expect("download")
+}
+
+fn batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
+    let (d_in, d_out) = (config.d_in(), config.d_out());
+    let targets = |ids: u64, n: usize| match config.model.loss {
+        LossKind::Mse => Targets::Values(randn(seed, &[ids], b * n * d_out, 1.0)),
+        LossKind::CrossEntropy => Targets::Labels(common::labels(seed, &[ids], b * n, d_out)),
+    };
+    TaskBatch {
+        b,
+        k,
+        q,
+        d_in,
+        d_out,
+        support_x: uniform(seed, &[1], b * k * d_in, -2.0, 2.0),
+        support_y: targets(2, k),
+        query_x: uniform(seed, &[3], b * q * d_in, -2.0, 2.0),
+        query_y: targets(4, q),
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn cuda_runtime_matches_emulator() {
+    let rt = gpu();
+    eprintln!("device: {}", rt.device_name());
+    let emu = EmuRuntime::new();
+    assert_close(
+        "sgd forward",
+        &sgd_forward(&rt, 3, &[5, 300, 7]),
+        &sgd_forward(&emu, 3, &[5, 300, 7]),
+        ATOL,
+        RTOL,
+    );
+
+    let ce = Config {
+        model: ModelConfig {
+            layers: vec![3, 6, 4],
+            activation: Activation::Relu,
+            loss: LossKind::CrossEntropy,
+        },
+        inner: InnerConfig { steps: 3, first_order: false, learn_init: true },
+        scheduler: SchedulerConfig {
+            kind: SchedulerKind::Lslr,
+            hidden: 5,
+            lr_min: 0.01,
+            lr_max: 0.5,
+            lr_fixed: 0.2,
+        },
+    };
+    for (label, config, b) in [
+        ("sinusoid", Config::sinusoid_default(), batch(&Config::sinusoid_default(), 4, 10, 10, 5)),
+        ("cross-entropy", ce.clone(), batch(&ce, 3, 4, 5, 11)),
+    ] {
+        let params = init_params(&config, 3, 0.05).expect("params");
+        let cpu = Engine::new(1).expect("engine").meta_gradient(&config, &params, &b).expect("cpu");
+        let dev = device_meta_gradient(&rt, &config, &params, &b).expect("gpu meta-gradient");
+        let em = device_meta_gradient(&emu, &config, &params, &b).expect("emulator meta-gradient");
+        for (what, want) in [("engine", &cpu), ("emulator", &em)] {
+            assert_close(&format!("{label} J vs {what}"), &[dev.j], &[want.j], ATOL, RTOL);
+            assert_close(
+                &format!("{label} outer_loss vs {what}"),
+                &dev.outer_loss,
+                &want.outer_loss,
+                ATOL,
+                RTOL,
+            );
+            assert_close(&format!("{label} lr vs {what}"), &dev.lr, &want.lr, ATOL, RTOL);
+            assert_close(
+                &format!("{label} grad.theta vs {what}"),
+                &dev.grad.theta,
+                &want.grad.theta,
+                ATOL,
+                RTOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn cuda_runtime_construction_agrees_with_the_probe() {
+    // Without a driver (or device 0) construction is a typed error, not cudarc's panic; with
+    // one it succeeds. Either way the assertion runs.
+    match metasched_cuda::probe::cuda_devices() {
+        Err(_) | Ok(0) => assert!(CudaRuntime::new(0).is_err(), "no device 0, yet the runtime was built"),
+        Ok(_) => assert!(CudaRuntime::new(0).is_ok(), "device 0 exists, yet the runtime failed"),
+    }
+}
