@@ -25,6 +25,7 @@
 //!   after the probe found the driver).
 
 pub mod collective;
+pub mod compare;
 pub mod compile;
 pub mod cudarc_runtime;
 pub mod device_metagrad;

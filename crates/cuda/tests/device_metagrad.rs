@@ -7,11 +7,12 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{labels, randn, uniform};
+use metasched_cuda::compare::meta_gradient_tensors;
 use metasched_cuda::{EmuRuntime, Schedule, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{
-    Activation, Config, Engine, InnerConfig, LossKind, MetaGradient, ModelConfig, Params, SchedulerConfig,
-    SchedulerKind, Targets, TaskBatch,
+    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig, SchedulerKind,
+    Targets, TaskBatch,
 };
 
 /// Largest relative error allowed per tensor.
@@ -74,32 +75,6 @@ fn rel(dev: &[f32], cpu: &[f32]) -> f64 {
     if den == 0.0 { if num == 0.0 { 0.0 } else { f64::INFINITY } } else { (num / den).sqrt() }
 }
 
-/// Every compared tensor of a meta-gradient, by name.
-fn tensors(m: &MetaGradient<f32>) -> Vec<(String, Vec<f32>)> {
-    let mut v = vec![
-        ("J".to_string(), vec![m.j]),
-        ("outer_loss".to_string(), m.outer_loss.clone()),
-        ("lr".to_string(), m.lr.clone()),
-        ("grad.theta".to_string(), m.grad.theta.clone()),
-    ];
-    if let Some(l) = &m.grad.lstm {
-        for (n, t) in [
-            ("weight_ih", &l.w_ih),
-            ("weight_hh", &l.w_hh),
-            ("bias_ih", &l.b_ih),
-            ("bias_hh", &l.b_hh),
-            ("head.weight", &l.head_w),
-            ("head.bias", &l.head_b),
-        ] {
-            v.push((format!("grad.phi.{n}"), t.clone()));
-        }
-    }
-    if let Some(z) = &m.grad.lslr {
-        v.push(("grad.phi.lslr.z".to_string(), z.clone()));
-    }
-    v
-}
-
 /// Compares device and engine on one case under every schedule, recording the worst
 /// relative error per tensor in `worst`.
 fn check(
@@ -111,10 +86,10 @@ fn check(
 ) {
     let cpu =
         Engine::new(1).expect("engine").meta_gradient(config, params, batch).expect("cpu meta-gradient");
-    let want = tensors(&cpu);
+    let want = meta_gradient_tensors(&cpu);
     for rt in schedules() {
         let dev = device_meta_gradient(&rt, config, params, batch).expect("device meta-gradient");
-        let got = tensors(&dev);
+        let got = meta_gradient_tensors(&dev);
         assert_eq!(got.len(), want.len(), "{label}: tensor sets differ");
         for ((name, g), (_, w)) in got.iter().zip(&want) {
             let r = rel(g, w);

@@ -1,6 +1,7 @@
 //! `meta-worker selftest`: kernels and the whole device meta-gradient against their CPU twins
 //! on a [`Runtime`], with a table of the worst deviations.
 
+use metasched_cuda::compare::meta_gradient_tensors;
 use metasched_cuda::learner::act_code;
 use metasched_cuda::{Arg, KernelId, Runtime, device_meta_gradient};
 use metasched_engine::init::init_params;
@@ -8,8 +9,8 @@ use metasched_engine::linalg::{add_row, gemm_nt_acc};
 use metasched_engine::loss::{loss_forward_backward, loss_rop};
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{
-    Activation, Config, Engine, InnerConfig, LossKind, MetaGradient, ModelConfig, SchedulerConfig,
-    SchedulerKind, Targets, TargetsRef, TaskBatch, ThetaLayout,
+    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, Targets,
+    TargetsRef, TaskBatch, ThetaLayout,
 };
 
 /// Absolute tolerance: `|dev − cpu| ≤ ATOL + RTOL·|cpu|` elementwise.
@@ -206,32 +207,6 @@ fn linear_forward<R: Runtime>(rt: &R) -> Row {
     run().unwrap_or_else(|e| failed(name, e))
 }
 
-/// Every compared tensor of a meta-gradient, by name.
-fn tensors(m: &MetaGradient<f32>) -> Vec<(String, Vec<f32>)> {
-    let mut v = vec![
-        ("J".to_string(), vec![m.j]),
-        ("outer_loss".to_string(), m.outer_loss.clone()),
-        ("lr".to_string(), m.lr.clone()),
-        ("grad.theta".to_string(), m.grad.theta.clone()),
-    ];
-    if let Some(l) = &m.grad.lstm {
-        for (n, t) in [
-            ("weight_ih", &l.w_ih),
-            ("weight_hh", &l.w_hh),
-            ("bias_ih", &l.b_ih),
-            ("bias_hh", &l.b_hh),
-            ("head.weight", &l.head_w),
-            ("head.bias", &l.head_b),
-        ] {
-            v.push((format!("grad.phi.{n}"), t.clone()));
-        }
-    }
-    if let Some(z) = &m.grad.lslr {
-        v.push(("grad.phi.lslr.z".to_string(), z.clone()));
-    }
-    v
-}
-
 fn batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
     let (d_in, d_out) = (config.d_in(), config.d_out());
     let targets = |ids: u64, n: usize| match config.model.loss {
@@ -266,7 +241,7 @@ fn metagrad<R: Runtime>(rt: &R, label: &str, config: &Config, batch: &TaskBatch<
         Ok(m) => m,
         Err(e) => return vec![failed(&name, e)],
     };
-    let (want, got) = (tensors(&cpu), tensors(&dev));
+    let (want, got) = (meta_gradient_tensors(&cpu), meta_gradient_tensors(&dev));
     if want.len() != got.len() {
         return vec![failed(&name, "tensor sets differ")];
     }
