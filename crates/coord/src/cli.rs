@@ -113,7 +113,7 @@ pub struct InitArgs {
 /// Where and how to compute.
 #[derive(Debug, Clone, Args)]
 pub struct ComputeArgs {
-    /// cpu, emu (the CUDA kernels on the CPU emulator; metagrad only) or cuda:N.
+    /// cpu, emu (the CUDA kernels on the CPU emulator) or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// CPU threads (0: one per core). Results do not depend on it.

@@ -45,7 +45,12 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         {
             return EXIT_BAD_INPUT;
         }
-        if let Some(e) = cause.downcast_ref::<EngineError>() {
+        let engine = match cause.downcast_ref::<metasched_worker::WorkerError>() {
+            Some(metasched_worker::WorkerError::Engine(e)) => Some(e),
+            Some(metasched_worker::WorkerError::DeviceUnavailable(_)) => return EXIT_BAD_INPUT,
+            _ => cause.downcast_ref::<EngineError>(),
+        };
+        if let Some(e) = engine {
             return match e {
                 EngineError::ThreadPool(_) => EXIT_FAILURE,
                 _ => EXIT_BAD_INPUT,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{meta_coord, run, s};
+use common::{finish, meta_coord, run, s};
 
 const TOKEN: &str = "correct horse battery staple";
 
@@ -125,20 +125,6 @@ impl Run {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-}
-
-/// Waits for a process with a time limit (killing it past the limit) and returns its output.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("process did not finish in {limit:?}; stderr: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
 }
 
 fn assert_clean(what: &str, out: &Output) {

@@ -114,7 +114,22 @@ pub fn nccl_unique_id() -> Result<cudarc::nccl::Id> {
     cudarc::nccl::Id::new().map_err(|e| CudaError::Driver(format!("ncclGetUniqueId: {e:?}")))
 }
 
+/// A new NCCL unique id as the bytes the coordinator hands to every member.
+pub fn nccl_unique_id_bytes() -> Result<Vec<u8>> {
+    Ok(nccl_unique_id()?.internal().iter().map(|&c| c as u8).collect())
+}
+
 impl NcclCollective {
+    /// Joins the communicator whose id rank 0 created ([`nccl_unique_id_bytes`]) as `rank` of
+    /// `world_size`; `id` must be the 128 bytes of an `ncclUniqueId`.
+    pub fn from_id_bytes(rt: &crate::CudaRuntime, rank: usize, world_size: usize, id: &[u8]) -> Result<Self> {
+        let raw: [u8; 128] = id.try_into().map_err(|_| {
+            CudaError::Runtime(format!("an NCCL unique id has 128 bytes, this one {}", id.len()))
+        })?;
+        let internal = raw.map(|b| b as core::ffi::c_char);
+        Self::new(rt, rank, world_size, cudarc::nccl::Id::uninit(internal))
+    }
+
     /// Joins communicator `id` as `rank` of `world_size` on the runtime's device.
     pub fn new(
         rt: &crate::CudaRuntime,

@@ -11,8 +11,14 @@
 //! into phi (head, LSTM by BPTT, or the LSLR table), and finally sums the per-task gradients
 //! in task order (`task_sum`), as the engine does. The host only launches, uploads the inputs
 //! and downloads the results; the one arithmetic it does is `J = (Σ_b loss_b) / B`.
+//!
+//! Two more entry points share the passes: [`device_meta_gradient_sum`] (a worker's part of a
+//! meta-step: per-task gradients summed exactly in fixed point, as the CPU engine's part sums
+//! are) and [`device_evaluate`] (the forward pass only, for evaluation).
 
-use metasched_engine::{Config, MetaGradient, Params, SchedulerKind, Targets, TaskBatch};
+use metasched_engine::{
+    Config, Evaluation, FixedSum, MetaGradient, Params, SchedulerKind, Targets, TaskBatch,
+};
 
 use crate::error::{CudaError, Result};
 use crate::kernels::{FEATURES, KernelId};
@@ -65,6 +71,46 @@ fn task_sum<R: Runtime>(rt: &R, per_task: &R::Buffer<f32>, tasks: usize, n: usiz
     rt.download(&out)
 }
 
+/// The inner loop of every task of a batch, run forward on a device, with what the backward
+/// pass needs (everything, or only what evaluation needs when `for_backward` is false).
+struct Unrolled<R: Runtime> {
+    mlp: DeviceMlp,
+    p: usize,
+    g: usize,
+    b: usize,
+    steps: usize,
+    hidden: usize,
+    lr_span: f32,
+    second_order: bool,
+    support_x: R::Buffer<f32>,
+    offsets: R::Buffer<i32>,
+    lstm: Option<DeviceLstm<R>>,
+    lslr: Option<R::Buffer<f32>>,
+    thetas: Vec<R::Buffer<f32>>,
+    grads: Vec<R::Buffer<f32>>,
+    workspaces: Vec<MlpWorkspace<R>>,
+    rates: Vec<R::Buffer<f32>>,
+    sig: Vec<R::Buffer<f32>>,
+    xs: Vec<R::Buffer<f32>>,
+    hs: Vec<R::Buffer<f32>>,
+    cs: Vec<R::Buffer<f32>>,
+    gates: Vec<R::Buffer<f32>>,
+    tanh_c: Vec<R::Buffer<f32>>,
+    dummy: R::Buffer<f32>,
+    /// The query workspace at `theta_T` (its output gives the accuracy).
+    qws: MlpWorkspace<R>,
+    /// `grad L_query(theta_T)` per task, unscaled, `[B, P]`.
+    v: R::Buffer<f32>,
+    outer_loss: Vec<f32>,
+}
+
+/// Per-task gradients of phi on the device (theta's, `[B, P]`, stay in `Unrolled::v`): the LSTM's tensors `[B, n]` each, or
+/// the LSLR table's rows `[B, G]` per step.
+struct PerTaskGrads<R: Runtime> {
+    lstm: Option<[(R::Buffer<f32>, usize); 6]>,
+    lslr: Vec<R::Buffer<f32>>,
+}
+
 /// `J`, per-task query losses, rates `[B, T, G]` and the mean meta-gradient of `batch`,
 /// computed on `rt`. Checks the inputs as the engine does; phi tensors of kinds other than the
 /// configured one get zero gradients.
@@ -74,6 +120,142 @@ pub fn device_meta_gradient<R: Runtime>(
     params: &Params<f32>,
     batch: &TaskBatch<f32>,
 ) -> Result<MetaGradient<f32>> {
+    let mut u = unroll(rt, config, params, batch, true)?;
+    let (b, p, g) = (u.b, u.p, u.g);
+    let scale = 1.0f32 / b as f32;
+    rt.launch_default(KernelId::VectorScale, &[Arg::buf(&u.v), Arg::F32(scale), Arg::int(b * p)])?;
+    let per_task = backward(rt, &mut u)?;
+    let mut grad = params.zeros_like();
+    grad.theta = task_sum(rt, &u.v, b, p)?;
+    if let (Some(bufs), Some(gl)) = (&per_task.lstm, grad.lstm.as_mut()) {
+        let dst = [&mut gl.w_ih, &mut gl.w_hh, &mut gl.b_ih, &mut gl.b_hh, &mut gl.head_w, &mut gl.head_b];
+        for ((buf, n), d) in bufs.iter().zip(dst) {
+            *d = task_sum(rt, buf, b, *n)?;
+        }
+    }
+    if let Some(gz) = grad.lslr.as_mut() {
+        for (t, buf) in per_task.lslr.iter().enumerate() {
+            gz[t * g..(t + 1) * g].copy_from_slice(&task_sum(rt, buf, b, g)?);
+        }
+    }
+    let lr = rates_by_task(rt, &u)?;
+    let j = u.outer_loss.iter().copied().fold(0.0f32, |a, x| a + x) * scale;
+    Ok(MetaGradient { j, outer_loss: u.outer_loss, lr, grad })
+}
+
+/// What a worker sends for its part of a meta-step, computed on a device: the exact
+/// fixed-point sum of the per-task meta-gradients (each task's gradient rounded once, as the
+/// CPU engine's `meta_gradient_sum` does, so a part's sum does not depend on how tasks were
+/// split between workers), each task's query loss and the rates `[B, T, G]`.
+#[derive(Debug, Clone)]
+pub struct DeviceGradientSum {
+    /// Sum over the batch of each task's meta-gradient (not divided by `B`).
+    pub sum: FixedSum,
+    /// Query loss of each task.
+    pub outer_loss: Vec<f32>,
+    /// Rates of each task, `[B, T, G]`.
+    pub lr: Vec<f32>,
+}
+
+/// The per-task meta-gradients of `batch` on `rt`, summed exactly on the host in task order.
+pub fn device_meta_gradient_sum<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+) -> Result<DeviceGradientSum> {
+    let mut u = unroll(rt, config, params, batch, true)?;
+    let (b, g) = (u.b, u.g);
+    let per_task = backward(rt, &mut u)?;
+    let theta = rt.download(&u.v)?;
+    let lstm: Vec<(Vec<f32>, usize)> = match &per_task.lstm {
+        Some(bufs) => bufs.iter().map(|(buf, n)| Ok((rt.download(buf)?, *n))).collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    let lslr: Vec<Vec<f32>> = per_task.lslr.iter().map(|buf| rt.download(buf)).collect::<Result<_>>()?;
+    let mut sum = FixedSum::zeros(params.buffers().iter().map(|x| x.len()).sum());
+    let mut task_grad = params.zeros_like();
+    for task in 0..b {
+        task_grad.theta.copy_from_slice(&theta[task * u.p..(task + 1) * u.p]);
+        if let Some(gl) = task_grad.lstm.as_mut() {
+            let dst =
+                [&mut gl.w_ih, &mut gl.w_hh, &mut gl.b_ih, &mut gl.b_hh, &mut gl.head_w, &mut gl.head_b];
+            for ((src, n), d) in lstm.iter().zip(dst) {
+                d.copy_from_slice(&src[task * n..(task + 1) * n]);
+            }
+        }
+        if let Some(gz) = task_grad.lslr.as_mut() {
+            for (t, src) in lslr.iter().enumerate() {
+                gz[t * g..(t + 1) * g].copy_from_slice(&src[task * g..(task + 1) * g]);
+            }
+        }
+        sum.add_params(&task_grad);
+    }
+    let lr = rates_by_task(rt, &u)?;
+    Ok(DeviceGradientSum { sum, outer_loss: u.outer_loss, lr })
+}
+
+/// Query losses after the inner loop, the rates used and (classification) the query accuracy
+/// of every task of `batch`, on `rt`: what `Engine::evaluate` computes, without any gradient.
+/// The accuracy is the one value computed on the host (an argmax over the downloaded logits).
+pub fn device_evaluate<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+) -> Result<Evaluation<f32>> {
+    let u = unroll(rt, config, params, batch, false)?;
+    let lr = rates_by_task(rt, &u)?;
+    let accuracy = match &batch.query_y {
+        Targets::Labels(labels) => {
+            let logits = rt.download(u.qws.out())?;
+            let classes = batch.d_out.max(1);
+            let q = batch.q.max(1);
+            let per_task = logits
+                .chunks(q * classes)
+                .zip(labels.chunks(q))
+                .map(|(rows, labels)| {
+                    let correct = rows
+                        .chunks(classes)
+                        .zip(labels)
+                        .filter(|&(row, &label)| {
+                            let best =
+                                row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+                            best == label as usize
+                        })
+                        .count();
+                    correct as f32 / q as f32
+                })
+                .collect();
+            Some(per_task)
+        }
+        Targets::Values(_) => None,
+    };
+    let mean = u.outer_loss.iter().copied().fold(0.0f32, |a, x| a + x) / batch.b.max(1) as f32;
+    Ok(Evaluation { mean, outer_loss: u.outer_loss, lr, accuracy })
+}
+
+/// Rates `[B, T, G]` from the per-step `[B, G]` buffers.
+fn rates_by_task<R: Runtime>(rt: &R, u: &Unrolled<R>) -> Result<Vec<f32>> {
+    let per_step: Vec<Vec<f32>> = u.rates.iter().map(|r| rt.download(r)).collect::<Result<_>>()?;
+    let g = u.g;
+    let mut lr = Vec::with_capacity(u.b * u.steps * g);
+    for task in 0..u.b {
+        for step in &per_step {
+            lr.extend_from_slice(&step[task * g..(task + 1) * g]);
+        }
+    }
+    Ok(lr)
+}
+
+/// Runs the inner loop of every task forward and the query loss and gradient at `theta_T`.
+fn unroll<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+    for_backward: bool,
+) -> Result<Unrolled<R>> {
     config.validate().map_err(|e| invalid(e.to_string()))?;
     params.validate(config).map_err(|e| invalid(e.to_string()))?;
     batch.validate(config).map_err(|e| invalid(e.to_string()))?;
@@ -87,8 +269,7 @@ pub fn device_meta_gradient<R: Runtime>(
     let hidden = if kind == SchedulerKind::Lstm { s.hidden } else { 0 };
     let lr_min = s.lr_min as f32;
     let lr_span = (s.lr_max - s.lr_min) as f32;
-    let second_order = !config.inner.first_order;
-    let scale = 1.0f32 / b as f32;
+    let second_order = !config.inner.first_order && for_backward;
 
     // Inputs.
     let support_x = rt.upload(&batch.support_x)?;
@@ -229,45 +410,76 @@ pub fn device_meta_gradient<R: Runtime>(
         thetas.push(next);
     }
 
-    // Query loss and v_T = (1/B) grad L_query(theta_T).
+    // Query loss and its gradient at theta_T (the caller scales it).
     let mut qws = mlp.workspace(rt, b, batch.q)?;
     let v = rt.alloc::<f32>(b * p)?;
     mlp.loss_and_grad(rt, &mut qws, &v, &thetas[steps], &query_x, query_y.get())?;
     let outer_loss = rt.download(qws.loss())?;
-    rt.launch_default(KernelId::VectorScale, &[Arg::buf(&v), Arg::F32(scale), Arg::int(b * p)])?;
+    Ok(Unrolled {
+        mlp,
+        p,
+        g,
+        b,
+        steps,
+        hidden,
+        lr_span,
+        second_order,
+        support_x,
+        offsets,
+        lstm,
+        lslr,
+        thetas,
+        grads,
+        workspaces,
+        rates,
+        sig,
+        xs,
+        hs,
+        cs,
+        gates,
+        tanh_c,
+        dummy,
+        qws,
+        v,
+        outer_loss,
+    })
+}
 
-    // The v recursion, t = T-1 .. 0, with dJ/da_t of every step.
+/// The backward pass from `v_T` (already scaled): the `v` recursion with every `dJ/da_t`,
+/// then phi's per-task gradients (head and LSTM by BPTT, or the LSLR table). Leaves `v_0`, the
+/// per-task theta gradient, in `u.v`.
+fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTaskGrads<R>> {
+    let (b, p, g, steps, hidden, lr_span) = (u.b, u.p, u.g, u.steps, u.hidden, u.lr_span);
     let da: Vec<R::Buffer<f32>> = (0..steps).map(|_| rt.alloc::<f32>(b * g)).collect::<Result<_>>()?;
-    let u = rt.alloc::<f32>(b * p)?;
+    let uu = rt.alloc::<f32>(b * p)?;
     let hv = rt.alloc::<f32>(b * p)?;
     for t in (0..steps).rev() {
         rt.launch_default(
             KernelId::SgdUpdateBackward,
             &[
                 Arg::buf(&da[t]),
-                Arg::buf(&u),
-                Arg::buf(&v),
-                Arg::buf(&grads[t]),
-                Arg::buf(&rates[t]),
-                Arg::buf(&offsets),
+                Arg::buf(&uu),
+                Arg::buf(&u.v),
+                Arg::buf(&u.grads[t]),
+                Arg::buf(&u.rates[t]),
+                Arg::buf(&u.offsets),
                 Arg::int(b),
                 Arg::int(p),
                 Arg::int(g),
             ],
         )?;
-        if second_order {
-            mlp.hvp(rt, &mut workspaces[t], &hv, &thetas[t], &support_x, &u)?;
+        if u.second_order {
+            u.mlp.hvp(rt, &mut u.workspaces[t], &hv, &u.thetas[t], &u.support_x, &uu)?;
             rt.launch_default(
                 KernelId::VectorAxpy,
-                &[Arg::buf(&v), Arg::buf(&hv), Arg::F32(-1.0), Arg::int(b * p)],
+                &[Arg::buf(&u.v), Arg::buf(&hv), Arg::F32(-1.0), Arg::int(b * p)],
             )?;
         }
     }
 
-    // Gradients: theta from v_0, phi from every dJ/da_t.
-    let mut grad = params.zeros_like();
-    grad.theta = task_sum(rt, &v, b, p)?;
-    match (&lstm, &lslr) {
+    let dummy = &u.dummy;
+    let mut out = PerTaskGrads { lstm: None, lslr: Vec::new() };
+    match (&u.lstm, &u.lslr) {
         (Some(l), _) => {
             let h = hidden;
             let per_task = |n: usize| rt.alloc::<f32>(b * n);
@@ -284,8 +496,8 @@ pub fn device_meta_gradient<R: Runtime>(
                         Arg::buf(&g_head_w),
                         Arg::buf(&g_head_b),
                         Arg::buf(&da[t]),
-                        Arg::buf(&sig[t]),
-                        Arg::buf(&hs[t + 1]),
+                        Arg::buf(&u.sig[t]),
+                        Arg::buf(&u.hs[t + 1]),
                         Arg::buf(&l.head_w),
                         Arg::buf(&dh_carry),
                         Arg::int(b),
@@ -306,11 +518,11 @@ pub fn device_meta_gradient<R: Runtime>(
                         Arg::buf(&gb_hh),
                         Arg::buf(&l.w_ih),
                         Arg::buf(&l.w_hh),
-                        Arg::buf(&xs[t]),
-                        Arg::buf(&hs[t]),
-                        Arg::buf(&cs[t]),
-                        Arg::buf(&gates[t]),
-                        Arg::buf(&tanh_c[t]),
+                        Arg::buf(&u.xs[t]),
+                        Arg::buf(&u.hs[t]),
+                        Arg::buf(&u.cs[t]),
+                        Arg::buf(&u.gates[t]),
+                        Arg::buf(&u.tanh_c[t]),
                         Arg::buf(&dh_total),
                         Arg::buf(&dc_carry),
                         Arg::int(b),
@@ -318,49 +530,39 @@ pub fn device_meta_gradient<R: Runtime>(
                     ],
                 )?;
             }
-            let gl = grad.lstm.as_mut().ok_or_else(|| invalid("gradient lacks the lstm slots"))?;
-            gl.w_ih = task_sum(rt, &gw_ih, b, 4 * h * FEATURES)?;
-            gl.w_hh = task_sum(rt, &gw_hh, b, 4 * h * h)?;
-            gl.b_ih = task_sum(rt, &gb_ih, b, 4 * h)?;
-            gl.b_hh = task_sum(rt, &gb_hh, b, 4 * h)?;
-            gl.head_w = task_sum(rt, &g_head_w, b, g * h)?;
-            gl.head_b = task_sum(rt, &g_head_b, b, g)?;
+            out.lstm = Some([
+                (gw_ih, 4 * h * FEATURES),
+                (gw_hh, 4 * h * h),
+                (gb_ih, 4 * h),
+                (gb_hh, 4 * h),
+                (g_head_w, g * h),
+                (g_head_b, g),
+            ]);
         }
         (None, Some(_)) => {
-            let gz = grad.lslr.as_mut().ok_or_else(|| invalid("gradient lacks the lslr slot"))?;
-            for t in 0..steps {
+            for (da_t, sig_t) in da.iter().zip(&u.sig) {
                 let per_task = rt.alloc::<f32>(b * g)?;
                 rt.launch_default(
                     KernelId::SchedulerHeadBackward,
                     &[
-                        Arg::buf(&dummy),
-                        Arg::buf(&dummy),
+                        Arg::buf(dummy),
+                        Arg::buf(dummy),
                         Arg::buf(&per_task),
-                        Arg::buf(&da[t]),
-                        Arg::buf(&sig[t]),
-                        Arg::buf(&dummy),
-                        Arg::buf(&dummy),
-                        Arg::buf(&dummy),
+                        Arg::buf(da_t),
+                        Arg::buf(sig_t),
+                        Arg::buf(dummy),
+                        Arg::buf(dummy),
+                        Arg::buf(dummy),
                         Arg::int(b),
                         Arg::int(0),
                         Arg::int(g),
                         Arg::F32(lr_span),
                     ],
                 )?;
-                gz[t * g..(t + 1) * g].copy_from_slice(&task_sum(rt, &per_task, b, g)?);
+                out.lslr.push(per_task);
             }
         }
         (None, None) => {}
     }
-
-    // Rates [B, T, G] from the per-step [B, G] buffers.
-    let per_step: Vec<Vec<f32>> = rates.iter().map(|r| rt.download(r)).collect::<Result<_>>()?;
-    let mut lr = Vec::with_capacity(b * steps * g);
-    for task in 0..b {
-        for step in &per_step {
-            lr.extend_from_slice(&step[task * g..(task + 1) * g]);
-        }
-    }
-    let j = outer_loss.iter().copied().fold(0.0f32, |a, x| a + x) * scale;
-    Ok(MetaGradient { j, outer_loss, lr, grad })
+    Ok(out)
 }

@@ -32,6 +32,8 @@ pub mod device_metagrad;
 pub mod emu;
 pub mod error;
 mod ffi;
+pub mod kernel_checks;
+pub mod kernel_cost;
 pub mod kernels;
 pub mod learner;
 pub mod probe;
@@ -39,7 +41,9 @@ pub mod runtime;
 
 pub use collective::{Collective, InProcessGroup, NcclCollective};
 pub use cudarc_runtime::{CudaBuffer, CudaRuntime};
-pub use device_metagrad::device_meta_gradient;
+pub use device_metagrad::{
+    DeviceGradientSum, device_evaluate, device_meta_gradient, device_meta_gradient_sum,
+};
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
 pub use error::{CudaError, Result};
 pub use kernels::{ArgValue, BlockShape, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source};

@@ -148,3 +148,80 @@ fn invalid_inputs_are_refused() {
     p.lstm = None;
     assert!(device_meta_gradient(&EmuRuntime::new(), &c, &p, &b).is_err());
 }
+
+/// Tasks `range` of `batch` as a batch of their own.
+fn slice(batch: &TaskBatch<f32>, range: std::ops::Range<usize>) -> TaskBatch<f32> {
+    let rows = |v: &[f32], per_task: usize| v[range.start * per_task..range.end * per_task].to_vec();
+    let targets = |t: &Targets<f32>, n: usize| match t {
+        Targets::Values(v) => Targets::Values(rows(v, n * batch.d_out)),
+        Targets::Labels(l) => Targets::Labels(l[range.start * n..range.end * n].to_vec()),
+    };
+    TaskBatch {
+        b: range.len(),
+        support_x: rows(&batch.support_x, batch.k * batch.d_in),
+        support_y: targets(&batch.support_y, batch.k),
+        query_x: rows(&batch.query_x, batch.q * batch.d_in),
+        query_y: targets(&batch.query_y, batch.q),
+        ..*batch
+    }
+}
+
+/// A worker's part on the device: the fixed-point sum of per-task gradients equals the CPU
+/// engine's part sum (relative 1e-5 per tensor), and — because each task is rounded once on
+/// its own — the parts of any split merge to bitwise the sum of the whole batch.
+#[test]
+fn part_sums_match_the_engine_and_do_not_depend_on_the_split() {
+    for (layers, loss, kind) in [
+        (&[2usize, 6, 5, 2][..], LossKind::Mse, SchedulerKind::Lstm),
+        (&[3, 6, 4][..], LossKind::CrossEntropy, SchedulerKind::Lslr),
+    ] {
+        let c = config(layers, Activation::Tanh, loss, kind, false);
+        let p = params(&c, 21);
+        let whole = batch(&c, 5, 4, 5, 22);
+        let rt = EmuRuntime::new();
+        let dev = metasched_cuda::device_meta_gradient_sum(&rt, &c, &p, &whole).expect("device sum");
+        let (cpu, outcomes) = Engine::new(1).expect("engine").meta_gradient_sum(&c, &p, &whole).expect("cpu");
+        let scale = 1.0 / whole.b as f64;
+        let (d, w) =
+            (dev.sum.to_params(&p, scale).expect("finite"), cpu.to_params(&p, scale).expect("finite"));
+        for ((i, g), want) in d.buffers().iter().enumerate().zip(w.buffers()) {
+            let r = rel(g, want);
+            assert!(r < TOL, "{kind:?} {loss:?}: buffer {i} relative error {r:e}");
+        }
+        let cpu_loss: Vec<f32> = outcomes.iter().map(|o| o.outer_loss).collect();
+        assert!(rel(&dev.outer_loss, &cpu_loss) < TOL, "outer losses differ");
+        let cpu_lr: Vec<f32> = outcomes.iter().flat_map(|o| o.lr.iter().copied()).collect();
+        assert!(rel(&dev.lr, &cpu_lr) < TOL, "rates differ");
+
+        let mut merged = metasched_engine::FixedSum::zeros(dev.sum.len());
+        for range in [0..2, 2..3, 3..5] {
+            let part = metasched_cuda::device_meta_gradient_sum(&rt, &c, &p, &slice(&whole, range))
+                .expect("device part");
+            merged.merge(&part.sum);
+        }
+        assert_eq!(merged, dev.sum, "{kind:?} {loss:?}: parts 0..2, 2..3, 3..5 do not merge to the whole");
+    }
+}
+
+/// Evaluation on the device against `Engine::evaluate`: query losses and rates within 1e-5
+/// relative, accuracies equal.
+#[test]
+fn evaluation_matches_the_engine() {
+    for (layers, loss, kind, first) in [
+        (&[3usize, 6, 4][..], LossKind::CrossEntropy, SchedulerKind::Lstm, false),
+        (&[2, 6, 5, 2][..], LossKind::Mse, SchedulerKind::Lslr, true),
+        (&[2, 5, 1][..], LossKind::Mse, SchedulerKind::Fixed, false),
+    ] {
+        let c = config(layers, Activation::Relu, loss, kind, first);
+        let p = params(&c, 31);
+        let b = batch(&c, 4, 6, 7, 32);
+        let cpu = Engine::new(1).expect("engine").evaluate(&c, &p, &b).expect("cpu evaluation");
+        for rt in schedules() {
+            let dev = metasched_cuda::device_evaluate(&rt, &c, &p, &b).expect("device evaluation");
+            assert!(rel(&dev.outer_loss, &cpu.outer_loss) < TOL, "{kind:?}: losses differ");
+            assert!(rel(&dev.lr, &cpu.lr) < TOL, "{kind:?}: rates differ");
+            assert!(((dev.mean - cpu.mean) / cpu.mean).abs() < 1e-5, "{kind:?}: means differ");
+            assert_eq!(dev.accuracy, cpu.accuracy, "{kind:?}: accuracies differ");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `mlp.cu` on the emulator: each layer kernel against the engine's dense products and
-//! activations, and the whole learner ([`DeviceMlp`]: forward, loss and gradient,
+//! activations (the shared checks of [`metasched_cuda::kernel_checks`], under every thread
+//! schedule), and the whole learner ([`DeviceMlp`]: forward, loss and gradient,
 //! Hessian-vector product through every kernel of `mlp.cu` and `loss.cu`) against
 //! `Mlp::loss_and_grad` and `Mlp::hvp`.
 // The engine is called task by task, on slices of several batched arrays at once.
@@ -7,10 +8,9 @@
 
 mod common;
 
-use common::{ATOL, RTOL, assert_close, labels, randn, runtimes};
-use metasched_cuda::learner::{DeviceMlp, DeviceTargets, act_code};
-use metasched_cuda::{Arg, EmuRuntime, KernelId, Runtime};
-use metasched_engine::linalg::{add_row, col_sum_acc, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc};
+use common::{ATOL, RTOL, assert_close, check_under_every_schedule, labels, randn, runtimes};
+use metasched_cuda::learner::{DeviceMlp, DeviceTargets};
+use metasched_cuda::{EmuRuntime, KernelId, Runtime};
 use metasched_engine::mlp::Mlp;
 use metasched_engine::{Activation, Config, LossKind, TargetsRef, ThetaLayout};
 
@@ -30,141 +30,29 @@ fn thetas(layout: &ThetaLayout, tasks: usize, seed: u64) -> Vec<f32> {
 }
 
 #[test]
-fn layer_kernels_match_engine_products() {
-    // (tasks, rows, din, dout): narrow inputs (din < 8 takes another engine path), sizes
-    // that are not multiples of the 16-wide tiles, several tiles in every direction.
-    for (tasks, n, din, dout) in [(3, 10, 1, 40), (2, 37, 40, 40), (2, 5, 33, 17), (1, 50, 7, 3)] {
-        let widths = [din, dout];
-        let layout = ThetaLayout::from_widths(&widths);
-        let p = layout.len();
-        let theta = thetas(&layout, tasks, 3);
-        let x = randn(4, &[n as u64], tasks * n * din, 1.0);
-        let h_in: Vec<f32> = x.iter().map(|&v| v.tanh()).collect(); // a tanh layer's output
-        let delta = randn(5, &[n as u64], tasks * n * dout, 1.0);
-        for act in [Activation::Relu, Activation::Tanh] {
-            let mut want_out = vec![0.0; tasks * n * dout];
-            let mut want_grad = vec![0.0; tasks * p];
-            let mut want_dh = vec![0.0; tasks * n * din];
-            for b in 0..tasks {
-                let th = &theta[b * p..(b + 1) * p];
-                let o = &mut want_out[b * n * dout..(b + 1) * n * dout];
-                gemm_nt_acc(o, &x[b * n * din..(b + 1) * n * din], &th[layout.weight(0)], n, din, dout);
-                add_row(o, &th[layout.bias(0)], n, dout);
-                for v in o.iter_mut() {
-                    *v = act.apply(*v);
-                }
-                let g = &mut want_grad[b * p..(b + 1) * p];
-                let (dl, hl) =
-                    (&delta[b * n * dout..(b + 1) * n * dout], &h_in[b * n * din..(b + 1) * n * din]);
-                gemm_tn_acc(&mut g[layout.weight(0)], dl, hl, n, dout, din);
-                col_sum_acc(&mut g[layout.bias(0)], dl, n, dout);
-                gemm_nn_acc(
-                    &mut want_dh[b * n * din..(b + 1) * n * din],
-                    dl,
-                    &th[layout.weight(0)],
-                    n,
-                    dout,
-                    din,
-                );
-            }
-            let want_dprev: Vec<f32> = want_dh.iter().zip(&h_in).map(|(&g, &h)| g * act.d1(h)).collect();
-            for rt in runtimes() {
-                let up = |v: &[f32]| rt.upload(v).expect("upload");
-                let (tb, xb, hb, db) = (up(&theta), up(&x), up(&h_in), up(&delta));
-                let out = rt.alloc::<f32>(tasks * n * dout).expect("alloc");
-                let scalars = [
-                    Arg::int(tasks),
-                    Arg::int(n),
-                    Arg::int(din),
-                    Arg::int(dout),
-                    Arg::int(p),
-                    Arg::int(layout.weight(0).start),
-                    Arg::int(layout.bias(0).start),
-                    Arg::I32(act_code(act)),
-                ];
-                let mut args = vec![Arg::buf(&out), Arg::buf(&xb), Arg::buf(&tb)];
-                args.extend(scalars);
-                rt.launch_default(KernelId::LinearForward, &args).expect("launch");
-                let label = format!("linear n={n} {din}->{dout} {act:?} {:?}", rt.schedule());
-                assert_close(
-                    &format!("{label} forward"),
-                    &rt.download(&out).expect("dl"),
-                    &want_out,
-                    ATOL,
-                    RTOL,
-                );
+fn linear_forward_matches_engine() {
+    check_under_every_schedule(KernelId::LinearForward);
+}
 
-                let grad = rt.alloc::<f32>(tasks * p).expect("alloc");
-                let (dh, dprev) = (
-                    rt.alloc::<f32>(tasks * n * din).expect("alloc"),
-                    rt.alloc::<f32>(tasks * n * din).expect("alloc"),
-                );
-                let mut args = vec![
-                    Arg::buf(&grad),
-                    Arg::buf(&dh),
-                    Arg::buf(&dprev),
-                    Arg::buf(&db),
-                    Arg::buf(&hb),
-                    Arg::buf(&tb),
-                ];
-                args.extend(scalars);
-                args.push(Arg::flag(true));
-                rt.launch_default(KernelId::LinearBackward, &args).expect("launch");
-                assert_close(
-                    &format!("{label} grad"),
-                    &rt.download(&grad).expect("dl"),
-                    &want_grad,
-                    ATOL,
-                    RTOL,
-                );
-                assert_close(&format!("{label} dh"), &rt.download(&dh).expect("dl"), &want_dh, ATOL, RTOL);
-                assert_close(
-                    &format!("{label} delta_prev"),
-                    &rt.download(&dprev).expect("dl"),
-                    &want_dprev,
-                    ATOL,
-                    RTOL,
-                );
+#[test]
+fn linear_backward_matches_engine() {
+    check_under_every_schedule(KernelId::LinearBackward);
+}
 
-                // The separate elementwise kernels.
-                let count = tasks * n * din;
-                let (a_out, a_delta) =
-                    (rt.alloc::<f32>(count).expect("alloc"), rt.alloc::<f32>(count).expect("alloc"));
-                let dhb = up(&want_dh);
-                rt.launch_default(
-                    KernelId::ActivationForward,
-                    &[Arg::buf(&a_out), Arg::buf(&xb), Arg::int(count), Arg::I32(act_code(act))],
-                )
-                .expect("launch");
-                rt.launch_default(
-                    KernelId::ActivationBackward,
-                    &[
-                        Arg::buf(&a_delta),
-                        Arg::buf(&dhb),
-                        Arg::buf(&hb),
-                        Arg::int(count),
-                        Arg::I32(act_code(act)),
-                    ],
-                )
-                .expect("launch");
-                let want_a: Vec<f32> = x.iter().map(|&v| act.apply(v)).collect();
-                assert_close(
-                    &format!("{label} activation fwd"),
-                    &rt.download(&a_out).expect("dl"),
-                    &want_a,
-                    ATOL,
-                    RTOL,
-                );
-                assert_close(
-                    &format!("{label} activation bwd"),
-                    &rt.download(&a_delta).expect("dl"),
-                    &want_dprev,
-                    ATOL,
-                    RTOL,
-                );
-            }
-        }
-    }
+#[test]
+fn linear_rop_matches_engine() {
+    check_under_every_schedule(KernelId::LinearRop);
+}
+
+#[test]
+fn linear_rop_backward_matches_engine() {
+    check_under_every_schedule(KernelId::LinearRopBackward);
+}
+
+#[test]
+fn activation_kernels_match_engine() {
+    check_under_every_schedule(KernelId::ActivationForward);
+    check_under_every_schedule(KernelId::ActivationBackward);
 }
 
 fn config(layers: &[usize], activation: Activation, loss: LossKind) -> Config {

@@ -119,9 +119,83 @@ impl FixedSum {
     }
 }
 
+/// `i64` limbs per value in [`FixedSum::to_limbs`].
+pub const LIMBS: usize = 3;
+/// Bits of the two low (unsigned) limbs.
+const LIMB_BITS: u32 = 44;
+
+impl FixedSum {
+    /// The sums as `i64` limbs that an integer all-reduce (NCCL `ncclInt64` sum, or any
+    /// wrapping `i64` sum) adds exactly: each value `a` becomes `a mod 2^44`,
+    /// `(a >> 44) mod 2^44` and `a >> 88` (signed), and one last limb counts overflowed
+    /// members. Sums of up to `2^19` members cannot overflow a limb, so
+    /// [`FixedSum::from_limbs`] of the reduced limbs is bitwise the [`FixedSum::merge`] of
+    /// the members' sums.
+    pub fn to_limbs(&self) -> Vec<i64> {
+        let mask = (1i128 << LIMB_BITS) - 1;
+        let mut out = Vec::with_capacity(LIMBS * self.acc.len() + 1);
+        for &a in &self.acc {
+            out.extend([(a & mask) as i64, ((a >> LIMB_BITS) & mask) as i64, (a >> (2 * LIMB_BITS)) as i64]);
+        }
+        out.push(i64::from(self.overflow));
+        out
+    }
+
+    /// Rebuilds a sum from (reduced) limbs of [`FixedSum::to_limbs`]; `None` when the length
+    /// is not `3·n + 1`.
+    pub fn from_limbs(limbs: &[i64]) -> Option<Self> {
+        let (overflow, values) = limbs.split_last()?;
+        if values.len() % LIMBS != 0 {
+            return None;
+        }
+        let acc = values
+            .chunks_exact(LIMBS)
+            .map(|l| {
+                i128::from(l[0])
+                    .wrapping_add(i128::from(l[1]).wrapping_shl(LIMB_BITS))
+                    .wrapping_add(i128::from(l[2]).wrapping_shl(2 * LIMB_BITS))
+            })
+            .collect();
+        Some(Self { acc, overflow: *overflow != 0 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limbs_summed_as_i64_give_the_merged_sum_bitwise() {
+        let members: Vec<FixedSum> = (0..5)
+            .map(|m| {
+                let mut s = FixedSum::zeros(6);
+                let m = m as f32;
+                s.add_f32(
+                    0,
+                    &[1.0e11 * (m - 2.0), -3.5e-19, 0.1 * m, -7.25e10, 1.0e-3 * m, -(2f32.powi(39))],
+                );
+                s
+            })
+            .collect();
+        let mut merged = FixedSum::zeros(6);
+        let mut limbs = vec![0i64; LIMBS * 6 + 1];
+        for m in &members {
+            merged.merge(m);
+            for (a, b) in limbs.iter_mut().zip(m.to_limbs()) {
+                *a = a.wrapping_add(b);
+            }
+        }
+        assert_eq!(FixedSum::from_limbs(&limbs), Some(merged.clone()));
+        let mut bad = FixedSum::zeros(6);
+        bad.add_f32(0, &[f32::NAN]);
+        let mut with_bad = limbs.clone();
+        for (a, b) in with_bad.iter_mut().zip(bad.to_limbs()) {
+            *a = a.wrapping_add(b);
+        }
+        assert!(FixedSum::from_limbs(&with_bad).is_some_and(|s| s.overflowed()));
+        assert_eq!(FixedSum::from_limbs(&limbs[1..]), None);
+        assert_eq!(FixedSum::from_limbs(&[]), None);
+    }
 
     #[test]
     fn conversion_is_exact_where_representable() {

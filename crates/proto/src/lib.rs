@@ -29,6 +29,8 @@ pub use error::{ProtoError, Result};
 pub use frame::{FRAME_HEADER_BYTES, decode_frame, encode_frame, read_frame, read_msg, write_msg};
 pub use handshake::{HANDSHAKE_MAX_BYTES, coordinator_handshake, worker_handshake};
 pub use job::{EvalResult, Job, JobResult, StepResult};
-pub use message::{Capabilities, DeviceKind, NONCE_LEN, ParamsBlob, RunSetup, ToCoord, ToWorker};
+pub use message::{
+    Capabilities, CollectiveKind, DeviceKind, NONCE_LEN, ParamsBlob, RunSetup, ToCoord, ToWorker,
+};
 pub use task_spec::{Split, TaskFamily, TaskSpec};
 pub use version::{MAX_FRAME_BYTES, PROTOCOL_VERSION};

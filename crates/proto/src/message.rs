@@ -8,6 +8,15 @@
 //! crosses the wire: both sides prove knowledge of it with an HMAC over both nonces
 //! (`auth.rs`). After that the coordinator sends jobs, the worker sends results and
 //! heartbeats, until [`ToWorker::Stop`].
+//!
+//! Device workers that share a collective (NCCL between GPUs, or its TCP stand-in between
+//! emulated devices) can reduce a meta-step among themselves: the coordinator asks rank 0 for
+//! a communicator id ([`ToWorker::CreateGroup`] → [`ToCoord::GroupCreated`]), hands it to every
+//! member ([`ToWorker::JoinGroup`] → [`ToCoord::GroupJoined`]), then sends each its part as
+//! [`ToWorker::GroupWork`]; the members all-reduce their part sums and only rank 0 sends the
+//! reduced gradient ([`ToCoord::GroupStepDone`] with `root` set), the others their per-task
+//! losses and rates. On any fault the coordinator dissolves the group ([`ToWorker::LeaveGroup`])
+//! and redoes the step with coordinator-side reduction.
 
 use crate::job::{EvalResult, Job, StepResult};
 use crate::task_spec::TaskSpec;
@@ -24,6 +33,18 @@ pub enum DeviceKind {
     Cpu,
     /// CUDA GPUs.
     Cuda,
+    /// The CPU emulator of the CUDA kernels (the device code path without a GPU).
+    Emu,
+}
+
+/// A collective a worker can join to all-reduce meta-gradients with its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CollectiveKind {
+    /// NCCL between GPUs (the id is an `ncclUniqueId`).
+    Nccl,
+    /// A TCP all-reduce between worker processes, NCCL's stand-in where there are no GPUs
+    /// (the id is rank 0's address and a session key).
+    Tcp,
 }
 
 /// What a worker brings, announced in its hello.
@@ -39,6 +60,9 @@ pub struct Capabilities {
     pub build_version: String,
     /// A human-readable name (host name and pid) for logs.
     pub name: String,
+    /// The collective this worker can join, if any (CPU workers: none, the coordinator
+    /// reduces).
+    pub collective: Option<CollectiveKind>,
 }
 
 /// The run a worker joins: everything it needs to generate tasks and compute.
@@ -102,6 +126,43 @@ pub enum ToWorker {
     Ping,
     /// The run is over: exit cleanly.
     Stop,
+    /// To the would-be rank 0 of a group: create a communicator id for `world` members.
+    CreateGroup {
+        /// Group id (the coordinator's counter).
+        group: u64,
+        /// Members.
+        world: u32,
+    },
+    /// Join group `group` as `rank` of `world` with the communicator id rank 0 created.
+    JoinGroup {
+        /// Group id.
+        group: u64,
+        /// Communicator id (opaque bytes of the collective).
+        id: Vec<u8>,
+        /// This worker's rank.
+        rank: u32,
+        /// Members.
+        world: u32,
+        /// Seconds a collective operation may block before it fails.
+        timeout_s: f64,
+    },
+    /// Leave (and abort) group `group`: a member was lost, the step is redone without it.
+    LeaveGroup {
+        /// Group id.
+        group: u64,
+    },
+    /// A meta-gradient part to reduce within group `group` (answered by
+    /// [`ToCoord::GroupStepDone`]).
+    GroupWork {
+        /// Id to quote in the answer.
+        job_id: u64,
+        /// The job (a [`Job::MetaGrad`]).
+        job: Job,
+        /// Parameters to use, when they changed.
+        params: Option<ParamsBlob>,
+        /// The group to all-reduce in.
+        group: u64,
+    },
 }
 
 /// Worker to coordinator.
@@ -151,6 +212,37 @@ pub enum ToCoord {
         /// Increasing counter.
         seq: u64,
     },
+    /// Rank 0's communicator id for group `group`.
+    GroupCreated {
+        /// Group id.
+        group: u64,
+        /// Communicator id, to hand to every member.
+        id: Vec<u8>,
+    },
+    /// This worker joined group `group` (every member has: the join is collective).
+    GroupJoined {
+        /// Group id.
+        group: u64,
+    },
+    /// Creating or joining group `group` failed; the coordinator reduces by itself instead.
+    GroupFailed {
+        /// Group id.
+        group: u64,
+        /// One-line reason.
+        message: String,
+    },
+    /// A part of a grouped meta-step. Rank 0 (`root`) carries in `result.sum` the group's
+    /// all-reduced sum; the other members an empty sum (theirs went into the reduction).
+    GroupStepDone {
+        /// The job's id.
+        job_id: u64,
+        /// Group id.
+        group: u64,
+        /// Whether this is rank 0's answer (holding the reduced sum).
+        root: bool,
+        /// The part's per-task losses and rates (and, from rank 0, the reduced sum).
+        result: StepResult,
+    },
 }
 
 impl ToWorker {
@@ -164,6 +256,10 @@ impl ToWorker {
             Self::Work { .. } => "Work",
             Self::Ping => "Ping",
             Self::Stop => "Stop",
+            Self::CreateGroup { .. } => "CreateGroup",
+            Self::JoinGroup { .. } => "JoinGroup",
+            Self::LeaveGroup { .. } => "LeaveGroup",
+            Self::GroupWork { .. } => "GroupWork",
         }
     }
 }
@@ -179,6 +275,10 @@ impl ToCoord {
             Self::EvalDone { .. } => "EvalDone",
             Self::Failed { .. } => "Failed",
             Self::Heartbeat { .. } => "Heartbeat",
+            Self::GroupCreated { .. } => "GroupCreated",
+            Self::GroupJoined { .. } => "GroupJoined",
+            Self::GroupFailed { .. } => "GroupFailed",
+            Self::GroupStepDone { .. } => "GroupStepDone",
         }
     }
 }

@@ -42,14 +42,22 @@ const TO_WORKER_GOLDEN: &[(&str, &str)] = &[
     ),
     ("ping", "04"),
     ("stop", "05"),
+    // variant 6, group 2, world 3.
+    ("create_group", "06 02 03"),
+    // variant 7, group 2, id [ab, cd], rank 1, world 3, timeout_s 0.5 (f64).
+    ("join_group", "07 02 02 abcd 01 03 000000000000e03f"),
+    ("leave_group", "08 02"),
+    // variant 9, job_id 42, Job::MetaGrad { 3, 3, 8, 4 }, no params, group 2.
+    ("group_work", "09 2a 00 03 03 08 04 00 02"),
 ];
 
 /// Expected payload hex of each `ToCoord` example, by name.
 const TO_COORD_GOLDEN: &[(&str, &str)] = &[
     (
         "hello",
-        // variant 0, version 1, caps: cpu, 1 device, 4 cores, "0.1.0", "host-1234"; nonce.
-        "00 01 00 01 04 05 302e312e30 09 686f73742d31323334 \
+        // variant 0, version 2, caps: cuda, 1 device, 4 cores, "0.1.0", "host-1234",
+        // Some(nccl); nonce.
+        "00 02 01 01 04 05 302e312e30 09 686f73742d31323334 01 00 \
          1111111111111111111111111111111111111111111111111111111111111111",
     ),
     ("auth", "01 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
@@ -69,6 +77,16 @@ const TO_COORD_GOLDEN: &[(&str, &str)] = &[
     ),
     ("failed", "04 05 19 7461736b20736f757263653a206e6f20737563682066696c65"),
     ("heartbeat", "05 fc70110100"),
+    ("group_created", "06 02 02 abcd"),
+    ("group_joined", "07 02"),
+    ("group_failed", "08 02 07 6e6f204e43434c"),
+    (
+        "group_step_done",
+        // variant 9, job_id 42, group 2, root true, then the step_done example's StepResult.
+        "09 2a 02 01 03 03 08 03 fe 00000000000000000100000000000000 \
+         fe ffffffffffffff7f0200000000000000 fd 000000004c378901 00 \
+         02 0000803e 0000003e 02 0ad7233c 0ad7a33c 000000000000f83f",
+    ),
 ];
 
 /// Expected frames: 4-byte little-endian payload length, then the payload.

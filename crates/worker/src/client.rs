@@ -1,19 +1,25 @@
 //! The TCP side of `meta-worker`: connect to the coordinator (retrying with exponential
 //! backoff, so start order does not matter and a restarted coordinator is rejoined),
 //! authenticate, then serve jobs and send heartbeats until told to stop.
+//!
+//! The socket reader never waits for a job: jobs go to a runner task that computes them one
+//! at a time, so pings, `Stop` and `LeaveGroup` (which aborts an all-reduce blocked on a lost
+//! group member) are handled while a job runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metasched_engine::Params;
+use metasched_engine::{FixedSum, Params};
 use metasched_proto::{
-    Capabilities, DeviceKind, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup, ToCoord, ToWorker, Token,
-    read_msg, worker_handshake, write_msg,
+    Capabilities, DeviceKind, Job, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup, ToCoord, ToWorker,
+    Token, read_msg, worker_handshake, write_msg,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::compute::Compute;
 use crate::executor::Executor;
+use crate::group::{Created, GroupHandle, JoinSpec};
 use crate::task_source::TaskSource;
 use metasched_proto::JobResult;
 
@@ -30,6 +36,8 @@ pub struct ClientOptions {
     pub handshake: Duration,
     /// Name shown in the coordinator's logs.
     pub name: String,
+    /// The device jobs run on, opened once for the worker's lifetime.
+    pub compute: Arc<Compute>,
 }
 
 /// Why a worker stopped.
@@ -60,14 +68,19 @@ enum Session {
     Lost(String),
 }
 
-fn capabilities(name: &str, threads: usize) -> Capabilities {
+fn capabilities(name: &str, threads: usize, compute: &Compute) -> Capabilities {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     Capabilities {
-        device: DeviceKind::Cpu,
+        device: match compute {
+            Compute::Cpu(_) => DeviceKind::Cpu,
+            Compute::Emu(_) => DeviceKind::Emu,
+            Compute::Cuda(_) => DeviceKind::Cuda,
+        },
         device_count: 1,
         cores: if threads == 0 { cores } else { threads } as u32,
         build_version: env!("CARGO_PKG_VERSION").to_string(),
         name: name.to_string(),
+        collective: crate::group::offered(compute),
     }
 }
 
@@ -96,7 +109,7 @@ pub async fn run(opts: ClientOptions, token: Token) -> Result<(), ClientError> {
             Err(e) => format!("cannot connect: {e}"),
             Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
-                let caps = capabilities(&opts.name, opts.threads);
+                let caps = capabilities(&opts.name, opts.threads, &opts.compute);
                 match worker_handshake(&mut stream, &token, caps, opts.handshake).await {
                     Ok((id, setup)) => {
                         tracing::info!(coord = %opts.coord, worker = id, "joined the run");
@@ -142,14 +155,98 @@ pub async fn run(opts: ClientOptions, token: Token) -> Result<(), ClientError> {
     }
 }
 
+/// A job for the runner task.
+struct Queued {
+    job_id: u64,
+    job: Job,
+    params: Option<ParamsBlob>,
+    /// `Some(group)` for a part to all-reduce within that group.
+    group: Option<u64>,
+}
+
+/// The current group of this session, shared by the reader (join, leave) and the runner.
+type SharedGroup = Arc<std::sync::Mutex<Option<Arc<GroupHandle>>>>;
+
+fn current_group(g: &SharedGroup) -> Option<Arc<GroupHandle>> {
+    g.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// Runs one job on a blocking thread; a grouped meta-gradient part is all-reduced there too.
+fn run_job(exec: &Executor, q: &Queued, params: &Params<f32>, group: Option<Arc<GroupHandle>>) -> ToCoord {
+    let job_id = q.job_id;
+    let failed = |message: String| ToCoord::Failed { job_id, message };
+    let result = match exec.run(&q.job, params) {
+        Ok(r) => r,
+        Err(e) => return failed(e.to_string()),
+    };
+    match (q.group, result) {
+        (None, JobResult::Step(result)) => ToCoord::StepDone { job_id, result },
+        (None, JobResult::Eval(result)) => ToCoord::EvalDone { job_id, result },
+        (Some(id), JobResult::Step(mut result)) => {
+            let Some(g) = group.filter(|g| g.group == id) else {
+                return failed(format!("not a member of group {id}"));
+            };
+            let total = match g.all_reduce(result.sum.to_limbs()) {
+                Ok(limbs) => limbs,
+                Err(e) => return failed(e.to_string()),
+            };
+            let root = g.rank == 0;
+            result.sum = if root {
+                match FixedSum::from_limbs(&total) {
+                    Some(s) => s,
+                    None => return failed("the all-reduce returned malformed limbs".into()),
+                }
+            } else {
+                FixedSum::zeros(0)
+            };
+            ToCoord::GroupStepDone { job_id, group: id, root, result }
+        }
+        (Some(_), JobResult::Eval(_)) => failed("evaluation jobs are not grouped".into()),
+    }
+}
+
+/// Computes queued jobs one at a time, keeping the parameters of the latest version.
+async fn runner(
+    exec: Arc<Executor>,
+    mut jobs: mpsc::UnboundedReceiver<Queued>,
+    tx: mpsc::UnboundedSender<ToCoord>,
+    group: SharedGroup,
+) {
+    let mut params: Option<Arc<Params<f32>>> = None;
+    while let Some(q) = jobs.recv().await {
+        let job_id = q.job_id;
+        if let Some(blob) = &q.params {
+            match params_from_blob(exec.config(), blob) {
+                Ok(p) => params = Some(Arc::new(p)),
+                Err(message) => {
+                    let _ = tx.send(ToCoord::Failed { job_id, message });
+                    continue;
+                }
+            }
+        }
+        let Some(p) = params.clone() else {
+            let _ = tx.send(ToCoord::Failed { job_id, message: "no parameters received yet".into() });
+            continue;
+        };
+        let (exec, g) = (Arc::clone(&exec), current_group(&group));
+        let reply = match tokio::task::spawn_blocking(move || run_job(&exec, &q, &p, g)).await {
+            Ok(reply) => reply,
+            Err(e) => ToCoord::Failed { job_id, message: format!("job panicked or was cancelled: {e}") },
+        };
+        if tx.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
 /// One session with the coordinator.
 async fn serve(stream: TcpStream, setup: RunSetup, opts: &ClientOptions) -> Session {
-    let threads = if opts.threads > 0 { opts.threads } else { setup.threads as usize };
     let config = setup.config.clone();
     let spec = setup.tasks.clone();
+    let compute = Arc::clone(&opts.compute);
     let exec = tokio::task::spawn_blocking(move || {
         let source = TaskSource::open(&spec, &config).map_err(|e| e.to_string())?;
-        Executor::new(config, source, threads).map_err(|e| e.to_string())
+        Executor::with_compute(config, source, compute).map_err(|e| e.to_string())
     })
     .await;
     let exec = match exec {
@@ -157,6 +254,8 @@ async fn serve(stream: TcpStream, setup: RunSetup, opts: &ClientOptions) -> Sess
         Ok(Err(e)) => return Session::Lost(format!("cannot set up the run: {e}")),
         Err(e) => return Session::Lost(format!("set-up task failed: {e}")),
     };
+    // Peers of a group reach rank 0 at the address this worker reaches the coordinator from.
+    let local_ip = stream.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<ToCoord>();
     let writer_task = tokio::spawn(async move {
@@ -178,48 +277,97 @@ async fn serve(stream: TcpStream, setup: RunSetup, opts: &ClientOptions) -> Sess
             }
         }
     });
-    let mut params: Option<Arc<Params<f32>>> = None;
+    let group: SharedGroup = Arc::new(std::sync::Mutex::new(None));
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel::<Queued>();
+    let runner_task = tokio::spawn(runner(Arc::clone(&exec), jobs_rx, tx.clone(), Arc::clone(&group)));
+    let mut created: Option<(u64, Created)> = None;
     let outcome = loop {
         let msg = match read_msg::<_, ToWorker>(&mut reader, MAX_FRAME_BYTES).await {
             Ok(m) => m,
             Err(e) => break Session::Lost(e.to_string()),
         };
         match msg {
-            ToWorker::Work { job_id, job, params: blob } => {
-                if let Some(blob) = blob {
-                    match params_from_blob(exec.config(), &blob) {
-                        Ok(p) => params = Some(Arc::new(p)),
-                        Err(e) => {
-                            let _ = tx.send(ToCoord::Failed { job_id, message: e });
-                            continue;
-                        }
+            ToWorker::Work { job_id, job, params } => {
+                let _ = jobs_tx.send(Queued { job_id, job, params, group: None });
+            }
+            ToWorker::GroupWork { job_id, job, params, group } => {
+                let _ = jobs_tx.send(Queued { job_id, job, params, group: Some(group) });
+            }
+            ToWorker::CreateGroup { group: id, world } => {
+                let reply = match crate::group::offered(exec.compute()) {
+                    None => {
+                        ToCoord::GroupFailed { group: id, message: "this worker offers no collective".into() }
                     }
-                }
-                let Some(p) = params.clone() else {
-                    let _ = tx.send(ToCoord::Failed { job_id, message: "no parameters received yet".into() });
+                    Some(kind) => match crate::group::create_id(kind, local_ip) {
+                        Ok((bytes, state)) => {
+                            tracing::info!(group = id, world, ?kind, "created a communicator id as rank 0");
+                            created = Some((id, state));
+                            ToCoord::GroupCreated { group: id, id: bytes }
+                        }
+                        Err(e) => ToCoord::GroupFailed { group: id, message: e.to_string() },
+                    },
+                };
+                let _ = tx.send(reply);
+            }
+            ToWorker::JoinGroup { group: id, id: bytes, rank, world, timeout_s } => {
+                let Some(kind) = crate::group::offered(exec.compute()) else {
+                    let _ = tx.send(ToCoord::GroupFailed { group: id, message: "no collective".into() });
                     continue;
                 };
-                let exec = Arc::clone(&exec);
-                let done = tokio::task::spawn_blocking(move || exec.run(&job, &p)).await;
-                let reply = match done {
-                    Ok(Ok(JobResult::Step(result))) => ToCoord::StepDone { job_id, result },
-                    Ok(Ok(JobResult::Eval(result))) => ToCoord::EvalDone { job_id, result },
-                    Ok(Err(e)) => ToCoord::Failed { job_id, message: e.to_string() },
-                    Err(e) => {
-                        ToCoord::Failed { job_id, message: format!("job panicked or was cancelled: {e}") }
-                    }
+                if let Some(old) = group.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    old.leave();
+                }
+                let state = created.take().filter(|(g, _)| *g == id).map(|(_, s)| s);
+                let spec = JoinSpec {
+                    group: id,
+                    id: bytes,
+                    rank: rank as usize,
+                    world: world as usize,
+                    timeout: Duration::from_secs_f64(timeout_s.clamp(0.1, 86_400.0)),
                 };
-                if tx.send(reply).is_err() {
-                    break Session::Lost("writer closed".into());
+                let join_tx = tx.clone();
+                let handle = GroupHandle::join(kind, spec, state, Arc::clone(exec.compute()), move |r| {
+                    let msg = match r {
+                        Ok(()) => {
+                            tracing::info!(group = id, rank, world, "joined the reduction group");
+                            ToCoord::GroupJoined { group: id }
+                        }
+                        Err(e) => ToCoord::GroupFailed { group: id, message: e.to_string() },
+                    };
+                    let _ = join_tx.send(msg);
+                });
+                *group.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(handle));
+            }
+            ToWorker::LeaveGroup { group: id } => {
+                let mut g = group.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if g.as_ref().is_some_and(|h| h.group == id)
+                    && let Some(h) = g.take()
+                {
+                    tracing::warn!(group = id, "left the reduction group (a member was lost)");
+                    if !h.leave() {
+                        tracing::error!(
+                            group = id,
+                            "an NCCL all-reduce is blocked on a lost member and cannot be aborted: \
+                             exiting so that the supervisor restarts this worker"
+                        );
+                        std::process::exit(3);
+                    }
                 }
             }
             ToWorker::Ping => {
                 let _ = tx.send(ToCoord::Heartbeat { seq: 0 });
             }
             ToWorker::Stop => break Session::Stopped,
-            other => break Session::Lost(format!("unexpected message after the handshake: {other:?}")),
+            other => {
+                break Session::Lost(format!("unexpected message after the handshake: {}", other.kind()));
+            }
         }
     };
+    if let Some(h) = group.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        h.leave();
+    }
+    drop(jobs_tx);
+    runner_task.abort();
     heartbeat.abort();
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;

@@ -12,6 +12,15 @@ pub enum WorkerError {
     /// A task specification that cannot be used.
     #[error("invalid task specification: {0}")]
     BadSpec(String),
+    /// A kernel launch, copy or allocation failed on the device (emulated or real).
+    #[error("device: {0}")]
+    Device(#[from] metasched_cuda::CudaError),
+    /// The requested device cannot be opened here (no driver, no such device); one line.
+    #[error("{0}")]
+    DeviceUnavailable(String),
+    /// The collective (NCCL, or its TCP stand-in) failed or was aborted.
+    #[error("collective: {0}")]
+    Collective(String),
     /// A job that does not fit the worker's state (e.g. a stale parameter version).
     #[error("invalid job: {0}")]
     BadJob(String),

@@ -1,31 +1,50 @@
-//! Runs jobs: samples the tasks of a range and hands them to the CPU engine.
+//! Runs jobs: samples the tasks of a range and hands them to the worker's device (the CPU
+//! engine, the emulated device or a GPU: [`Compute`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use metasched_engine::{Config, Engine, Params};
+use metasched_engine::{Config, Params};
 
+use crate::compute::{Compute, Device};
 use crate::error::Result;
 use crate::task_source::{Split, TaskSource};
 use metasched_proto::{EvalResult, Job, JobResult, StepResult};
 
-/// A worker's compute: the model configuration, its task source and a CPU engine.
+/// A worker's compute: the model configuration, its task source and its device.
 #[derive(Debug)]
 pub struct Executor {
     config: Config,
     tasks: TaskSource,
-    engine: Engine,
+    compute: Arc<Compute>,
 }
 
 impl Executor {
-    /// An executor with `threads` engine threads (0: one per core).
+    /// An executor on the CPU engine with `threads` threads (0: one per core).
     pub fn new(config: Config, tasks: TaskSource, threads: usize) -> Result<Self> {
+        Self::on(config, tasks, Device::Cpu, threads)
+    }
+
+    /// An executor on `device` (see [`Compute::open`]).
+    pub fn on(config: Config, tasks: TaskSource, device: Device, threads: usize) -> Result<Self> {
+        Self::with_compute(config, tasks, Arc::new(Compute::open(device, threads)?))
+    }
+
+    /// An executor on an already opened device (a worker opens its GPU once and keeps it
+    /// across coordinator sessions).
+    pub fn with_compute(config: Config, tasks: TaskSource, compute: Arc<Compute>) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, tasks, engine: Engine::new(threads)? })
+        Ok(Self { config, tasks, compute })
     }
 
     /// The model configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The device jobs run on.
+    pub fn compute(&self) -> &Arc<Compute> {
+        &self.compute
     }
 
     /// Runs `job` with the parameters `params` (of version `version`).
@@ -34,20 +53,20 @@ impl Executor {
         match *job {
             Job::MetaGrad { step, version, first, count } => {
                 let batch = self.tasks.sample(Split::Train, step, first, count)?;
-                let (sum, outcomes) = self.engine.meta_gradient_sum(&self.config, params, &batch)?;
+                let part = self.compute.meta_gradient_sum(&self.config, params, &batch)?;
                 Ok(JobResult::Step(StepResult {
                     step,
                     version,
                     first,
-                    sum,
-                    outer_loss: outcomes.iter().map(|o| o.outer_loss).collect(),
-                    lr: outcomes.iter().flat_map(|o| o.lr.iter().copied()).collect(),
+                    sum: part.sum,
+                    outer_loss: part.outer_loss,
+                    lr: part.lr,
                     compute_s: start.elapsed().as_secs_f64(),
                 }))
             }
             Job::Eval { split, stream, first, count, shots, query } => {
                 let batch = self.tasks.sample_with(split, stream, first, count, shots, query)?;
-                let ev = self.engine.evaluate(&self.config, params, &batch)?;
+                let ev = self.compute.evaluate(&self.config, params, &batch)?;
                 Ok(JobResult::Eval(EvalResult {
                     first,
                     outer_loss: ev.outer_loss,

@@ -7,12 +7,21 @@
 //!
 //! The in-process pool of `meta-coord train` runs [`Executor`]s on threads; the TCP
 //! `meta-worker` runs the same executor behind a socket.
+//!
+//! - [`compute`]: where jobs run — the CPU engine, the CUDA kernels on the CPU emulator, or a
+//!   GPU through cudarc (opened after a driver probe), shared with `meta-coord --device`.
+//! - [`group`] and [`tcp_collective`]: device workers' reduction groups — NCCL on GPUs, a TCP
+//!   all-reduce as its stand-in on emulated devices — driven by the coordinator's protocol.
 
 pub mod client;
+pub mod compute;
 pub mod error;
 pub mod executor;
+pub mod group;
 pub mod task_source;
+pub mod tcp_collective;
 
+pub use compute::{Compute, Device, PartSum};
 pub use error::{Result, WorkerError};
 pub use executor::Executor;
 pub use metasched_proto::{EvalResult, Job, JobResult, StepResult};

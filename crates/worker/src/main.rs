@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use metasched_proto::Token;
 use metasched_worker::client::{ClientError, ClientOptions, run};
+use metasched_worker::{Compute, Device, WorkerError};
 use tracing_subscriber::EnvFilter;
 
 mod selftest;
@@ -25,9 +26,9 @@ struct Args {
     /// Coordinator address, HOST:PORT.
     #[arg(long, required = true)]
     coord: Option<String>,
-    /// cpu, or cuda:N.
+    /// cpu, emu (the CUDA kernels on the CPU emulator) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: Device,
     /// Engine threads (0: the coordinator's suggestion, or every core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -63,14 +64,14 @@ enum Cmd {
     Selftest {
         /// emu (the CPU emulator of the kernels), or cuda:N.
         #[arg(long, default_value = "emu")]
-        device: String,
+        device: Device,
     },
 }
 
 fn main() {
     let mut args = Args::parse();
     if let Some(Cmd::Selftest { device }) = &args.command {
-        let code = match run_selftest(device) {
+        let code = match run_selftest(*device) {
             Ok(true) => 0,
             Ok(false) => 1,
             Err((code, msg)) => {
@@ -104,10 +105,16 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Opens `device`: a device that cannot be opened here (no driver, no such GPU) exits 2.
+fn open_device(device: Device, threads: usize) -> Result<Compute, (i32, String)> {
+    Compute::open(device, threads).map_err(|e| match e {
+        WorkerError::DeviceUnavailable(why) => (2, why),
+        e => (1, format!("--device {device}: {e}")),
+    })
+}
+
 fn real_main(args: Args) -> Result<(), (i32, String)> {
-    if args.device != "cpu" {
-        return Err((2, cuda_device_refusal(&args.device)));
-    }
+    let compute = std::sync::Arc::new(open_device(args.device, args.threads)?);
     let coord = args.coord.ok_or_else(|| (2, "--coord HOST:PORT is required".to_string()))?;
     let token = Token::resolve(args.token_file.as_deref())
         .map_err(|e| (2, e.to_string()))?
@@ -121,7 +128,9 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
         give_up_after: args.give_up_after.map(Duration::from_secs_f64),
         handshake: Duration::from_secs(10),
         name: args.name.unwrap_or_else(|| format!("{host}:{}", std::process::id())),
+        compute,
     };
+    tracing::info!(device = %opts.compute.describe(), "device opened");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -134,42 +143,19 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
 }
 
 /// `meta-worker selftest --device DEV`: the table on stdout; `Ok(false)` when a check failed.
-fn run_selftest(device: &str) -> Result<bool, (i32, String)> {
-    if device == "emu" {
-        let rows = selftest::run(&metasched_cuda::EmuRuntime::new());
-        return Ok(selftest::print("emu", &rows));
-    }
-    let index = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok());
-    match (index, metasched_cuda::probe::cuda_devices()) {
-        (Some(index), Ok(count)) if index < count => {
-            let rt = metasched_cuda::CudaRuntime::new(index)
-                .map_err(|e| (1, format!("--device {device}: cannot start the CUDA runtime: {e}")))?;
+fn run_selftest(device: Device) -> Result<bool, (i32, String)> {
+    match open_device(device, 0)? {
+        Compute::Emu(rt) => {
             let rows = selftest::run(&rt);
-            Ok(selftest::print(&metasched_cuda::Runtime::device_name(&rt), &rows))
+            Ok(selftest::print("emu", &rows))
         }
-        _ => Err((2, cuda_device_refusal(device))),
-    }
-}
-
-/// Why `--device DEV` (other than cpu) cannot run, in one line: a bad name, no driver (naming
-/// the library), no such device, or the device backend this build lacks.
-fn cuda_device_refusal(device: &str) -> String {
-    let Some(index) = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) else {
-        return format!("--device {device}: expected cpu or cuda:N");
-    };
-    match metasched_cuda::probe::cuda_devices() {
-        Err(e @ metasched_cuda::CudaError::LibraryMissing { .. }) => {
-            format!("--device {device}: no CUDA driver: {e}")
+        Compute::Cuda(rt) => {
+            let rows = selftest::run(rt.as_ref());
+            Ok(selftest::print(&metasched_cuda::Runtime::device_name(rt.as_ref()), &rows))
         }
-        Err(e) => format!("--device {device}: {e}"),
-        Ok(0) => format!("--device {device}: the CUDA driver loaded but reports no devices"),
-        Ok(n) if index >= n => {
-            format!("--device {device}: the CUDA driver reports {n} device(s) (cuda:0..cuda:{})", n - 1)
+        Compute::Cpu(_) => {
+            Err((2, "selftest checks a device against the CPU engine: use --device emu or cuda:N".into()))
         }
-        Ok(n) => format!(
-            "--device {device}: driver found ({n} device(s)), but this build of meta-worker has no CUDA device \
-             backend yet (missing: the cudarc Runtime adapter and device meta-gradient); use --device cpu"
-        ),
     }
 }
 

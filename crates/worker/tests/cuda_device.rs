@@ -1,6 +1,6 @@
-//! `meta-worker --device cuda:N` before the CUDA device backend exists: exit 2 with one clear
-//! line (the missing driver library without a driver, the missing backend with one), never a
-//! panic, and without trying to reach the coordinator.
+//! `meta-worker --device cuda:N` where it cannot run: exit 2 with one clear line (the missing
+//! driver library, no such device, or the driver's own error), never a panic, and without
+//! trying to reach the coordinator.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ fn cuda_device_is_refused_with_exit_2_and_one_clear_line() {
     assert!(line.starts_with("error: --device cuda:0: "), "{line}");
     assert!(
         (line.contains("no CUDA driver") && line.contains("libcuda.so.1"))
-            || line.contains("no CUDA device backend yet")
+            || line.contains("cannot start CUDA")
             || line.contains("reports no devices")
             || line.contains("CUDA driver: "),
         "{line}"
@@ -39,7 +39,10 @@ fn cuda_device_is_refused_with_exit_2_and_one_clear_line() {
 fn malformed_device_is_refused() {
     let (code, stderr) = run(&["--device", "cuda:zero", "--coord", "127.0.0.1:9"]);
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("expected cpu or cuda:N"), "{stderr}");
+    assert!(stderr.contains("bad CUDA device index in `cuda:zero`"), "{stderr}");
+    let (code, stderr) = run(&["--device", "tpu", "--coord", "127.0.0.1:9"]);
+    assert_eq!(code, Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("expected cpu, emu or cuda:N"), "{stderr}");
 }
 
 #[test]

@@ -21,13 +21,11 @@ fn selftest_on_the_emulator_passes_and_prints_the_table() {
     let (code, stdout, stderr) = run(&["selftest", "--device", "emu"]);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("worst_abs") && stdout.contains("worst_rel"), "{stdout}");
-    for check in [
-        "sgd_update_forward",
-        "loss_mse_forward_backward_rop",
-        "mlp_linear_forward",
-        "metagrad sinusoid grad.theta",
-        "metagrad cross-entropy grad.theta",
-    ] {
+    // One row per kernel (the shared checks of metasched_cuda::kernel_checks), then the
+    // whole meta-gradient.
+    let kernels = metasched_cuda::KernelId::ALL.map(|k| format!("{} ", k.name()));
+    let metagrad = ["metagrad sinusoid grad.theta ", "metagrad cross-entropy grad.theta "].map(String::from);
+    for check in kernels.iter().chain(&metagrad) {
         let line =
             stdout.lines().find(|l| l.starts_with(check)).unwrap_or_else(|| panic!("{check}: {stdout}"));
         assert!(line.contains("pass"), "{line}");
@@ -50,5 +48,8 @@ fn selftest_on_cuda_without_a_backend_exits_2_with_one_line() {
 fn selftest_refuses_an_unknown_device() {
     let (code, _, stderr) = run(&["selftest", "--device", "tpu"]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--device tpu"), "{stderr}");
+    assert!(stderr.contains("tpu") && stderr.contains("expected cpu, emu or cuda:N"), "{stderr}");
+    let (code, _, stderr) = run(&["selftest", "--device", "cpu"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("use --device emu or cuda:N"), "{stderr}");
 }

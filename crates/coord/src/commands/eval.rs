@@ -4,35 +4,28 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use metasched_engine::{Engine, TaskBatch};
+use metasched_engine::TaskBatch;
 use metasched_formats::{Checkpoint, read_checkpoint, write_tensors};
+use metasched_worker::Compute;
 use metasched_worker::{Split, TaskSource, TaskSpec};
 
 use crate::cli::EvalArgs;
 use crate::commands::{Inputs, load_inputs, mean_ci95, output_metadata};
-use crate::device::require_supported;
 use crate::exit::BadInput;
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    if args.compute.device == crate::device::Device::Emu {
-        return Err(BadInput(
-            "--device emu: eval has no device path yet (the emulator runs metagrad only); use --device cpu"
-                .into(),
-        )
-        .into());
-    }
     let inputs = match &args.task {
         None => load_inputs(&args.checkpoint, &PathBuf::from(&args.tasks), &args.compute)?,
         Some(task) => sampled_inputs(args, task)?,
     };
-    report(args, &inputs.ckpt, &inputs.batch, &inputs.engine)
+    report(args, &inputs.ckpt, &inputs.batch, &inputs.compute)
 }
 
 /// The checkpoint and `--tasks N` fresh test tasks of family `task` (the final-evaluation
 /// stream of training, so `eval` reproduces what `train` reported for the same seed).
 fn sampled_inputs(args: &EvalArgs, task: &str) -> Result<Inputs> {
-    require_supported(args.compute.device)?;
+    let compute = crate::device::open(args.compute.device, args.compute.threads)?;
     let n: usize = args
         .tasks
         .parse()
@@ -52,13 +45,12 @@ fn sampled_inputs(args: &EvalArgs, task: &str) -> Result<Inputs> {
         args.shots,
         args.query,
     )?;
-    let engine = Engine::new(args.compute.threads)?;
-    Ok(Inputs { ckpt, batch, engine })
+    Ok(Inputs { ckpt, batch, compute })
 }
 
-fn report(args: &EvalArgs, ckpt: &Checkpoint, batch: &TaskBatch<f32>, engine: &Engine) -> Result<()> {
+fn report(args: &EvalArgs, ckpt: &Checkpoint, batch: &TaskBatch<f32>, compute: &Compute) -> Result<()> {
     let config = &ckpt.config;
-    let ev = engine.evaluate(config, &ckpt.params, batch)?;
+    let ev = compute.evaluate(config, &ckpt.params, batch)?;
     let (mean, ci) = mean_ci95(&ev.outer_loss);
     if let Some(out) = &args.out {
         let tensors = vec![

@@ -7,7 +7,6 @@ use metasched_formats::write_tensors;
 
 use crate::cli::MetagradArgs;
 use crate::commands::{load_inputs, output_metadata};
-use crate::device::Device;
 
 /// Runs `metagrad`.
 pub fn run(args: &MetagradArgs) -> Result<()> {
@@ -15,16 +14,7 @@ pub fn run(args: &MetagradArgs) -> Result<()> {
     let (ckpt, batch) = (&inputs.ckpt, &inputs.batch);
     let config = &ckpt.config;
     let start = Instant::now();
-    let mg = match args.compute.device {
-        Device::Emu => metasched_cuda::device_meta_gradient(
-            &metasched_cuda::EmuRuntime::new(),
-            config,
-            &ckpt.params,
-            batch,
-        )
-        .map_err(|e| anyhow::anyhow!("device meta-gradient on the emulator: {e}"))?,
-        _ => inputs.engine.meta_gradient(config, &ckpt.params, batch)?,
-    };
+    let mg = inputs.compute.meta_gradient(config, &ckpt.params, batch)?;
     let elapsed = start.elapsed();
     let (steps, groups) = (config.inner.steps, config.groups());
     let mut tensors = vec![

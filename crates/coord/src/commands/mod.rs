@@ -9,38 +9,37 @@ pub mod sample_tasks;
 use std::path::Path;
 
 use anyhow::Result;
-use metasched_engine::{Engine, TaskBatch};
+use metasched_engine::TaskBatch;
 use metasched_formats::{Checkpoint, read_checkpoint, read_task_batch};
 
 use crate::cli::ComputeArgs;
-use crate::device::require_supported;
+use metasched_worker::Compute;
 
 /// The inputs of `metagrad` and `eval`: a checkpoint, the tasks checked against its config,
-/// and an engine for the requested device.
+/// and the requested device, opened.
 pub struct Inputs {
     /// The checkpoint.
     pub ckpt: Checkpoint,
     /// The task batch.
     pub batch: TaskBatch<f32>,
-    /// The CPU engine.
-    pub engine: Engine,
+    /// Where to compute.
+    pub compute: Compute,
 }
 
 /// Reads and validates everything before any computation, so a bad input fails fast.
 pub fn load_inputs(checkpoint: &Path, tasks: &Path, compute: &ComputeArgs) -> Result<Inputs> {
-    require_supported(compute.device)?;
+    let device = crate::device::open(compute.device, compute.threads)?;
     let ckpt = read_checkpoint(checkpoint)?;
     let batch = read_task_batch(tasks, &ckpt.config)?;
-    let engine = Engine::new(compute.threads)?;
     tracing::info!(
         checkpoint = %checkpoint.display(),
         tasks = %tasks.display(),
         b = batch.b, k = batch.k, q = batch.q,
         scheduler = ckpt.config.scheduler.kind.as_str(),
-        threads = engine.threads(),
+        device = %device.describe(),
         "inputs loaded"
     );
-    Ok(Inputs { ckpt, batch, engine })
+    Ok(Inputs { ckpt, batch, compute: device })
 }
 
 /// Creates the directory an output file goes into, so `--out runs/x.safetensors` works on a

@@ -1,6 +1,7 @@
 //! The training configuration: one serde struct that a TOML file (`--config run.toml`), the
 //! command-line flags (which override the file) and a resumed checkpoint all fill.
 
+use super::remote_pool::CollectiveMode;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -245,6 +246,15 @@ pub struct TransportArgs {
     /// Seconds after which a pending part is also sent to another worker.
     #[arg(long, default_value_t = 600.0)]
     pub step_deadline: f64,
+    /// auto: workers that all offer the same collective (NCCL on GPUs, its TCP stand-in on
+    /// the emulator) reduce each meta-step among themselves and one sends the result; off:
+    /// every worker sends its part and the coordinator reduces.
+    #[arg(long, value_enum, default_value_t = CollectiveMode::Auto)]
+    pub collective: CollectiveMode,
+    /// Device of the workers --spawn-workers starts: cpu, emu, or cuda (worker i gets
+    /// cuda:i).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "emu", "cuda"])]
+    pub worker_device: String,
 }
 
 fn parse_activation(s: &str) -> Result<Activation, String> {

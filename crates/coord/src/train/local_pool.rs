@@ -10,8 +10,8 @@ use metasched_engine::{Config, Params};
 use metasched_worker::{Executor, Job, JobResult, TaskSource, TaskSpec};
 
 use super::pool::{
-    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, eval_job, split_range,
-    step_job,
+    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, check_step_answers, eval_job,
+    split_range, step_job,
 };
 
 type Request = (Job, Arc<Params<f32>>);
@@ -95,15 +95,9 @@ impl WorkerPool for LocalPool {
             let JobResult::Step(r) = reply else {
                 return Err(anyhow!("worker answered a step with an evaluation"));
             };
-            if r.step != step || r.version != version {
-                return Err(anyhow!(
-                    "worker answered step {} v{} for step {step} v{version}",
-                    r.step,
-                    r.version
-                ));
-            }
             parts.push((i as u32, r));
         }
+        check_step_answers(&parts, step, version)?;
         Ok(assemble_step(parts, len, 0.0, 0))
     }
 

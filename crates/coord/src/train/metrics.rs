@@ -64,6 +64,9 @@ pub struct MetricsLine {
     pub straggler_wait_s: f64,
     /// Parts re-dispatched so far (dead, hung or failing workers).
     pub redispatched: u64,
+    /// Meta-steps so far whose gradient the workers reduced among themselves (a group over
+    /// NCCL or its TCP stand-in) rather than the coordinator.
+    pub group_reduced: u64,
     /// Evaluation on held-out tasks, when one ran at this step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalLine>,

@@ -23,6 +23,9 @@ pub struct StepOutput {
     pub straggler_s: f64,
     /// Parts sent again because their worker died, hung or failed.
     pub redispatched: u32,
+    /// Whether the workers reduced the gradient among themselves (NCCL or its TCP stand-in)
+    /// and one of them sent it, rather than every worker sending its part.
+    pub group_reduced: bool,
 }
 
 /// Who computed one part of a meta-step, and how long it took.
@@ -53,6 +56,7 @@ pub fn assemble_step(
         parts: Vec::with_capacity(parts.len()),
         straggler_s,
         redispatched,
+        group_reduced: false,
     };
     for (worker, r) in parts {
         out.sum.merge(&r.sum);
@@ -61,6 +65,25 @@ pub fn assemble_step(
         out.lr.extend(r.lr);
     }
     out
+}
+
+/// Checks that every part answers meta-step `step` at parameter version `version` (a worker
+/// answering another step or version is a protocol error, never silently summed).
+pub fn check_step_answers(
+    parts: &[(u32, metasched_worker::StepResult)],
+    step: u64,
+    version: u64,
+) -> anyhow::Result<()> {
+    for (id, r) in parts {
+        if r.step != step || r.version != version {
+            return Err(anyhow::anyhow!(
+                "worker {id} answered step {} v{} for step {step} v{version}",
+                r.step,
+                r.version
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Puts evaluation parts that arrived in any order together, in task order.

@@ -29,9 +29,12 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::pool::{
-    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, eval_job, split_range,
-    step_job,
+    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, check_step_answers, eval_job,
+    split_range, step_job,
 };
+
+mod group;
+pub use group::CollectiveMode;
 
 /// Timing knobs of the distributed pool.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +49,8 @@ pub struct RemoteTimeouts {
     pub step_deadline: Duration,
     /// How long to wait for workers when none is connected (then the run saves and stops).
     pub no_workers: Duration,
+    /// How long forming a reduction group (id, every member joined) may take.
+    pub group_setup: Duration,
 }
 
 impl Default for RemoteTimeouts {
@@ -56,6 +61,7 @@ impl Default for RemoteTimeouts {
             heartbeat_interval: Duration::from_secs(2),
             step_deadline: Duration::from_secs(600),
             no_workers: Duration::from_secs(300),
+            group_setup: Duration::from_secs(30),
         }
     }
 }
@@ -96,6 +102,10 @@ pub struct RemotePool {
     next_job: u64,
     accept: AbortHandle,
     stop: Option<super::signals::StopFlag>,
+    collective: CollectiveMode,
+    group: Option<group::ActiveGroup>,
+    next_group: u64,
+    formation_failures: u32,
 }
 
 /// The parameters as sent on the wire.
@@ -119,7 +129,15 @@ async fn serve_connection(
             return;
         }
     };
-    tracing::info!(%peer, worker = id, name = %caps.name, cores = caps.cores, "worker joined");
+    tracing::info!(
+        %peer,
+        worker = id,
+        name = %caps.name,
+        cores = caps.cores,
+        device = ?caps.device,
+        collective = ?caps.collective,
+        "worker joined"
+    );
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
     let ev = events.clone();
@@ -216,6 +234,10 @@ impl RemotePool {
             next_job: 0,
             accept: accept.abort_handle(),
             stop: None,
+            collective: CollectiveMode::default(),
+            group: None,
+            next_group: 0,
+            formation_failures: 0,
         })
     }
 
@@ -308,13 +330,25 @@ impl RemotePool {
         Ok(())
     }
 
-    /// Sends `job` to worker `id`, with the parameters if it lacks this version.
-    fn send(&mut self, id: u32, job: Job, params: &Params<f32>, version: u64) -> Option<u64> {
+    /// Sends `job` to worker `id` (to reduce within group `group`, when given), with the
+    /// parameters if it lacks this version.
+    fn send(
+        &mut self,
+        id: u32,
+        job: Job,
+        params: &Params<f32>,
+        version: u64,
+        group: Option<u64>,
+    ) -> Option<u64> {
         let job_id = self.next_job;
         self.next_job += 1;
         let w = self.live.get_mut(&id)?;
         let with = (w.version != Some(version)).then(|| blob(params, version));
-        if w.tx.send(ToWorker::Work { job_id, job, params: with }).is_err() {
+        let msg = match group {
+            Some(group) => ToWorker::GroupWork { job_id, job, params: with, group },
+            None => ToWorker::Work { job_id, job, params: with },
+        };
+        if w.tx.send(msg).is_err() {
             return None;
         }
         w.version = Some(version);
@@ -374,7 +408,7 @@ impl RemotePool {
             answers.push(None);
             let mut target = Some(ids[i % ids.len()]);
             while let Some(id) = target {
-                if let Some(job_id) = self.send(id, make(&range), params, version) {
+                if let Some(job_id) = self.send(id, make(&range), params, version, None) {
                     pending.insert(job_id, i);
                     parts[i].workers.push(id);
                     break;
@@ -401,7 +435,7 @@ impl RemotePool {
                 if late && !orphan && parts[i].workers.contains(&id) {
                     continue;
                 }
-                if let Some(job_id) = self.send(id, make(&parts[i].range), params, version) {
+                if let Some(job_id) = self.send(id, make(&parts[i].range), params, version, None) {
                     tracing::warn!(part = ?parts[i].range, worker = id, orphan, late, "part re-dispatched");
                     pending.insert(job_id, i);
                     parts[i].workers.push(id);
@@ -437,12 +471,19 @@ impl RemotePool {
             });
             let Ok(Some(ev)) = ev else { continue };
             let Some((id, msg)) = self.absorb(ev) else { continue };
+            if group::is_group_message(&msg) {
+                continue; // late traffic of a dissolved group
+            }
             if let ToCoord::Failed { job_id, message } = &msg {
+                // A failure of an earlier job (a grouped part whose group was dissolved) is
+                // stale; one of this call's parts drops the worker.
                 if let Some(&i) = pending.get(job_id) {
                     tracing::warn!(worker = id, part = ?parts[i].range, "job failed on the worker: {message}");
                     parts[i].workers.retain(|&w| w != id);
+                    self.drop_worker(id, &format!("job failed: {message}"));
+                } else {
+                    tracing::debug!(worker = id, job_id, "stale job failure ignored: {message}");
                 }
-                self.drop_worker(id, &format!("job failed: {message}"));
                 continue;
             }
             match take(msg) {
@@ -486,22 +527,17 @@ impl WorkerPool for RemotePool {
         step: u64,
         batch: usize,
     ) -> anyhow::Result<StepOutput> {
+        if let Some(out) = self.try_group_step(params, version, step, batch)? {
+            return Ok(out);
+        }
         let take = |msg: ToCoord| match msg {
             ToCoord::StepDone { job_id, result } => Some((job_id, result)),
             _ => None,
         };
         let (parts, straggler, redispatched) =
             self.run_parts(batch, params, version, |r| step_job(step, version, r), take)?;
-        for (id, r) in &parts {
-            let r: &StepResult = r;
-            if r.step != step || r.version != version {
-                return Err(anyhow!(
-                    "worker {id} answered step {} v{} for step {step} v{version}",
-                    r.step,
-                    r.version
-                ));
-            }
-        }
+        let parts: Vec<(u32, StepResult)> = parts;
+        check_step_answers(&parts, step, version)?;
         let len = params.buffers().iter().map(|b| b.len()).sum();
         Ok(assemble_step(parts, len, straggler, redispatched))
     }

@@ -23,14 +23,16 @@ pub fn worker_binary() -> PathBuf {
 }
 
 impl SpawnedWorkers {
-    /// Starts `n` workers connecting to `addr` with `token`, `threads` engine threads each.
-    pub fn start(n: usize, addr: &str, token: &str, threads: usize) -> anyhow::Result<Self> {
+    /// Starts `n` workers connecting to `addr` with `token`, `threads` engine threads each, on
+    /// `device` (`cpu`, `emu`, or `cuda`: worker `i` on `cuda:i`).
+    pub fn start(n: usize, addr: &str, token: &str, threads: usize, device: &str) -> anyhow::Result<Self> {
         let bin = worker_binary();
         let mut children = Vec::with_capacity(n);
         for i in 0..n {
             let child = Command::new(&bin)
                 .args(["--coord", addr, "--threads", &threads.to_string(), "--give-up-after", "30"])
                 .args(["--name", &format!("local-{i}")])
+                .args(["--device", &if device == "cuda" { format!("cuda:{i}") } else { device.to_string() }])
                 .env("METASCHED_TOKEN", token)
                 .stdin(Stdio::null())
                 .spawn()

@@ -142,6 +142,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     };
     let mut pool = RemotePool::start(&listen, token, setup, timeouts)?;
     pool.set_stop_flag(stop.clone());
+    pool.set_collective(t.collective);
     let addr = pool.local_addr();
     metasched_formats::write_atomic(dir.join("coordinator.addr"), addr.to_string().as_bytes())
         .with_context(|| format!("cannot write {}", dir.join("coordinator.addr").display()))?;
@@ -150,7 +151,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
         Some(n) => {
             let per = (std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1) / n).max(1);
             let threads = if cfg.threads == 0 { per } else { cfg.threads };
-            Some(SpawnedWorkers::start(n, &addr.to_string(), &secret, threads)?)
+            Some(SpawnedWorkers::start(n, &addr.to_string(), &secret, threads, &t.worker_device)?)
         }
         None => None,
     };
@@ -259,6 +260,7 @@ pub fn train_loop(
     );
     let mut last_log = (Instant::now(), state.meta.step);
     let mut redispatched = 0u64;
+    let mut group_reduced = 0u64;
     while state.meta.step < cfg.steps {
         let step = state.meta.step;
         let _span = tracing::info_span!("step", step).entered();
@@ -267,6 +269,7 @@ pub fn train_loop(
             .meta_step(&params, step, step, cfg.meta_batch)
             .with_context(|| format!("meta-step {step}"))?;
         redispatched += u64::from(out.redispatched);
+        group_reduced += u64::from(out.group_reduced);
         let meta_loss = out.outer_loss.iter().map(|&l| l as f64).sum::<f64>() / cfg.meta_batch as f64;
         let grad_norm = match out.sum.to_params(&state.params, 1.0 / cfg.meta_batch as f64) {
             Some(mut grad) => {
@@ -314,6 +317,7 @@ pub fn train_loop(
                 parts: out.parts.clone(),
                 straggler_wait_s: out.straggler_s,
                 redispatched,
+                group_reduced,
                 eval,
             })?;
             let workers: std::collections::BTreeSet<u32> = out.parts.iter().map(|p| p.worker).collect();

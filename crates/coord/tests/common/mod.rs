@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{
@@ -110,4 +111,18 @@ pub fn ref_tasks(batch: &metasched_engine::TaskBatch<f32>) -> Vec<RefTask> {
             }
         })
         .collect()
+}
+
+/// Waits for a process with a time limit (killing it past the limit) and returns its output.
+pub fn finish(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("process did not finish in {limit:?}; stderr: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
 }

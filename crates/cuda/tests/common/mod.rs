@@ -2,7 +2,7 @@
 //! under, and the closeness check.
 #![allow(dead_code)]
 
-use metasched_cuda::{EmuRuntime, Schedule};
+use metasched_cuda::{EmuRuntime, KernelId, Schedule, kernel_checks};
 use metasched_engine::rng::CounterRng;
 
 /// Absolute tolerance of the kernel-vs-engine comparisons.
@@ -91,4 +91,23 @@ pub fn assert_close(label: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32
         got.len()
     );
     w
+}
+
+/// Runs the shared check of `kernel` ([`metasched_cuda::kernel_checks`]) on the emulator under
+/// every thread schedule; fails with the worst element on a deviation.
+pub fn check_under_every_schedule(kernel: KernelId) {
+    for rt in runtimes() {
+        let c = kernel_checks::check(&rt, kernel);
+        eprintln!(
+            "worst-error {} {:?}: abs {:.3e} rel {:.3e} tolerance-used {:.3} over {} values at {}",
+            c.name,
+            rt.schedule(),
+            c.worst_abs,
+            c.worst_rel,
+            c.worst_used,
+            c.values,
+            c.worst_element()
+        );
+        assert!(c.pass, "{} under {:?}: {}", c.name, rt.schedule(), c.note);
+    }
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use metasched_engine::{Config, FixedSum};
-use metasched_proto::{Capabilities, DeviceKind, ParamsBlob, RunSetup, ToCoord, ToWorker};
+use metasched_proto::{Capabilities, CollectiveKind, DeviceKind, ParamsBlob, RunSetup, ToCoord, ToWorker};
 use metasched_worker::{EvalResult, Job, Split, StepResult, TaskFamily, TaskSpec};
 
 /// A fixed worker nonce.
@@ -19,14 +19,15 @@ pub const COUNTING: [u8; 32] = {
     a
 };
 
-/// Capabilities of a CPU worker.
+/// Capabilities of a GPU worker that can join an NCCL group.
 pub fn caps() -> Capabilities {
     Capabilities {
-        device: DeviceKind::Cpu,
+        device: DeviceKind::Cuda,
         device_count: 1,
         cores: 4,
         build_version: "0.1.0".into(),
         name: "host-1234".into(),
+        collective: Some(CollectiveKind::Nccl),
     }
 }
 
@@ -84,18 +85,40 @@ pub fn to_worker_examples() -> Vec<(&'static str, ToWorker)> {
         ),
         ("ping", ToWorker::Ping),
         ("stop", ToWorker::Stop),
+        ("create_group", ToWorker::CreateGroup { group: 2, world: 3 }),
+        (
+            "join_group",
+            ToWorker::JoinGroup { group: 2, id: vec![0xab, 0xcd], rank: 1, world: 3, timeout_s: 0.5 },
+        ),
+        ("leave_group", ToWorker::LeaveGroup { group: 2 }),
+        (
+            "group_work",
+            ToWorker::GroupWork {
+                job_id: 42,
+                job: Job::MetaGrad { step: 3, version: 3, first: 8, count: 4 },
+                params: None,
+                group: 2,
+            },
+        ),
     ]
 }
 
 /// One example of every worker-to-coordinator message, with a name.
 pub fn to_coord_examples() -> Vec<(&'static str, ToCoord)> {
     vec![
-        ("hello", ToCoord::Hello { protocol_version: 1, capabilities: caps(), nonce: NONCE_W }),
+        ("hello", ToCoord::Hello { protocol_version: 2, capabilities: caps(), nonce: NONCE_W }),
         ("auth", ToCoord::Auth { proof: COUNTING }),
         ("step_done", ToCoord::StepDone { job_id: 42, result: step_result() }),
         ("eval_done", ToCoord::EvalDone { job_id: 300, result: eval_result() }),
         ("failed", ToCoord::Failed { job_id: 5, message: "task source: no such file".into() }),
         ("heartbeat", ToCoord::Heartbeat { seq: 70_000 }),
+        ("group_created", ToCoord::GroupCreated { group: 2, id: vec![0xab, 0xcd] }),
+        ("group_joined", ToCoord::GroupJoined { group: 2 }),
+        ("group_failed", ToCoord::GroupFailed { group: 2, message: "no NCCL".into() }),
+        (
+            "group_step_done",
+            ToCoord::GroupStepDone { job_id: 42, group: 2, root: true, result: step_result() },
+        ),
     ]
 }
 
@@ -109,11 +132,15 @@ pub fn to_worker_variant(m: &ToWorker) -> usize {
         ToWorker::Work { .. } => 3,
         ToWorker::Ping => 4,
         ToWorker::Stop => 5,
+        ToWorker::CreateGroup { .. } => 6,
+        ToWorker::JoinGroup { .. } => 7,
+        ToWorker::LeaveGroup { .. } => 8,
+        ToWorker::GroupWork { .. } => 9,
     }
 }
 
 /// Number of `ToWorker` variants.
-pub const TO_WORKER_VARIANTS: usize = 6;
+pub const TO_WORKER_VARIANTS: usize = 10;
 
 /// Index of the variant, by an exhaustive match (see [`to_worker_variant`]).
 pub fn to_coord_variant(m: &ToCoord) -> usize {
@@ -124,8 +151,12 @@ pub fn to_coord_variant(m: &ToCoord) -> usize {
         ToCoord::EvalDone { .. } => 3,
         ToCoord::Failed { .. } => 4,
         ToCoord::Heartbeat { .. } => 5,
+        ToCoord::GroupCreated { .. } => 6,
+        ToCoord::GroupJoined { .. } => 7,
+        ToCoord::GroupFailed { .. } => 8,
+        ToCoord::GroupStepDone { .. } => 9,
     }
 }
 
 /// Number of `ToCoord` variants.
-pub const TO_COORD_VARIANTS: usize = 6;
+pub const TO_COORD_VARIANTS: usize = 10;

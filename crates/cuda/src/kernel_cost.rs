@@ -1,0 +1,273 @@
+//! What each kernel launch moves and computes, as a function of its own arguments: the
+//! bytes-moved and FLOP formulas stated at the top of each `kernels/*.cu` file, in one place,
+//! so `docs/KERNELS.md`, the `cuda_kernels` bench and anyone judging a measured time use the
+//! same numbers.
+//!
+//! Bytes count each array the kernel must read or write once (DRAM traffic with perfect
+//! caching: the weights every block re-reads count once), FLOPs count multiply-adds as two and
+//! transcendentals as one. The floor of a launch on a device is
+//! `max(bytes / bandwidth, FLOPs / peak)`; [`H100_BYTES_PER_S`] and [`H100_FLOPS_PER_S`] are
+//! the round figures `docs/KERNELS.md` uses.
+
+use crate::error::{CudaError, Result};
+use crate::kernels::{ArgValue, FEATURES, KernelId};
+use crate::runtime::{Arg, Runtime};
+
+/// HBM bandwidth of an H100 SXM, rounded: about 3 TB/s.
+pub const H100_BYTES_PER_S: f64 = 3.0e12;
+/// Dense fp32 (non-tensor-core) peak of an H100 SXM, rounded: about 60 TFLOP/s.
+pub const H100_FLOPS_PER_S: f64 = 60.0e12;
+
+/// Bytes moved and floating-point operations of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    /// Bytes read plus bytes written, each array once.
+    pub bytes: u64,
+    /// Floating-point operations (a multiply-add is two).
+    pub flops: u64,
+}
+
+impl Cost {
+    /// The least time the launch can take on a device of the given bandwidth (bytes/s) and
+    /// arithmetic peak (FLOP/s), seconds.
+    pub fn floor_s(self, bytes_per_s: f64, flops_per_s: f64) -> f64 {
+        (self.bytes as f64 / bytes_per_s).max(self.flops as f64 / flops_per_s)
+    }
+
+    /// [`Cost::floor_s`] on an H100 ([`H100_BYTES_PER_S`], [`H100_FLOPS_PER_S`]).
+    pub fn h100_floor_s(self) -> f64 {
+        self.floor_s(H100_BYTES_PER_S, H100_FLOPS_PER_S)
+    }
+
+    /// Achieved bandwidth, GB/s, if a launch took `seconds`.
+    pub fn gb_per_s(self, seconds: f64) -> f64 {
+        self.bytes as f64 / seconds / 1e9
+    }
+
+    /// Achieved arithmetic rate, GFLOP/s, if a launch took `seconds`.
+    pub fn gflop_per_s(self, seconds: f64) -> f64 {
+        self.flops as f64 / seconds / 1e9
+    }
+}
+
+/// Reads a kernel's scalar arguments by parameter name.
+struct Scalars<'a> {
+    kernel: KernelId,
+    args: &'a [ArgValue],
+}
+
+impl Scalars<'_> {
+    fn get(&self, name: &str) -> Result<u64> {
+        let bad = |reason: String| CudaError::InvalidArgument {
+            kernel: self.kernel.entry_point().to_string(),
+            reason,
+        };
+        let i = self
+            .kernel
+            .params()
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| bad(format!("no parameter `{name}` (cost table out of date)")))?;
+        let v = match self.args.get(i) {
+            Some(ArgValue::I32(v)) => i64::from(*v),
+            Some(ArgValue::U32(v)) => i64::from(*v),
+            other => return Err(bad(format!("`{name}` is not an integer argument: {other:?}"))),
+        };
+        u64::try_from(v).map_err(|_| bad(format!("`{name}` = {v} is negative")))
+    }
+}
+
+/// Bytes and FLOPs of launching `kernel` with `args` (the formulas at the top of its `.cu`
+/// file). The arguments are validated first ([`KernelId::requirements`]).
+pub fn cost(kernel: KernelId, args: &[ArgValue]) -> Result<Cost> {
+    kernel.requirements(args)?;
+    let s = Scalars { kernel, args };
+    let f = FEATURES as u64;
+    let c = |floats: u64, flops: u64| Cost { bytes: 4 * floats, flops };
+    Ok(match kernel {
+        KernelId::LstmCellForward => {
+            let (b, h) = (s.get("tasks")?, s.get("hidden")?);
+            // Per-task traffic, plus the shared weights read once.
+            c(b * (f + 2 * h) + b * 9 * h + 4 * h * (f + h + 2), b * (8 * h * (f + h + 1) + 10 * h))
+        }
+        KernelId::LstmCellBackward => {
+            let (b, h) = (s.get("tasks")?, s.get("hidden")?);
+            c(
+                b * (f + 9 * h) + b * 6 * h + 2 * b * 4 * h * (f + h + 2) + 4 * h * h,
+                b * (16 * h * h + 8 * h * f + 30 * h),
+            )
+        }
+        KernelId::SgdUpdateForward | KernelId::SgdUpdateBackward => {
+            let (b, p, g) = (s.get("tasks")?, s.get("params")?, s.get("groups")?);
+            if kernel == KernelId::SgdUpdateForward {
+                c(3 * b * p + b * g + 2 * g, 2 * b * p)
+            } else {
+                c(3 * b * p + 2 * b * g + 2 * g, 3 * b * p)
+            }
+        }
+        KernelId::LinearForward
+        | KernelId::LinearBackward
+        | KernelId::LinearRop
+        | KernelId::LinearRopBackward => {
+            let (b, n) = (s.get("tasks")?, s.get("rows")?);
+            let (din, dout) = (s.get("din")?, s.get("dout")?);
+            let act = u64::from(s.get("act")? != 0);
+            match kernel {
+                KernelId::LinearForward => {
+                    c(b * (n * din + n * dout + dout * din + dout), 2 * b * n * din * dout + b * n * dout)
+                }
+                KernelId::LinearBackward => {
+                    let want = s.get("want_dinput")?;
+                    c(
+                        b * (n * dout + n * din + dout * (din + 1) + want * (dout * din + 3 * n * din)),
+                        2 * b * n * dout * (din + 1) + want * (2 * b * n * dout * din + b * n * din),
+                    )
+                }
+                KernelId::LinearRop => {
+                    let has = s.get("has_rh_in")?;
+                    c(
+                        b * ((1 + has) * (n * din + dout * din) + dout + 2 * n * dout + act * 2 * n * dout),
+                        2 * (1 + has) * b * n * din * dout + 2 * b * n * dout,
+                    )
+                }
+                _ => {
+                    let has = s.get("has_prev")?;
+                    c(
+                        b * ((1 + has) * (n * dout + n * din)
+                            + dout * (din + 1)
+                            + has * (2 * dout * din + 4 * n * din)),
+                        2 * (1 + has) * b * n * dout * (din + 1)
+                            + has * (4 * b * n * dout * din + 5 * b * n * din),
+                    )
+                }
+            }
+        }
+        KernelId::ActivationForward => {
+            let n = s.get("count")?;
+            c(2 * n, n)
+        }
+        KernelId::ActivationBackward => {
+            let n = s.get("count")?;
+            c(3 * n, 3 * n)
+        }
+        KernelId::MseForwardBackward
+        | KernelId::CrossEntropyForwardBackward
+        | KernelId::MseRop
+        | KernelId::CrossEntropyRop => {
+            let (b, n, d) = (s.get("tasks")?, s.get("rows")?, s.get("cols")?);
+            match kernel {
+                KernelId::MseForwardBackward => c(3 * b * n * d + b, 5 * b * n * d),
+                KernelId::CrossEntropyForwardBackward => c(3 * b * n * d + b * n + b, 7 * b * n * d),
+                KernelId::MseRop => c(2 * b * n * d, b * n * d),
+                _ => c(3 * b * n * d, 5 * b * n * d),
+            }
+        }
+        KernelId::SchedulerFeatures => {
+            let (b, p) = (s.get("tasks")?, s.get("params")?);
+            c(b * p + b + 3 * b, 2 * b * p)
+        }
+        KernelId::SchedulerHeadForward => {
+            let (b, h, g) = (s.get("tasks")?, s.get("hidden")?, s.get("groups")?);
+            c(b * h + g * h + g + 2 * b * g, 2 * b * g * h + 4 * b * g)
+        }
+        KernelId::SchedulerHeadBackward => {
+            let (b, h, g) = (s.get("tasks")?, s.get("hidden")?, s.get("groups")?);
+            c(2 * b * g + b * h + g * h + 2 * b * g * h + 2 * b * g + 2 * b * h, 4 * b * g + 4 * b * g * h)
+        }
+        KernelId::TaskSum => {
+            let (b, n) = (s.get("tasks")?, s.get("count")?);
+            c((b + 1) * n, b * n)
+        }
+        KernelId::VectorAxpy => {
+            let n = s.get("count")?;
+            c(3 * n, 2 * n)
+        }
+        KernelId::VectorScale => {
+            let n = s.get("count")?;
+            c(2 * n, n)
+        }
+    })
+}
+
+/// [`cost`] of a launch as a [`Runtime`] receives it.
+pub fn launch_cost<R: Runtime + ?Sized>(kernel: KernelId, args: &[Arg<'_, R>]) -> Result<Cost> {
+    let values: Vec<ArgValue> = args.iter().map(Arg::value).collect();
+    cost(kernel, &values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(len: usize) -> ArgValue {
+        ArgValue::Buffer { ty: crate::ParamType::PtrF32, len: Some(len) }
+    }
+
+    fn ints(v: &[i32]) -> impl Iterator<Item = ArgValue> + '_ {
+        v.iter().map(|&x| ArgValue::I32(x))
+    }
+
+    /// The default problem of docs/KERNELS.md: B = 25, learner 1-40-40-1 (P = 1,761 in G = 6
+    /// groups), K = 10 points, H = 20.
+    #[test]
+    fn default_size_costs_match_the_kernel_sources() {
+        const BIG: usize = 1 << 22;
+        let mut lstm = vec![buf(BIG); 11];
+        lstm.extend(ints(&[25, 20]));
+        let fwd = cost(KernelId::LstmCellForward, &lstm).expect("valid");
+        assert_eq!(fwd, Cost { bytes: 4 * (25 * 43 + 25 * 180 + 80 * 25), flops: 25 * (160 * 24 + 200) });
+        assert!((fwd.h100_floor_s() - 30_300.0 / 3e12).abs() < 1e-15, "≈ 10 ns: {fwd:?}");
+
+        let mut sgd = vec![buf(BIG); 4];
+        sgd.push(ArgValue::Buffer { ty: crate::ParamType::PtrI32, len: Some(7) });
+        sgd.extend(ints(&[25, 1761, 6]));
+        let s = cost(KernelId::SgdUpdateForward, &sgd).expect("valid");
+        assert_eq!(s, Cost { bytes: 528_948, flops: 88_050 }, "≈ 0.53 MB, 0.09 M");
+
+        // Layer 40 -> 40 of 10 points: weights at 80, bias at 1680 of 1761.
+        let mut lin = vec![buf(BIG); 3];
+        lin.extend(ints(&[25, 10, 40, 40, 1761, 80, 1680, 1]));
+        let l = cost(KernelId::LinearForward, &lin).expect("valid");
+        assert_eq!(l, Cost { bytes: 244_000, flops: 810_000 }, "≈ 0.24 MB, 0.8 M");
+        let mut back = vec![buf(BIG); 6];
+        back.extend(ints(&[25, 10, 40, 40, 1761, 80, 1680, 1, 1]));
+        assert_eq!(cost(KernelId::LinearBackward, &back).expect("valid").flops, 1_630_000, "≈ 1.6 M");
+        assert!(cost(KernelId::LinearBackward, &back[..back.len() - 1]).is_err(), "arguments are validated");
+    }
+
+    #[test]
+    fn every_kernel_has_a_cost_growing_with_the_batch() {
+        // Launch arguments from the registry's own parameter lists: every size 3, flags 1,
+        // offsets 0 (so a 3x3 layer fits a parameter stride of 12).
+        let args = |k: KernelId, tasks: i32| -> Vec<ArgValue> {
+            k.params()
+                .iter()
+                .map(|p| match (p.ty, p.name) {
+                    (crate::ParamType::F32, _) => ArgValue::F32(0.5),
+                    (_, "tasks") => ArgValue::I32(tasks),
+                    (_, "param_stride") => ArgValue::I32(12),
+                    (_, "w_off" | "b_off" | "step") => ArgValue::I32(0),
+                    (_, "act" | "want_dinput" | "has_rh_in" | "has_prev") => ArgValue::I32(1),
+                    (crate::ParamType::I32 | crate::ParamType::U32, _) => ArgValue::I32(3),
+                    (ty, _) => ArgValue::Buffer { ty, len: Some(1 << 16) },
+                })
+                .collect()
+        };
+        for k in KernelId::ALL {
+            let (one, two) = (cost(k, &args(k, 1)), cost(k, &args(k, 2)));
+            let (one, two) = (one.expect("valid"), two.expect("valid"));
+            assert!(one.bytes > 0 && one.flops > 0, "{k:?}: {one:?}");
+            if matches!(
+                k,
+                KernelId::ActivationForward
+                    | KernelId::ActivationBackward
+                    | KernelId::VectorAxpy
+                    | KernelId::VectorScale
+            ) {
+                assert_eq!(one, two, "{k:?} has no task count");
+            } else {
+                assert!(two.bytes > one.bytes && two.flops > one.flops, "{k:?}: {one:?} vs {two:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Where meta-gradients and evaluations are computed: the CPU engine, the CPU emulator of the
+//! CUDA kernels, or a CUDA device. `meta-worker --device` and `meta-coord metagrad|eval
+//! --device` both open a [`Compute`] here, so the device code path, its probe and its error
+//! messages are the same everywhere.
+
+use std::str::FromStr;
+
+use metasched_cuda::{CudaError, CudaRuntime, EmuRuntime, Runtime};
+use metasched_engine::{Config, Engine, Evaluation, FixedSum, MetaGradient, Params, TaskBatch};
+
+use crate::error::{Result, WorkerError};
+
+/// A compute device named on the command line (`cpu`, `emu`, `cuda:N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU engine on a thread pool.
+    Cpu,
+    /// The CPU emulator of the CUDA kernels: the device code path (kernels, launches, the
+    /// meta-gradient orchestration) without a GPU, bit for bit what CI runs.
+    Emu,
+    /// CUDA device `N`.
+    Cuda(usize),
+}
+
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "emu" => Ok(Self::Emu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(Self::Cuda).map_err(|_| format!("bad CUDA device index in `{s}`")),
+                None => Err(format!("unknown device `{s}` (expected cpu, emu or cuda:N)")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Emu => write!(f, "emu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// A worker's part of a meta-step: the exact sum of its tasks' meta-gradients, with each
+/// task's query loss and rates `[count, T, G]`.
+#[derive(Debug, Clone)]
+pub struct PartSum {
+    /// Sum of the per-task meta-gradients (not divided by `B`).
+    pub sum: FixedSum,
+    /// Query loss of each task.
+    pub outer_loss: Vec<f32>,
+    /// Rates of each task.
+    pub lr: Vec<f32>,
+}
+
+/// An opened device.
+#[derive(Debug)]
+pub enum Compute {
+    /// The CPU engine.
+    Cpu(Engine),
+    /// The kernels on the CPU emulator.
+    Emu(EmuRuntime),
+    /// A CUDA device through cudarc (created only after the probe found the driver).
+    Cuda(Box<CudaRuntime>),
+}
+
+/// Why `--device cuda:N` cannot be opened here, in one line, from the probe alone (cudarc is
+/// not touched when the driver library is missing, so this never panics).
+fn cuda_unavailable(index: usize) -> Option<String> {
+    match metasched_cuda::probe::cuda_devices() {
+        Err(e @ CudaError::LibraryMissing { .. }) => {
+            Some(format!("--device cuda:{index}: no CUDA driver: {e}"))
+        }
+        Err(e) => Some(format!("--device cuda:{index}: {e}")),
+        Ok(0) => Some(format!("--device cuda:{index}: the CUDA driver loaded but reports no devices")),
+        Ok(n) if index >= n => Some(format!(
+            "--device cuda:{index}: the CUDA driver reports {n} device(s) (cuda:0..cuda:{})",
+            n - 1
+        )),
+        Ok(_) => None,
+    }
+}
+
+impl Compute {
+    /// Opens `device` with `threads` CPU threads (0: one per core; the emulator spreads
+    /// blocks over as many). A CUDA device is probed first: a machine without a driver gets
+    /// [`WorkerError::DeviceUnavailable`] naming the missing library.
+    pub fn open(device: Device, threads: usize) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Self::Cpu(Engine::new(threads)?)),
+            Device::Emu => {
+                let rt = EmuRuntime::new();
+                Ok(Self::Emu(if threads > 0 { rt.with_workers(threads as u32) } else { rt }))
+            }
+            Device::Cuda(index) => {
+                if let Some(why) = cuda_unavailable(index) {
+                    return Err(WorkerError::DeviceUnavailable(why));
+                }
+                let rt = CudaRuntime::new(index).map_err(|e| {
+                    WorkerError::DeviceUnavailable(format!("--device cuda:{index}: cannot start CUDA: {e}"))
+                })?;
+                Ok(Self::Cuda(Box::new(rt)))
+            }
+        }
+    }
+
+    /// What the device is, for logs (`cpu (2 threads)`, `emu`, the GPU's name).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Cpu(e) => format!("cpu ({} threads)", e.threads()),
+            Self::Emu(rt) => rt.device_name(),
+            Self::Cuda(rt) => rt.device_name(),
+        }
+    }
+
+    /// Whether this is a device (emulated or real) rather than the CPU engine.
+    pub fn is_device(&self) -> bool {
+        !matches!(self, Self::Cpu(_))
+    }
+
+    /// `J`, per-task losses, rates and the mean meta-gradient of `batch` (`metagrad`).
+    pub fn meta_gradient(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+    ) -> Result<MetaGradient<f32>> {
+        match self {
+            Self::Cpu(e) => Ok(e.meta_gradient(config, params, batch)?),
+            Self::Emu(rt) => Ok(metasched_cuda::device_meta_gradient(rt, config, params, batch)?),
+            Self::Cuda(rt) => Ok(metasched_cuda::device_meta_gradient(rt.as_ref(), config, params, batch)?),
+        }
+    }
+
+    /// A worker's part of a meta-step: the same bits on every split of the batch for a given
+    /// device kind (each task's gradient is rounded to fixed point on its own).
+    pub fn meta_gradient_sum(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+    ) -> Result<PartSum> {
+        fn on<R: Runtime>(rt: &R, c: &Config, p: &Params<f32>, b: &TaskBatch<f32>) -> Result<PartSum> {
+            let s = metasched_cuda::device_meta_gradient_sum(rt, c, p, b)?;
+            Ok(PartSum { sum: s.sum, outer_loss: s.outer_loss, lr: s.lr })
+        }
+        match self {
+            Self::Cpu(e) => {
+                let (sum, outcomes) = e.meta_gradient_sum(config, params, batch)?;
+                Ok(PartSum {
+                    sum,
+                    outer_loss: outcomes.iter().map(|o| o.outer_loss).collect(),
+                    lr: outcomes.iter().flat_map(|o| o.lr.iter().copied()).collect(),
+                })
+            }
+            Self::Emu(rt) => on(rt, config, params, batch),
+            Self::Cuda(rt) => on(rt.as_ref(), config, params, batch),
+        }
+    }
+
+    /// Query losses (and accuracies) after the inner loop, without gradients.
+    pub fn evaluate(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+    ) -> Result<Evaluation<f32>> {
+        match self {
+            Self::Cpu(e) => Ok(e.evaluate(config, params, batch)?),
+            Self::Emu(rt) => Ok(metasched_cuda::device_evaluate(rt, config, params, batch)?),
+            Self::Cuda(rt) => Ok(metasched_cuda::device_evaluate(rt.as_ref(), config, params, batch)?),
+        }
+    }
+}
