@@ -61,6 +61,12 @@ fn emulator_build(kernels: &Path) -> cc::Build {
         .warnings(true)
         .extra_warnings(true)
         .flag("-fno-strict-aliasing");
+    // METASCHED_EMU_UCONTEXT=1 forces the portable ucontext fiber switch (the default on
+    // x86-64 is a hand-written one without signal-mask system calls), e.g. to compare them.
+    println!("cargo:rerun-if-env-changed=METASCHED_EMU_UCONTEXT");
+    if std::env::var_os("METASCHED_EMU_UCONTEXT").is_some_and(|v| v == "1") {
+        b.define("METASCHED_EMU_UCONTEXT", None);
+    }
     b
 }
 

@@ -4,8 +4,9 @@
 // ------
 // * A launch spreads its blocks over a few OS worker threads (an atomic counter hands out
 //   block indices). A block runs entirely on one worker.
-// * Each CUDA thread of a block is a fiber (ucontext: makecontext/swapcontext) with its own
-//   stack (64 KiB by default, guard page below it). The worker's scheduler resumes the
+// * Each CUDA thread of a block is a fiber with its own stack (on x86-64 a hand-written
+//   context switch of the callee-saved registers; elsewhere ucontext's makecontext/swapcontext,
+//   which costs two signal-mask system calls per switch) (64 KiB by default, guard page below it). The worker's scheduler resumes the
 //   runnable fibers one after the other, in the launch's order (forward, reverse, or a fresh
 //   seeded shuffle every round); a fiber runs until it reaches a barrier, a warp collective
 //   or the end of the kernel, then switches back. Nothing is preemptive, so a kernel that
@@ -70,8 +71,88 @@ constexpr unsigned kMaxThreads = 1024;
 enum class State { Runnable, Blocked, Exited };
 enum class Wait { None, Barrier, Warp };
 
+// Context switching between a worker's scheduler and its fibers. Fibers never migrate between
+// OS threads and never return from their entry function (they switch back to the scheduler
+// and are abandoned or reset), which is all the switch below has to support.
+#if defined(__x86_64__) && !defined(METASCHED_EMU_UCONTEXT)
+extern "C" void metasched_emu_switch(void** save_sp, void* load_sp);
+// Saves the SysV callee-saved registers, MXCSR and the x87 control word on the current stack,
+// stores the stack pointer in *save_sp, then restores the same from load_sp's stack.
+asm(R"(
+    .text
+    .p2align 4
+    .globl metasched_emu_switch
+    .hidden metasched_emu_switch
+    .type metasched_emu_switch,@function
+metasched_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size metasched_emu_switch,.-metasched_emu_switch
+)");
+
+struct Context {
+    void* sp = nullptr;
+    char* stack_lo = nullptr;
+    std::size_t stack_size = 0;
+};
+
+void ctx_set_stack(Context& c, char* lo, std::size_t size) {
+    c.stack_lo = lo;
+    c.stack_size = size;
+}
+
+// Prepares c to start `entry` on its stack at the next switch to it: a frame as
+// metasched_emu_switch leaves it (default MXCSR and x87 control word, zero registers), with
+// `entry` as the return address and the stack aligned as at a call.
+void ctx_make(Context& c, void (*entry)()) {
+    auto top = reinterpret_cast<std::uintptr_t>(c.stack_lo + c.stack_size) & ~std::uintptr_t{15};
+    auto* sp = reinterpret_cast<std::uint64_t*>(top);
+    *--sp = 0;  // return address of `entry`, which never returns
+    *--sp = reinterpret_cast<std::uint64_t>(entry);
+    for (int i = 0; i < 6; ++i) *--sp = 0;  // rbp rbx r12 r13 r14 r15
+    *--sp = 0x1F80ull | (0x037Full << 32);   // MXCSR (all exceptions masked), x87 control word
+    c.sp = sp;
+}
+
+inline void ctx_switch(Context& from, Context& to) { metasched_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+void ctx_set_stack(Context& c, char* lo, std::size_t size) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = lo;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+}
+
+void ctx_make(Context& c, void (*entry)()) { makecontext(&c.uc, entry, 0); }
+
+inline void ctx_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     State state = State::Exited;
     Wait wait = Wait::None;
     const char* file = nullptr;
@@ -131,10 +212,7 @@ std::unique_ptr<StackPool> acquire_pool(std::size_t count, std::size_t stack_byt
         char* lo = pool->base + i * pool->stride;
         mprotect(lo, page, PROT_NONE);  // overflow faults instead of corrupting a neighbour
         Fiber& f = pool->fibers[i];
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = lo + page;
-        f.ctx.uc_stack.ss_size = pool->stride - page;
-        f.ctx.uc_link = nullptr;
+        ctx_set_stack(f.ctx, lo + page, pool->stride - page);
     }
     return pool;
 }
@@ -209,7 +287,7 @@ struct Launch;
 // The block a worker is running, with everything its fibers reach through thread-locals.
 struct BlockRun {
     Launch* launch = nullptr;
-    ucontext_t sched_ctx;
+    Context sched_ctx;
     Fiber* fibers = nullptr;
     unsigned nthreads = 0;
     uint3 block_idx = {0, 0, 0};
@@ -274,7 +352,7 @@ struct Launch {
     }
     f->state = State::Blocked;
     f->wait = Wait::None;
-    swapcontext(&f->ctx, &b->sched_ctx);
+    ctx_switch(f->ctx, b->sched_ctx);
     std::abort();  // never resumed
 }
 
@@ -284,7 +362,7 @@ void fiber_entry() {
     Fiber* f = tls_fiber;
     f->state = State::Exited;
     f->wait = Wait::None;
-    swapcontext(&f->ctx, &b->sched_ctx);
+    ctx_switch(f->ctx, b->sched_ctx);
     std::abort();  // an exited fiber is never resumed
 }
 
@@ -334,7 +412,7 @@ class BlockScheduler {
         f.wait = Wait::None;
         tls_fiber = &f;
         tls_thread_idx = f.tid;
-        swapcontext(&run_.sched_ctx, &f.ctx);
+        ctx_switch(run_.sched_ctx, f.ctx);
         tls_fiber = nullptr;
     }
 
@@ -566,7 +644,7 @@ void worker(Launch& L) {
             f.wait = Wait::None;
             f.linear = t;
             f.tid = {t % L.block.x, t / L.block.x % L.block.y, t / L.block.x / L.block.y};
-            makecontext(&f.ctx, fiber_entry, 0);
+            ctx_make(f.ctx, fiber_entry);
         }
         tls_block = &run;
         tls_block_idx = run.block_idx;
@@ -644,7 +722,7 @@ void syncthreads_at(const char* file, int line) {
     f->file = file;
     f->line = line;
     f->state = State::Blocked;
-    swapcontext(&f->ctx, &tls_block->sched_ctx);
+    ctx_switch(f->ctx, tls_block->sched_ctx);
 }
 
 std::uint64_t warp_collective(int op, unsigned mask, std::uint64_t value, int param, int width, const char* file,
@@ -659,7 +737,7 @@ std::uint64_t warp_collective(int op, unsigned mask, std::uint64_t value, int pa
     f->file = file;
     f->line = line;
     f->state = State::Blocked;
-    swapcontext(&f->ctx, &tls_block->sched_ctx);
+    ctx_switch(f->ctx, tls_block->sched_ctx);
     return f->result;
 }
 

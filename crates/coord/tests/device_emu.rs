@@ -1,6 +1,7 @@
 //! `meta-coord metagrad --device emu` (the device meta-gradient on the kernel emulator)
 //! against `--device cpu` (the engine): same tensors, relative error below 1e-5 each, through
-//! the same output file; `eval --device emu` against `eval --device cpu` likewise.
+//! the same output file; `eval --device emu` against `eval --device cpu` likewise; and both on
+//! `cuda:0` when a GPU is present (ignored otherwise).
 
 mod common;
 
@@ -36,10 +37,15 @@ fn metagrad(dir: &Path, ckpt: &Path, tasks: &Path, device: &str) -> metasched_fo
 }
 
 fn compare(config: &Config, seed: u64) {
+    compare_on("emu", config, seed);
+}
+
+/// `metagrad --device DEVICE` against `--device cpu`, every output tensor within [`TOL`].
+fn compare_on(device: &str, config: &Config, seed: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ckpt, tasks) = write_problem(dir.path(), config, seed);
     let cpu = metagrad(dir.path(), &ckpt, &tasks, "cpu");
-    let emu = metagrad(dir.path(), &ckpt, &tasks, "emu");
+    let emu = metagrad(dir.path(), &ckpt, &tasks, device);
     let names: Vec<String> = cpu.names().map(str::to_string).collect();
     assert_eq!(names, emu.names().map(str::to_string).collect::<Vec<_>>(), "same tensors");
     assert!(names.iter().any(|n| n.starts_with("grad.")), "{names:?}");
@@ -72,13 +78,34 @@ fn floats(v: &serde_json::Value, key: &str) -> Vec<f32> {
 
 #[test]
 fn eval_on_the_emulator_matches_the_cpu_engine() {
+    eval_matches_cpu("emu");
+}
+
+/// The same comparisons on a real GPU through cudarc (never run yet: no GPU was available).
+#[test]
+#[ignore = "needs a GPU"]
+fn metagrad_and_eval_on_cuda_match_the_cpu_engine() {
+    compare_on(
+        "cuda:0",
+        &config(&[2, 6, 5, 2], Activation::Tanh, LossKind::Mse, SchedulerKind::Lstm, false),
+        21,
+    );
+    compare_on(
+        "cuda:0",
+        &config(&[3, 6, 4], Activation::Relu, LossKind::CrossEntropy, SchedulerKind::Lslr, false),
+        22,
+    );
+    eval_matches_cpu("cuda:0");
+}
+
+fn eval_matches_cpu(device: &str) {
     for (c, seed) in [
         (config(&[2, 4, 2], Activation::Tanh, LossKind::Mse, SchedulerKind::Fixed, true), 3),
         (config(&[3, 6, 4], Activation::Relu, LossKind::CrossEntropy, SchedulerKind::Lstm, false), 4),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ckpt, tasks) = write_problem(dir.path(), &c, seed);
-        let (cpu, emu) = (eval_json(&ckpt, &tasks, "cpu"), eval_json(&ckpt, &tasks, "emu"));
+        let (cpu, emu) = (eval_json(&ckpt, &tasks, "cpu"), eval_json(&ckpt, &tasks, device));
         let (lc, le) = (floats(&cpu, "outer_loss"), floats(&emu, "outer_loss"));
         assert!(!lc.is_empty());
         let r = rel_err(&le, &lc);
