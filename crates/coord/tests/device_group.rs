@@ -90,6 +90,12 @@ fn spawned_on(device: &str, steps: u64, n: usize, collective: &str) -> (Vec<u8>,
 fn a_group_of_emulated_devices_equals_coordinator_reduction_bitwise() {
     let (want, m) = spawned(30, 1, "auto");
     assert_eq!(m["group_reduced"], 0, "one worker forms no group");
+    // In-process workers on the emulated device (`train --device emu`) give the same bytes.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let local = tmp.path().join("local");
+    let out = finish(train(&local, 30, &["--device", "emu", "--workers", "2"]), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(local.join("checkpoint.safetensors")).expect("checkpoint") == want);
     let (grouped, m) = spawned(30, 3, "auto");
     assert_eq!(m["group_reduced"], 30, "every step reduced by the group");
     assert_eq!(m["parts"].as_array().map(Vec::len), Some(3), "three members shared each step");

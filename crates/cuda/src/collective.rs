@@ -139,6 +139,12 @@ impl NcclCollective {
     ) -> Result<Self> {
         crate::probe::nccl_available()?;
         let stream = rt.stream();
+        // ncclCommInitRank binds the communicator to the calling thread's current device, and
+        // cudarc's `from_rank` does not set it: make this runtime's context current first (a
+        // group thread of a worker on cuda:1 would otherwise join on device 0).
+        stream.context().bind_to_thread().map_err(|e| {
+            CudaError::Driver(format!("cannot make cuda:{} current: {e}", stream.context().ordinal()))
+        })?;
         let comm = cudarc::nccl::Comm::from_rank(Arc::clone(&stream), rank, world_size, id)
             .map_err(|e| CudaError::Driver(format!("ncclCommInitRank: {e:?}")))?;
         Ok(Self { comm, stream })
@@ -156,6 +162,7 @@ impl Collective for NcclCollective {
 
     fn all_reduce_sum_i64(&mut self, data: &mut [i64]) -> Result<()> {
         let driver = |what: &str, e: String| CudaError::Driver(format!("{what}: {e}"));
+        self.stream.context().bind_to_thread().map_err(|e| driver("bind the context", e.to_string()))?;
         let mut buf =
             self.stream.clone_htod(data).map_err(|e| driver("host to device copy", e.to_string()))?;
         self.comm

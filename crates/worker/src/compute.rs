@@ -11,9 +11,10 @@ use metasched_engine::{Config, Engine, Evaluation, FixedSum, MetaGradient, Param
 use crate::error::{Result, WorkerError};
 
 /// A compute device named on the command line (`cpu`, `emu`, `cuda:N`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
     /// The CPU engine on a thread pool.
+    #[default]
     Cpu,
     /// The CPU emulator of the CUDA kernels: the device code path (kernels, launches, the
     /// meta-gradient orchestration) without a GPU, bit for bit what CI runs.

@@ -251,6 +251,10 @@ pub struct TransportArgs {
     /// every worker sends its part and the coordinator reduces.
     #[arg(long, value_enum, default_value_t = CollectiveMode::Auto)]
     pub collective: CollectiveMode,
+    /// Device of the in-process workers: cpu, emu (the CUDA kernels on the CPU emulator) or
+    /// cuda:N (for --spawn-workers use --worker-device).
+    #[arg(long, default_value = "cpu", conflicts_with_all = ["listen", "spawn_workers"])]
+    pub device: crate::device::Device,
     /// Device of the workers --spawn-workers starts: cpu, emu, or cuda (worker i gets
     /// cuda:i).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "emu", "cuda"])]

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
 use metasched_engine::{Config, Params};
-use metasched_worker::{Executor, Job, JobResult, TaskSource, TaskSpec};
+use metasched_worker::{Compute, Device, Executor, Job, JobResult, TaskSource, TaskSpec};
 
 use super::pool::{
     EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, check_step_answers, eval_job,
@@ -32,10 +32,29 @@ impl LocalPool {
     /// Starts `workers` workers with `threads` engine threads each. Every worker builds its
     /// own task source from `spec`, as a remote worker would.
     pub fn start(config: &Config, spec: &TaskSpec, workers: usize, threads: usize) -> anyhow::Result<Self> {
+        Self::start_on(config, spec, workers, threads, Device::Cpu)
+    }
+
+    /// [`LocalPool::start`] on `device`: CPU workers each get their own engine; on a device
+    /// (emulated or a GPU) the workers share one opened device.
+    pub fn start_on(
+        config: &Config,
+        spec: &TaskSpec,
+        workers: usize,
+        threads: usize,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        let shared = match device {
+            Device::Cpu => None,
+            d => Some(Arc::new(crate::device::open(d, threads)?)),
+        };
         let mut out = Vec::with_capacity(workers);
         for i in 0..workers {
             let source = TaskSource::open(spec, config).context("cannot open the task source")?;
-            let exec = Executor::new(config.clone(), source, threads)?;
+            let exec = match &shared {
+                None => Executor::new(config.clone(), source, threads)?,
+                Some(c) => Executor::with_compute(config.clone(), source, Arc::clone(c))?,
+            };
             let (tx, worker_rx) = channel::<Request>();
             let (worker_tx, rx) = channel::<Reply>();
             let handle = std::thread::Builder::new()
@@ -50,7 +69,8 @@ impl LocalPool {
                 .context("cannot start a worker thread")?;
             out.push(LocalWorker { tx: Some(tx), rx, handle: Some(handle) });
         }
-        tracing::info!(workers, threads, "local workers started");
+        let on = shared.as_deref().map_or_else(|| "cpu".to_string(), Compute::describe);
+        tracing::info!(workers, threads, device = %on, "local workers started");
         Ok(Self { workers: out })
     }
 

@@ -112,8 +112,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     let stop = StopFlag::install();
     let t = &args.transport;
     if t.listen.is_none() && t.spawn_workers.is_none() {
-        let mut pool = LocalPool::start(&state.model, &cfg.task_spec()?, workers, threads)?;
-        describe(format!("{workers} local worker(s) × {threads} thread(s)"));
+        let mut pool = LocalPool::start_on(&state.model, &cfg.task_spec()?, workers, threads, t.device)?;
+        describe(format!("{workers} local worker(s) × {threads} thread(s) on {}", t.device));
         return train_loop(&mut state, &mut pool, &dir, &stop);
     }
     let (listen, token, expect) = match (&t.listen, t.spawn_workers) {
