@@ -65,12 +65,61 @@ fn metagrad<R: Runtime>(rt: &R, label: &str, config: &Config, batch: &TaskBatch<
         .collect()
 }
 
+/// What a worker sends and what evaluation reports, on `rt` against the engine: the part sum
+/// of per-task gradients (`device_meta_gradient_sum` vs `Engine::meta_gradient_sum`, as the
+/// mean), and `device_evaluate` vs `Engine::evaluate` (query losses, rates, accuracies).
+fn worker_paths<R: Runtime>(rt: &R, label: &str, config: &Config, batch: &TaskBatch<f32>) -> Vec<Check> {
+    let failed = |name: &str, e: &dyn std::fmt::Display| vec![Check::failed(name, METAGRAD_TOLERANCE, e)];
+    let (sum_name, eval_name) = (format!("part sum {label}"), format!("evaluate {label}"));
+    let params = match init_params(config, 4, 0.05) {
+        Ok(p) => p,
+        Err(e) => return failed(&sum_name, &e),
+    };
+    let engine = match Engine::new(1) {
+        Ok(e) => e,
+        Err(e) => return failed(&sum_name, &e),
+    };
+    let mut rows = Vec::new();
+    let scale = 1.0 / batch.b as f64;
+    let cpu = engine.meta_gradient_sum(config, &params, batch).map(|(s, _)| s.to_f32(scale));
+    let dev =
+        metasched_cuda::device_meta_gradient_sum(rt, config, &params, batch).map(|d| d.sum.to_f32(scale));
+    rows.push(match (cpu, dev) {
+        (Ok(Some(w)), Ok(Some(g))) => {
+            let mut c = Comparison::new(&sum_name, METAGRAD_TOLERANCE);
+            c.add("sum/B", &g, &w);
+            c.finish()
+        }
+        (Err(e), _) => Check::failed(&sum_name, METAGRAD_TOLERANCE, &e),
+        (_, Err(e)) => Check::failed(&sum_name, METAGRAD_TOLERANCE, &e),
+        _ => Check::failed(&sum_name, METAGRAD_TOLERANCE, "a non-finite gradient"),
+    });
+    let cpu = engine.evaluate(config, &params, batch);
+    let dev = metasched_cuda::device_evaluate(rt, config, &params, batch);
+    rows.push(match (cpu, dev) {
+        (Ok(w), Ok(g)) => {
+            let mut c = Comparison::new(&eval_name, METAGRAD_TOLERANCE);
+            c.add("outer_loss", &g.outer_loss, &w.outer_loss);
+            c.add("lr", &g.lr, &w.lr);
+            if let (Some(ga), Some(wa)) = (&g.accuracy, &w.accuracy) {
+                c.add("accuracy", ga, wa);
+            }
+            c.finish()
+        }
+        (Err(e), _) => Check::failed(&eval_name, METAGRAD_TOLERANCE, &e),
+        (_, Err(e)) => Check::failed(&eval_name, METAGRAD_TOLERANCE, &e),
+    });
+    rows
+}
+
 /// Runs every check on `rt`: one row per kernel, then one per meta-gradient tensor of the
-/// default sinusoid shape and of a cross-entropy shape.
+/// default sinusoid shape and of a cross-entropy shape, then a worker's part sum and the
+/// evaluation of both.
 pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
     let mut rows = kernel_checks::all_kernel_checks(rt);
     let sinusoid = Config::sinusoid_default();
-    rows.extend(metagrad(rt, "sinusoid", &sinusoid, &batch(&sinusoid, 2, 10, 10, 5)));
+    let sinusoid_batch = batch(&sinusoid, 2, 10, 10, 5);
+    rows.extend(metagrad(rt, "sinusoid", &sinusoid, &sinusoid_batch));
     let ce = Config {
         model: ModelConfig {
             layers: vec![3, 6, 4],
@@ -86,7 +135,10 @@ pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
             lr_fixed: 0.2,
         },
     };
-    rows.extend(metagrad(rt, "cross-entropy", &ce, &batch(&ce, 3, 4, 5, 11)));
+    let ce_batch = batch(&ce, 3, 4, 5, 11);
+    rows.extend(metagrad(rt, "cross-entropy", &ce, &ce_batch));
+    rows.extend(worker_paths(rt, "sinusoid", &sinusoid, &sinusoid_batch));
+    rows.extend(worker_paths(rt, "cross-entropy", &ce, &ce_batch));
     rows
 }
 

@@ -22,9 +22,15 @@ fn selftest_on_the_emulator_passes_and_prints_the_table() {
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("worst_abs") && stdout.contains("worst_rel"), "{stdout}");
     // One row per kernel (the shared checks of metasched_cuda::kernel_checks), then the
-    // whole meta-gradient.
+    // whole meta-gradient, a worker's part sum and the evaluation.
     let kernels = metasched_cuda::KernelId::ALL.map(|k| format!("{} ", k.name()));
-    let metagrad = ["metagrad sinusoid grad.theta ", "metagrad cross-entropy grad.theta "].map(String::from);
+    let metagrad = [
+        "metagrad sinusoid grad.theta ",
+        "metagrad cross-entropy grad.theta ",
+        "part sum sinusoid ",
+        "evaluate cross-entropy ",
+    ]
+    .map(String::from);
     for check in kernels.iter().chain(&metagrad) {
         let line =
             stdout.lines().find(|l| l.starts_with(check)).unwrap_or_else(|| panic!("{check}: {stdout}"));
@@ -35,7 +41,7 @@ fn selftest_on_the_emulator_passes_and_prints_the_table() {
 }
 
 #[test]
-fn selftest_on_cuda_without_a_backend_exits_2_with_one_line() {
+fn selftest_on_cuda_without_a_driver_exits_2_with_one_line() {
     let (code, stdout, stderr) = run(&["selftest", "--device", "cuda:0"]);
     assert_eq!(code, Some(2), "stdout: {stdout}\nstderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -44,6 +44,12 @@ impl LocalPool {
         threads: usize,
         device: Device,
     ) -> anyhow::Result<Self> {
+        if device == Device::Emu {
+            tracing::warn!(
+                "--device emu runs the CUDA kernels on a CPU emulator, hundreds of times slower than \
+                 --device cpu (docs/PERFORMANCE.md): use it to check the device code path, not to train"
+            );
+        }
         let shared = match device {
             Device::Cpu => None,
             d => Some(Arc::new(crate::device::open(d, threads)?)),
