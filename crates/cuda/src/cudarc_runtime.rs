@@ -91,7 +91,16 @@ impl CudaRuntime {
             match modules.get(file) {
                 Some(m) => Arc::clone(m),
                 None => {
-                    let ptx = crate::compile::kernel_ptx(file, &self.arch)?;
+                    let ptx = match crate::compile::kernel_ptx(file, &self.arch) {
+                        Ok(ptx) => ptx,
+                        // A GPU newer than this NVRTC knows: PTX for compute_90 is
+                        // forward-compatible, the driver JIT-compiles it for the device.
+                        Err(e) if crate::compile::parse_arch(&self.arch).is_ok_and(|cc| cc > 90) => {
+                            warn_arch_fallback(file, &self.arch, &e);
+                            crate::compile::kernel_ptx(file, "sm_90")?
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let m = self
                         .ctx
                         .load_module(Ptx::from_src(ptx.to_string()))
@@ -107,6 +116,14 @@ impl CudaRuntime {
         self.functions.lock().map_err(|_| poisoned())?.insert(kernel.entry_point(), f.clone());
         Ok(f)
     }
+}
+
+/// Says on stderr that `file` is compiled for compute_90 because NVRTC refused `arch` (the
+/// crate has no logging dependency; this happens once per file and process).
+fn warn_arch_fallback(file: &str, arch: &str, e: &CudaError) {
+    eprintln!(
+        "metasched-cuda: NVRTC cannot compile {file} for {arch} ({e}); using compute_90 PTX, JIT-compiled by the driver"
+    );
 }
 
 /// A launch argument as cudarc takes it.
