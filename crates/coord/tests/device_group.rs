@@ -5,7 +5,8 @@
 //!
 //! Every run ends with bitwise the checkpoint of a single emulated worker with
 //! coordinator-side reduction: grouped or not, 2 or 3 workers, and with a group member killed
-//! mid-run (the group is dissolved, the step redone, a group of the survivors formed).
+//! mid-run or frozen (SIGSTOP) mid-run (the group is dissolved, the step redone, a group of the
+//! survivors formed).
 
 mod common;
 
@@ -107,6 +108,19 @@ fn a_group_of_emulated_devices_equals_coordinator_reduction_bitwise() {
 
 #[test]
 fn a_group_member_killed_mid_run_changes_nothing() {
+    member_fault("-KILL");
+}
+
+/// A frozen member (SIGSTOP) blocks the others' all-reduce until the heartbeat timeout drops
+/// it; the survivors abort the all-reduce and the step is redone.
+#[test]
+fn a_group_member_frozen_mid_run_changes_nothing() {
+    member_fault("-STOP");
+}
+
+/// Trains 80 steps with 3 emulated workers in a group, sends `signal` to one once the group has
+/// reduced 10 steps, and checks the run ends as the fault-free one.
+fn member_fault(signal: &str) {
     let (want, _) = spawned(80, 1, "auto");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("run");
@@ -159,7 +173,8 @@ fn a_group_member_killed_mid_run_changes_nothing() {
         assert!(Instant::now() < deadline, "the group did not reduce 10 steps in time");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = workers[1].kill();
+    let sent = Command::new("kill").args([signal, &workers[1].id().to_string()]).status().expect("kill");
+    assert!(sent.success(), "kill {signal}");
     let out = finish(coord, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
@@ -169,6 +184,7 @@ fn a_group_member_killed_mid_run_changes_nothing() {
     let grouped = m["group_reduced"].as_u64().unwrap_or(0);
     assert!(grouped >= 70, "the survivors formed a new group ({grouped} of 80 steps grouped)");
     assert!(std::fs::read(dir.join("checkpoint.safetensors")).expect("checkpoint") == want);
+    let _ = workers[1].kill(); // a frozen worker never exits by itself
     for mut w in workers {
         let deadline = Instant::now() + Duration::from_secs(10);
         while w.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
