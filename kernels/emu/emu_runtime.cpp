@@ -76,8 +76,10 @@ enum class Wait { None, Barrier, Warp };
 // and are abandoned or reset), which is all the switch below has to support.
 #if defined(__x86_64__) && !defined(METASCHED_EMU_UCONTEXT)
 extern "C" void metasched_emu_switch(void** save_sp, void* load_sp);
-// Saves the SysV callee-saved registers, MXCSR and the x87 control word on the current stack,
-// stores the stack pointer in *save_sp, then restores the same from load_sp's stack.
+// Saves the SysV callee-saved registers on the current stack, stores the stack pointer in
+// *save_sp, then restores the same from load_sp's stack. MXCSR and the x87 control word are
+// not switched: every fiber and the scheduler share one floating-point environment, which no
+// kernel changes (loading MXCSR is slow enough to cost a third of the switch).
 asm(R"(
     .text
     .p2align 4
@@ -91,14 +93,8 @@ metasched_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -121,15 +117,14 @@ void ctx_set_stack(Context& c, char* lo, std::size_t size) {
 }
 
 // Prepares c to start `entry` on its stack at the next switch to it: a frame as
-// metasched_emu_switch leaves it (default MXCSR and x87 control word, zero registers), with
-// `entry` as the return address and the stack aligned as at a call.
+// metasched_emu_switch leaves it (zero registers), with `entry` as the return address and the
+// stack aligned as at a call.
 void ctx_make(Context& c, void (*entry)()) {
     auto top = reinterpret_cast<std::uintptr_t>(c.stack_lo + c.stack_size) & ~std::uintptr_t{15};
     auto* sp = reinterpret_cast<std::uint64_t*>(top);
     *--sp = 0;  // return address of `entry`, which never returns
     *--sp = reinterpret_cast<std::uint64_t>(entry);
     for (int i = 0; i < 6; ++i) *--sp = 0;  // rbp rbx r12 r13 r14 r15
-    *--sp = 0x1F80ull | (0x037Full << 32);   // MXCSR (all exceptions masked), x87 control word
     c.sp = sp;
 }
 
@@ -517,8 +512,28 @@ class BlockScheduler {
         }
     }
 
+    // Whether two call sites are the same line of the same file.
+    static bool same_site(const char* fa, int la, const char* fb, int lb) {
+        return la == lb && (fa == fb || (fa != nullptr && fb != nullptr && std::strcmp(fa, fb) == 0));
+    }
+
     // Releases a barrier every thread of the block waits at. Returns whether it did.
     bool resolve_barrier() {
+        // The common case, without building any string: every thread waits at one call site.
+        {
+            const Fiber& first = run_.fibers[0];
+            bool uniform = first.state != State::Exited && first.wait == Wait::Barrier;
+            for (unsigned t = 1; uniform && t < run_.nthreads; ++t) {
+                const Fiber& f = run_.fibers[t];
+                uniform = f.state != State::Exited && f.wait == Wait::Barrier &&
+                          same_site(f.file, f.line, first.file, first.line);
+            }
+            if (uniform) {
+                for (unsigned t = 0; t < run_.nthreads; ++t) run_.fibers[t].state = State::Runnable;
+                return true;
+            }
+        }
+        // Otherwise group the threads to release or to describe the divergence.
         std::vector<unsigned> waiting, exited, warp;
         for (unsigned t = 0; t < run_.nthreads; ++t) {
             const Fiber& f = run_.fibers[t];
