@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use metasched_cuda::{EmuRuntime, KernelId, Schedule, kernel_checks};
-use metasched_engine::rng::CounterRng;
 
 /// Absolute tolerance of the kernel-vs-engine comparisons.
 pub const ATOL: f32 = 1e-5;
@@ -21,23 +20,9 @@ pub fn runtimes() -> Vec<EmuRuntime> {
     ]
 }
 
-/// `n` normal samples times `scale`, from stream `(seed, ids)`.
-pub fn randn(seed: u64, ids: &[u64], n: usize, scale: f32) -> Vec<f32> {
-    let mut r = CounterRng::new(seed, ids);
-    (0..n).map(|_| r.normal() as f32 * scale).collect()
-}
-
-/// `n` uniform samples in `[lo, hi)`.
-pub fn uniform(seed: u64, ids: &[u64], n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    let mut r = CounterRng::new(seed, ids);
-    (0..n).map(|_| r.uniform_in(f64::from(lo), f64::from(hi)) as f32).collect()
-}
-
-/// `n` labels in `0..classes`.
-pub fn labels(seed: u64, ids: &[u64], n: usize, classes: usize) -> Vec<u32> {
-    let mut r = CounterRng::new(seed, ids);
-    (0..n).map(|_| r.below(classes as u64) as u32).collect()
-}
+/// Random inputs from counter-based streams, the same generators the shared kernel checks use.
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use metasched_cuda::kernel_checks::{labels, randn, uniform};
 
 /// Largest deviation found by [`assert_close`].
 #[derive(Debug, Clone, Copy)]
