@@ -6,26 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use metasched_cuda::{CudaRuntime, Runtime, device_meta_gradient};
+use metasched_engine::Config;
 use metasched_engine::init::init_params;
-use metasched_engine::rng::CounterRng;
-use metasched_engine::{Config, Targets, TaskBatch};
-
-fn batch(config: &Config, b: usize, k: usize, q: usize) -> TaskBatch<f32> {
-    let (d_in, d_out) = (config.d_in(), config.d_out());
-    let mut r = CounterRng::new(9, &[0]);
-    let mut v = |n: usize| (0..n).map(|_| r.uniform_in(-2.0, 2.0) as f32).collect::<Vec<f32>>();
-    TaskBatch {
-        b,
-        k,
-        q,
-        d_in,
-        d_out,
-        support_x: v(b * k * d_in),
-        support_y: Targets::Values(v(b * k * d_out)),
-        query_x: v(b * q * d_in),
-        query_y: Targets::Values(v(b * q * d_out)),
-    }
-}
 
 fn cuda_benches(c: &mut Criterion) {
     let rt = match metasched_cuda::probe::cuda_devices() {
@@ -55,7 +37,7 @@ fn cuda_benches(c: &mut Criterion) {
         }
     };
     for b in [32usize, 256] {
-        let tasks = batch(&config, b, 10, 10);
+        let tasks = metasched_tasks::random_batch(&config, b, 10, 10, 9);
         c.bench_function(&format!("cuda_metagrad_sinusoid_b{b}"), |bench| {
             bench.iter(|| black_box(device_meta_gradient(&rt, &config, &params, &tasks).map(|m| m.j).ok()))
         });

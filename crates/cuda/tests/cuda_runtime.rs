@@ -9,9 +9,9 @@ use common::{ATOL, RTOL, assert_close, randn, uniform};
 use metasched_cuda::{Arg, CudaRuntime, EmuRuntime, KernelId, Runtime, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{
-    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, Targets,
-    TaskBatch,
+    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
 };
+use metasched_tasks::random_batch;
 
 fn gpu() -> CudaRuntime {
     CudaRuntime::new(0).unwrap_or_else(|e| panic!("this test needs a GPU (cuda:0): {e}"))
@@ -45,25 +45,6 @@ fn sgd_forward<R: Runtime>(rt: &R, tasks: usize, widths: &[usize]) -> Vec<f32> {
     rt.download(&out).expect("download")
 }
 
-fn batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
-    let (d_in, d_out) = (config.d_in(), config.d_out());
-    let targets = |ids: u64, n: usize| match config.model.loss {
-        LossKind::Mse => Targets::Values(randn(seed, &[ids], b * n * d_out, 1.0)),
-        LossKind::CrossEntropy => Targets::Labels(common::labels(seed, &[ids], b * n, d_out)),
-    };
-    TaskBatch {
-        b,
-        k,
-        q,
-        d_in,
-        d_out,
-        support_x: uniform(seed, &[1], b * k * d_in, -2.0, 2.0),
-        support_y: targets(2, k),
-        query_x: uniform(seed, &[3], b * q * d_in, -2.0, 2.0),
-        query_y: targets(4, q),
-    }
-}
-
 #[test]
 #[ignore = "needs a GPU"]
 fn cuda_runtime_matches_emulator() {
@@ -94,8 +75,8 @@ fn cuda_runtime_matches_emulator() {
         },
     };
     for (label, config, b) in [
-        ("sinusoid", Config::sinusoid_default(), batch(&Config::sinusoid_default(), 4, 10, 10, 5)),
-        ("cross-entropy", ce.clone(), batch(&ce, 3, 4, 5, 11)),
+        ("sinusoid", Config::sinusoid_default(), random_batch(&Config::sinusoid_default(), 4, 10, 10, 5)),
+        ("cross-entropy", ce.clone(), random_batch(&ce, 3, 4, 5, 11)),
     ] {
         let params = init_params(&config, 3, 0.05).expect("params");
         let cpu = Engine::new(1).expect("engine").meta_gradient(&config, &params, &b).expect("cpu");

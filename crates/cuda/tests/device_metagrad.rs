@@ -4,9 +4,10 @@
 
 mod common;
 
+use metasched_tasks::random_batch;
 use std::collections::BTreeMap;
 
-use common::{labels, randn, uniform};
+use common::randn;
 use metasched_cuda::compare::meta_gradient_tensors;
 use metasched_cuda::{EmuRuntime, Schedule, device_meta_gradient};
 use metasched_engine::init::init_params;
@@ -44,25 +45,6 @@ fn params(config: &Config, seed: u64) -> Params<f32> {
         l.head_b = randn(seed, &[12], l.head_b.len(), 0.5);
     }
     p
-}
-
-fn batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
-    let (d_in, d_out) = (config.d_in(), config.d_out());
-    let targets = |ids: u64, n: usize| match config.model.loss {
-        LossKind::Mse => Targets::Values(randn(seed, &[ids], b * n * d_out, 1.0)),
-        LossKind::CrossEntropy => Targets::Labels(labels(seed, &[ids], b * n, d_out)),
-    };
-    TaskBatch {
-        b,
-        k,
-        q,
-        d_in,
-        d_out,
-        support_x: uniform(seed, &[1], b * k * d_in, -2.0, 2.0),
-        support_y: targets(2, k),
-        query_x: uniform(seed, &[3], b * q * d_in, -2.0, 2.0),
-        query_y: targets(4, q),
-    }
 }
 
 fn rel(dev: &[f32], cpu: &[f32]) -> f64 {
@@ -108,7 +90,7 @@ fn sweep(layers: &[usize], loss: LossKind, seed: u64) {
                 let c = config(layers, act, loss, kind, first);
                 let label = format!("{layers:?} {loss:?} {kind:?} {act:?} first_order={first}");
                 let p = params(&c, seed);
-                let b = batch(&c, 3, 4, 5, seed + 1);
+                let b = random_batch(&c, 3, 4, 5, seed + 1);
                 check(&label, &c, &p, &b, &mut worst);
             }
         }
@@ -132,7 +114,7 @@ fn cross_entropy_every_scheduler_activation_and_order() {
 fn sinusoid_default_lstm() {
     let c = Config::sinusoid_default();
     let p = init_params(&c, 3, 0.02).expect("valid config");
-    let b = batch(&c, 3, 10, 10, 5);
+    let b = random_batch(&c, 3, 10, 10, 5);
     let mut worst = BTreeMap::new();
     check("sinusoid default", &c, &p, &b, &mut worst);
     for (name, r) in &worst {
@@ -144,7 +126,7 @@ fn sinusoid_default_lstm() {
 fn invalid_inputs_are_refused() {
     let c = config(&[2, 3, 2], Activation::Relu, LossKind::Mse, SchedulerKind::Lstm, false);
     let mut p = params(&c, 1);
-    let b = batch(&c, 2, 3, 3, 2);
+    let b = random_batch(&c, 2, 3, 3, 2);
     p.lstm = None;
     assert!(device_meta_gradient(&EmuRuntime::new(), &c, &p, &b).is_err());
 }
@@ -177,7 +159,7 @@ fn part_sums_match_the_engine_and_do_not_depend_on_the_split() {
     ] {
         let c = config(layers, Activation::Tanh, loss, kind, false);
         let p = params(&c, 21);
-        let whole = batch(&c, 5, 4, 5, 22);
+        let whole = random_batch(&c, 5, 4, 5, 22);
         let rt = EmuRuntime::new();
         let dev = metasched_cuda::device_meta_gradient_sum(&rt, &c, &p, &whole).expect("device sum");
         let (cpu, outcomes) = Engine::new(1).expect("engine").meta_gradient_sum(&c, &p, &whole).expect("cpu");
@@ -214,7 +196,7 @@ fn evaluation_matches_the_engine() {
     ] {
         let c = config(layers, Activation::Relu, loss, kind, first);
         let p = params(&c, 31);
-        let b = batch(&c, 4, 6, 7, 32);
+        let b = random_batch(&c, 4, 6, 7, 32);
         let cpu = Engine::new(1).expect("engine").evaluate(&c, &p, &b).expect("cpu evaluation");
         for rt in schedules() {
             let dev = metasched_cuda::device_evaluate(&rt, &c, &p, &b).expect("device evaluation");

@@ -120,11 +120,6 @@ impl Compute {
         }
     }
 
-    /// Whether this is a device (emulated or real) rather than the CPU engine.
-    pub fn is_device(&self) -> bool {
-        !matches!(self, Self::Cpu(_))
-    }
-
     /// `J`, per-task losses, rates and the mean meta-gradient of `batch` (`metagrad`).
     pub fn meta_gradient(
         &self,

@@ -22,12 +22,7 @@ pub struct Executor {
 impl Executor {
     /// An executor on the CPU engine with `threads` threads (0: one per core).
     pub fn new(config: Config, tasks: TaskSource, threads: usize) -> Result<Self> {
-        Self::on(config, tasks, Device::Cpu, threads)
-    }
-
-    /// An executor on `device` (see [`Compute::open`]).
-    pub fn on(config: Config, tasks: TaskSource, device: Device, threads: usize) -> Result<Self> {
-        Self::with_compute(config, tasks, Arc::new(Compute::open(device, threads)?))
+        Self::with_compute(config, tasks, Arc::new(Compute::open(Device::Cpu, threads)?))
     }
 
     /// An executor on an already opened device (a worker opens its GPU once and keeps it

@@ -4,36 +4,17 @@
 //! deviations.
 
 use metasched_cuda::compare::meta_gradient_tensors;
-use metasched_cuda::kernel_checks::{self, Check, Comparison, Tolerance, labels, randn, uniform};
+use metasched_cuda::kernel_checks::{self, Check, Comparison, Tolerance};
 use metasched_cuda::{Runtime, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{
-    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, Targets,
-    TaskBatch,
+    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, TaskBatch,
 };
+use metasched_tasks::random_batch;
 
 /// Tolerance of the whole-meta-gradient rows (the kernel rows use
 /// [`kernel_checks::tolerance`], the same for every kernel but one).
 const METAGRAD_TOLERANCE: Tolerance = Tolerance::DEFAULT;
-
-fn batch(config: &Config, b: usize, k: usize, q: usize, seed: u64) -> TaskBatch<f32> {
-    let (d_in, d_out) = (config.d_in(), config.d_out());
-    let targets = |ids: u64, n: usize| match config.model.loss {
-        LossKind::Mse => Targets::Values(randn(seed, &[ids], b * n * d_out, 1.0)),
-        LossKind::CrossEntropy => Targets::Labels(labels(seed, &[ids], b * n, d_out)),
-    };
-    TaskBatch {
-        b,
-        k,
-        q,
-        d_in,
-        d_out,
-        support_x: uniform(seed, &[1], b * k * d_in, -2.0, 2.0),
-        support_y: targets(2, k),
-        query_x: uniform(seed, &[3], b * q * d_in, -2.0, 2.0),
-        query_y: targets(4, q),
-    }
-}
 
 /// The whole meta-gradient on `rt` against `Engine::meta_gradient`, one row per tensor.
 fn metagrad<R: Runtime>(rt: &R, label: &str, config: &Config, batch: &TaskBatch<f32>) -> Vec<Check> {
@@ -118,7 +99,7 @@ fn worker_paths<R: Runtime>(rt: &R, label: &str, config: &Config, batch: &TaskBa
 pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
     let mut rows = kernel_checks::all_kernel_checks(rt);
     let sinusoid = Config::sinusoid_default();
-    let sinusoid_batch = batch(&sinusoid, 2, 10, 10, 5);
+    let sinusoid_batch = random_batch(&sinusoid, 2, 10, 10, 5);
     rows.extend(metagrad(rt, "sinusoid", &sinusoid, &sinusoid_batch));
     let ce = Config {
         model: ModelConfig {
@@ -135,7 +116,7 @@ pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
             lr_fixed: 0.2,
         },
     };
-    let ce_batch = batch(&ce, 3, 4, 5, 11);
+    let ce_batch = random_batch(&ce, 3, 4, 5, 11);
     rows.extend(metagrad(rt, "cross-entropy", &ce, &ce_batch));
     rows.extend(worker_paths(rt, "sinusoid", &sinusoid, &sinusoid_batch));
     rows.extend(worker_paths(rt, "cross-entropy", &ce, &ce_batch));
