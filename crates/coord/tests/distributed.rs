@@ -357,3 +357,43 @@ fn sigterm_while_waiting_for_workers_saves_and_exits_130() {
     let c = metasched_formats::read_checkpoint(r.dir.join("checkpoint.safetensors")).expect("saved");
     assert_eq!(c.config_json["train"]["step"], 0);
 }
+
+/// Runs `train` with `flags` plus `pool` (in-process or spawned workers) and returns the
+/// final checkpoint's bytes.
+fn checkpoint_of(flags: &[&str], pool: &[&str]) -> Vec<u8> {
+    let r = Run::new();
+    let mut args =
+        vec!["train", "--out", s(&r.dir), "--eval-every", "0", "--log-every", "1", "--threads", "1"];
+    args.extend(flags);
+    args.extend(pool);
+    let child = meta_coord()
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn meta-coord");
+    let out = finish(child, Duration::from_secs(240));
+    assert_clean("meta-coord", &out);
+    assert!(out.status.success(), "{flags:?} {pool:?}: {}", String::from_utf8_lossy(&out.stderr));
+    r.checkpoint()
+}
+
+/// Learners and meta-batches above the default over TCP (the sizes that once livelocked at
+/// step 0 on a decode limit): 1-256-256-1 (66,817 learner parameters), 1-320-320-1 (103,681),
+/// 27 tasks of the default learner, and a first-order 1-64-64-1; spawned workers end bitwise
+/// equal to in-process ones.
+#[test]
+fn wide_learners_and_large_batches_over_tcp_equal_in_process() {
+    let cases: [&[&str]; 4] = [
+        &["--layers", "1,256,256,1", "--meta-batch", "6", "--steps", "3", "--final-eval-tasks", "6"],
+        &["--layers", "1,320,320,1", "--meta-batch", "4", "--steps", "2", "--final-eval-tasks", "4"],
+        &["--meta-batch", "27", "--steps", "4", "--final-eval-tasks", "27"],
+        &["--first-order", "--layers", "1,64,64,1", "--steps", "4", "--final-eval-tasks", "10"],
+    ];
+    for flags in cases {
+        let want = checkpoint_of(flags, &["--workers", "2"]);
+        let got = checkpoint_of(flags, &["--spawn-workers", "2", "--worker-timeout", "60"]);
+        assert!(got == want, "{flags:?}: spawned workers differ from in-process ones");
+    }
+}

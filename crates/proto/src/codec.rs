@@ -58,21 +58,37 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(msg)
 }
 
+/// What bincode charges against the decode limit, at most, per byte of input: a `u128`/`i128`
+/// is charged 16 bytes however short its variable-length encoding (1 byte for values below
+/// 251), every other type at most 8 bytes for its shortest 1-byte form.
+const WORST_CHARGE_PER_BYTE: usize = 16;
+
+/// The decode limit for inputs of up to `bytes` bytes: what the largest legitimate message of
+/// that size can be charged.
+const fn limit_for(bytes: usize) -> usize {
+    bytes * WORST_CHARGE_PER_BYTE
+}
+
 /// Decodes a value from the start of `bytes` and returns it with the number of bytes it
 /// took; bytes after it are left alone (used to read the leading fields of a message that does
 /// not decode as a whole).
 ///
-/// The strings of a message are stored in it, so together they never declare more bytes than
-/// `bytes` holds: the decode limit is the next of 64 KiB, 1 MiB and [`MAX_FRAME_BYTES`] at or
-/// above `bytes.len()`, so a hostile string length in a short message is refused before its
-/// buffer is allocated. (Sequences of numbers are preallocated by serde at most 1 MiB ahead of
-/// the elements actually read.)
+/// The limit bounds what declared lengths can make the decoder allocate before the bytes that
+/// would fill it have been seen. bincode charges each value's in-memory size against it (16
+/// bytes for an `i128` that takes 1 byte on the wire), so the limit is
+/// [`WORST_CHARGE_PER_BYTE`] times the next of 64 KiB, 1 MiB, 8 MiB and [`MAX_FRAME_BYTES`] at
+/// or above `bytes.len()`: every legitimate message decodes, and a hostile string length in a
+/// short message is refused before its buffer is allocated unless it claims at most 16 times
+/// the tier (1 MiB for a message under 64 KiB). Sequences of numbers are preallocated by serde
+/// at most 1 MiB ahead of the elements actually read.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
     const SMALL: usize = 64 << 10;
     const MEDIUM: usize = 1 << 20;
+    const LARGE: usize = 8 << 20;
     match bytes.len() {
-        n if n <= SMALL => decode_limited::<T, SMALL>(bytes),
-        n if n <= MEDIUM => decode_limited::<T, MEDIUM>(bytes),
-        _ => decode_limited::<T, MAX_FRAME_BYTES>(bytes),
+        n if n <= SMALL => decode_limited::<T, { limit_for(SMALL) }>(bytes),
+        n if n <= MEDIUM => decode_limited::<T, { limit_for(MEDIUM) }>(bytes),
+        n if n <= LARGE => decode_limited::<T, { limit_for(LARGE) }>(bytes),
+        _ => decode_limited::<T, { limit_for(MAX_FRAME_BYTES) }>(bytes),
     }
 }

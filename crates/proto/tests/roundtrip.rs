@@ -102,3 +102,41 @@ fn nan_payloads_keep_their_bits() {
     assert_eq!(result.outer_loss[0].to_bits(), 0x7fc0_0001);
     assert!(result.compute_s.is_nan());
 }
+
+/// A `StepDone` carrying the gradient sum of a learner of `n` parameters whose fixed-point
+/// values are all small (1 byte each on the wire) or all large (17 bytes each).
+fn step_done_of(n: usize, small: bool) -> ToCoord {
+    let mut sum = FixedSum::zeros(n);
+    let value = if small { 0.0 } else { 0.75 };
+    sum.add_f32(0, &vec![value; n]);
+    ToCoord::StepDone {
+        job_id: 3,
+        result: StepResult {
+            step: 0,
+            version: 1,
+            first: 0,
+            sum,
+            outer_loss: vec![0.5; 27],
+            lr: vec![0.01; 27 * 5 * 6],
+            compute_s: 0.1,
+        },
+    }
+}
+
+/// Regression: the decoder's limit once came from the encoded size while bincode charges 16
+/// bytes per `i128` however few bytes it takes on the wire, so the `StepDone` of any learner
+/// a little wider than the default (1-60-60-1, or 27 tasks of the default) was refused as
+/// `LimitExceeded` and distributed training re-dispatched the part forever.
+#[test]
+fn gradient_sums_of_every_size_round_trip() {
+    for n in [1_761, 3_900, 4_500, 66_817, 103_681, 1_000_000] {
+        for small in [true, false] {
+            let msg = step_done_of(n, small);
+            let frame = encode_frame(&msg).expect("encode");
+            let (back, used) = decode_frame::<ToCoord>(&frame, MAX_FRAME_BYTES).unwrap_or_else(|e| {
+                panic!("{n} parameters (small values: {small}), {} bytes: {e}", frame.len())
+            });
+            assert_eq!((back, used), (msg, frame.len()), "{n} parameters (small values: {small})");
+        }
+    }
+}
