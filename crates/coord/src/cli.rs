@@ -8,7 +8,7 @@ use metasched_engine::{Activation, LossKind, SchedulerKind};
 use crate::device::Device;
 
 /// The metasched coordinator: creates checkpoints, computes meta-gradients and evaluates
-/// learned learning-rate schedulers (spec: ALGORITHM.md).
+/// learned learning-rate schedulers (spec: docs/SPEC.md).
 #[derive(Debug, Parser)]
 #[command(name = "meta-coord", version, about, long_about = None)]
 pub struct Cli {

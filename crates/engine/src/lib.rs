@@ -1,4 +1,4 @@
-//! The CPU numerical engine of metasched (spec `ALGORITHM.md` §2-4).
+//! The CPU numerical engine of metasched (spec `docs/SPEC.md` §2-4).
 //!
 //! It runs the inner SGD loop of a learner whose per-group learning rates come from a
 //! scheduler, and computes the exact meta-gradient through the whole unroll by hand-written

@@ -1,4 +1,4 @@
-//! metasched's file formats (spec `ALGORITHM.md` §5-6): checkpoints, task batches and the
+//! metasched's file formats (spec `docs/SPEC.md` §5-6): checkpoints, task batches and the
 //! output files of `metagrad` / `eval`, all safetensors.
 //!
 //! The files are the contract with outside tools (PyTorch, JAX, other backends), so everything

@@ -1,4 +1,4 @@
-//! An independent float64 reference of spec sections 2-4 (`ALGORITHM.md`):
+//! An independent float64 reference of spec sections 2-4 (`docs/SPEC.md`):
 //! the MLP learner, the inner loop with an LSTM / LSLR / fixed scheduler, and the
 //! meta-gradient of `J = (1/B) sum_b L_query^b(theta_T^b)` w.r.t. `theta_0` and `phi`.
 //!

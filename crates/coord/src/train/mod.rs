@@ -4,6 +4,7 @@ pub mod config;
 pub mod local_pool;
 pub mod metrics;
 pub mod pool;
+pub mod progress;
 pub mod remote_pool;
 pub mod report;
 pub mod signals;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use metasched_engine::{UpdateMask, clip_grad_norm};
 use metasched_proto::{RunSetup, Token};
 use metasched_worker::Split;
@@ -251,13 +250,7 @@ pub fn train_loop(
     let groups = group_names(state);
     let mut metrics = MetricsWriter::open(dir, state.meta.step)?;
     let started = Instant::now();
-    let bar = ProgressBar::new(cfg.steps).with_position(state.meta.step);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} meta-loss {msg} {per_sec} ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = super::progress::bar(cfg.steps, state.meta.step);
     let mut last_log = (Instant::now(), state.meta.step);
     let mut redispatched = 0u64;
     let mut group_reduced = 0u64;
@@ -322,7 +315,7 @@ pub fn train_loop(
             })?;
             let workers: std::collections::BTreeSet<u32> = out.parts.iter().map(|p| p.worker).collect();
             bar.set_message(format!(
-                "{meta_loss:.4} | {} worker(s), straggler {:.1} ms, re-dispatched {redispatched}",
+                "meta-loss {meta_loss:.4}, {} worker(s), straggler {:.1} ms, re-dispatched {redispatched}",
                 workers.len(),
                 1e3 * out.straggler_s
             ));
