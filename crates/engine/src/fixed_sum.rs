@@ -88,12 +88,25 @@ impl FixedSum {
         }
     }
 
-    /// Adds another sum of the same length (exact, so in any order).
+    /// Adds another sum of the same length (exact, so in any order). A length mismatch or an
+    /// `i128` overflow (impossible for sums of real gradients: see
+    /// [`FixedSum::is_plausible_sum_of`]) marks the sum as overflowed instead of wrapping.
     pub fn merge(&mut self, other: &FixedSum) {
+        let mut wrapped = false;
         for (a, &b) in self.acc.iter_mut().zip(&other.acc) {
-            *a += b;
+            let (v, o) = a.overflowing_add(b);
+            *a = v;
+            wrapped |= o;
         }
-        self.overflow |= other.overflow || self.acc.len() != other.acc.len();
+        self.overflow |= wrapped || other.overflow || self.acc.len() != other.acc.len();
+    }
+
+    /// Whether every value could be the sum of `tasks` values of [`to_fixed`] (each below
+    /// `2^(MAX_EXP + FRAC_BITS)` in magnitude): a sum received from outside that is not came
+    /// from a broken or hostile peer, and is refused before it is merged.
+    pub fn is_plausible_sum_of(&self, tasks: usize) -> bool {
+        let bound = (tasks as u128).saturating_mul(1u128 << (MAX_EXP + FRAC_BITS));
+        self.acc.iter().all(|a| a.unsigned_abs() < bound.max(1))
     }
 
     /// The sums times `scale` (e.g. `1/B`), rounded once to f32 via f64, or `None` after an
@@ -239,6 +252,24 @@ mod tests {
             let exact: f64 = vals.iter().map(|v| v[j] as f64).sum::<f64>() / 25.0;
             assert!((one[j] as f64 - exact).abs() <= 1e-6 * exact.abs() + 1e-18, "{j}");
         }
+    }
+
+    #[test]
+    fn implausible_and_wrapping_sums_are_caught() {
+        let mut s = FixedSum::zeros(3);
+        let big = 2f32.powi(MAX_EXP) * 0.999;
+        s.add_f32(0, &[big, -big, 0.0]);
+        assert!(!s.overflowed());
+        assert!(s.is_plausible_sum_of(1));
+        s.merge(&s.clone());
+        assert!(!s.is_plausible_sum_of(1), "two tasks' worth of magnitude from one task");
+        assert!(s.is_plausible_sum_of(2));
+        let hostile = FixedSum { acc: vec![i128::MAX, 0, 0], overflow: false };
+        assert!(!hostile.is_plausible_sum_of(1_000_000));
+        let mut total = hostile.clone();
+        total.merge(&hostile);
+        assert!(total.overflowed(), "an i128 overflow poisons the sum instead of wrapping");
+        assert!(FixedSum::zeros(2).is_plausible_sum_of(0));
     }
 
     #[test]

@@ -27,6 +27,11 @@ const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 const COORDINATOR_LABEL: &[u8] = b"metasched/v1/coordinator";
 /// Label of the worker's proof.
 const WORKER_LABEL: &[u8] = b"metasched/v1/worker";
+/// Label of the session secret both sides derive after the proofs.
+const SESSION_LABEL: &[u8] = b"metasched/v3/session";
+/// Labels of the two direction keys derived from the session secret.
+const TO_COORDINATOR_LABEL: &[u8] = b"metasched/v3/to-coordinator";
+const TO_WORKER_LABEL: &[u8] = b"metasched/v3/to-worker";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -226,6 +231,53 @@ pub fn verify_worker_proof(
     proof: &[u8],
 ) -> bool {
     mac(token, WORKER_LABEL, worker_nonce, coord_nonce).verify_slice(proof).is_ok()
+}
+
+/// The two keys of a connection's frames after the handshake (one per direction, so a frame
+/// cannot be reflected back to its sender). Its `Debug` prints nothing secret and its bytes
+/// are overwritten when dropped.
+pub struct SessionKeys {
+    /// Key of the frames the worker sends.
+    pub to_coordinator: [u8; 32],
+    /// Key of the frames the coordinator sends.
+    pub to_worker: [u8; 32],
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKeys(..)")
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.to_coordinator.fill(0);
+        self.to_worker.fill(0);
+        std::hint::black_box(&self.to_coordinator);
+        std::hint::black_box(&self.to_worker);
+    }
+}
+
+/// The session keys of a connection: `s = HMAC(token, "metasched/v3/session" || worker_nonce
+/// || coord_nonce)`, then `HMAC(s, "metasched/v3/to-coordinator")` and `HMAC(s,
+/// "metasched/v3/to-worker")`. Fresh nonces make every connection's keys new, so frames of one
+/// connection are worthless on another.
+pub fn session_keys(
+    token: &Token,
+    worker_nonce: &[u8; NONCE_LEN],
+    coord_nonce: &[u8; NONCE_LEN],
+) -> SessionKeys {
+    let secret: [u8; 32] =
+        mac(token, SESSION_LABEL, worker_nonce, coord_nonce).finalize().into_bytes().into();
+    let derive = |label: &[u8]| -> [u8; 32] {
+        let mut m = match <HmacSha256 as Mac>::new_from_slice(&secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        m.update(label);
+        m.finalize().into_bytes().into()
+    };
+    SessionKeys { to_coordinator: derive(TO_COORDINATOR_LABEL), to_worker: derive(TO_WORKER_LABEL) }
 }
 
 #[cfg(test)]

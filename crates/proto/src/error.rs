@@ -52,6 +52,13 @@ pub enum ProtoError {
     /// The deadline passed while waiting for the named step.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// A post-handshake frame failed its integrity check: flipped, truncated, rewritten,
+    /// replayed, dropped or reordered on the way. The connection is dropped.
+    #[error("frame {seq} failed its integrity check (tampered, replayed, reordered or lost on the way)")]
+    Tampered {
+        /// The receiver's count of frames accepted before it.
+        seq: u64,
+    },
     /// A token could not be loaded or is unusable.
     #[error("bad token: {0}")]
     BadToken(String),

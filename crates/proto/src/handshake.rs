@@ -8,8 +8,11 @@
 //!                                       ◀──  Challenge { nc, coordinator_proof(nw, nc) }
 //!   checks the coordinator's proof
 //!   Auth { worker_proof(nw, nc) }       ──▶  checks the worker's proof
-//!                                       ◀──  Welcome { worker_id, setup } | Refused { reason }
+//!                                       ◀──  sealed Welcome { worker_id, setup } | Refused { reason }
 //! ```
+//!
+//! From the welcome on, every frame is sealed with the connection's session keys
+//! ([`crate::session`]): both sides return their [`Session`] halves.
 //!
 //! Every refusal the coordinator decides is also sent to the worker as
 //! [`ToWorker::Refused`], best effort, so both logs say why. Until the handshake succeeds,
@@ -24,12 +27,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 
 use crate::auth::{
-    Token, coordinator_proof, try_nonce, verify_coordinator_proof, verify_worker_proof, worker_proof,
+    Token, coordinator_proof, session_keys, try_nonce, verify_coordinator_proof, verify_worker_proof,
+    worker_proof,
 };
 use crate::codec;
 use crate::error::{ProtoError, Result};
 use crate::frame::{read_frame, write_msg};
 use crate::message::{Capabilities, NONCE_LEN, RunSetup, ToCoord, ToWorker};
+use crate::session::{Session, TAG_BYTES, write_sealed};
 use crate::version::PROTOCOL_VERSION;
 
 /// Largest frame either side accepts during the handshake (64 KiB): the handshake's
@@ -86,20 +91,22 @@ where
 }
 
 /// The worker's side of the handshake: announces `capabilities`, checks that the coordinator
-/// holds `token`, proves it holds it too, and returns the id the coordinator gave it and the
-/// run's setup. Everything must be done within `deadline`.
+/// holds `token`, proves it holds it too, and returns the id the coordinator gave it, the
+/// run's setup (from the sealed welcome) and the session's halves for every later frame.
+/// Everything must be done within `deadline`.
 ///
 /// Errors: [`ProtoError::AuthFailed`] if the coordinator's proof is wrong (the
 /// worker then sends a deliberately invalid proof instead of its own, which reveals nothing
 /// to an unauthenticated peer and makes the coordinator log the failure too);
 /// [`ProtoError::Refused`] with the coordinator's reason; [`ProtoError::Unexpected`] for a
-/// message out of turn; [`ProtoError::Timeout`] past the deadline; the framing's errors.
+/// message out of turn; [`ProtoError::Tampered`] for a welcome that fails its seal;
+/// [`ProtoError::Timeout`] past the deadline; the framing's errors.
 pub async fn worker_handshake<S>(
     stream: &mut S,
     token: &Token,
     capabilities: Capabilities,
     deadline: Duration,
-) -> Result<(u32, RunSetup)>
+) -> Result<(u32, RunSetup, Session)>
 where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
@@ -121,10 +128,17 @@ where
     let auth = ToCoord::Auth { proof: worker_proof(token, &worker_nonce, &coord_nonce) };
     send(stream, &auth, until, "the coordinator to accept the proof").await?;
 
-    match recv(stream, until, "the coordinator's welcome").await? {
-        ToWorker::Welcome { worker_id, setup } => Ok((worker_id, setup)),
-        ToWorker::Refused { reason } => Err(ProtoError::Refused(reason)),
-        other => Err(ProtoError::Unexpected { expected: "Welcome", got: other.kind().into() }),
+    let mut session = Session::worker(&session_keys(token, &worker_nonce, &coord_nonce));
+    let until_welcome = timeout_at(until, read_frame(stream, HANDSHAKE_MAX_BYTES + TAG_BYTES));
+    let body = until_welcome.await.map_err(|_| ProtoError::Timeout("the coordinator's welcome"))??;
+    match session.opener.open::<ToWorker>(&body) {
+        Ok(ToWorker::Welcome { worker_id, setup }) => Ok((worker_id, setup, session)),
+        Ok(other) => Err(ProtoError::Unexpected { expected: "Welcome", got: other.kind().into() }),
+        // A refusal is the one message the coordinator sends unsealed at this point.
+        Err(sealed_err) => match codec::decode::<ToWorker>(&body) {
+            Ok(ToWorker::Refused { reason }) => Err(ProtoError::Refused(reason)),
+            _ => Err(sealed_err),
+        },
     }
 }
 
@@ -146,8 +160,9 @@ where
 
 /// The coordinator's side of the handshake: reads the worker's hello, refuses another
 /// protocol version, proves it holds `token`, checks the worker's proof, and welcomes the
-/// worker as `worker_id` into the run `setup`. Returns the worker's capabilities. Everything
-/// must be done within `deadline`.
+/// worker as `worker_id` into the run `setup` with a sealed welcome. Returns the worker's
+/// capabilities and the session's halves for every later frame. Everything must be done
+/// within `deadline`.
 ///
 /// Errors, each also sent to the worker as [`ToWorker::Refused`] (best effort):
 /// [`ProtoError::VersionMismatch`], [`ProtoError::AuthFailed`], [`ProtoError::Unexpected`] for
@@ -159,7 +174,7 @@ pub async fn coordinator_handshake<S>(
     setup: &RunSetup,
     worker_id: u32,
     deadline: Duration,
-) -> Result<Capabilities>
+) -> Result<(Capabilities, Session)>
 where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
@@ -209,7 +224,10 @@ where
         Err(e) => return Err(fail(stream, until, e).await),
     }
 
+    let mut session = Session::coordinator(&session_keys(token, &worker_nonce, &coord_nonce));
     let welcome = ToWorker::Welcome { worker_id, setup: setup.clone() };
-    send(stream, &welcome, until, "the worker to accept the welcome").await?;
-    Ok(capabilities)
+    timeout_at(until, write_sealed(stream, &mut session.sealer, &welcome))
+        .await
+        .map_err(|_| ProtoError::Timeout("the worker to accept the welcome"))??;
+    Ok((capabilities, session))
 }

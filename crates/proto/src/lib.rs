@@ -6,6 +6,7 @@
 //! - [`frame`] reads and writes length-delimited frames over tokio streams, bounded before
 //!   allocation.
 //! - [`auth`] holds the shared [`Token`] and the HMAC-SHA256 challenge–response proofs.
+//! - [`session`] seals every frame after the handshake with a per-direction MAC and counter.
 //! - [`handshake`] runs the whole handshake of either side, under a deadline.
 //! - [`version`] holds [`PROTOCOL_VERSION`] and [`MAX_FRAME_BYTES`].
 //! - [`error`] holds [`ProtoError`].
@@ -17,12 +18,13 @@ pub mod frame;
 pub mod handshake;
 pub mod job;
 pub mod message;
+pub mod session;
 pub mod task_spec;
 pub mod version;
 
 pub use auth::{
-    TOKEN_ENV, Token, coordinator_proof, nonce, try_nonce, verify_coordinator_proof, verify_worker_proof,
-    worker_proof,
+    SessionKeys, TOKEN_ENV, Token, coordinator_proof, nonce, session_keys, try_nonce,
+    verify_coordinator_proof, verify_worker_proof, worker_proof,
 };
 pub use codec::{decode, encode};
 pub use error::{ProtoError, Result};
@@ -32,5 +34,6 @@ pub use job::{EvalResult, Job, JobResult, StepResult};
 pub use message::{
     Capabilities, CollectiveKind, DeviceKind, NONCE_LEN, ParamsBlob, RunSetup, ToCoord, ToWorker,
 };
+pub use session::{Opener, Sealer, Session, TAG_BYTES, read_sealed, write_sealed};
 pub use task_spec::{Split, TaskFamily, TaskSpec};
 pub use version::{MAX_FRAME_BYTES, PROTOCOL_VERSION};

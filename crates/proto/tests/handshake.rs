@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{caps, setup};
 use metasched_proto::{
-    HANDSHAKE_MAX_BYTES, MAX_FRAME_BYTES, NONCE_LEN, PROTOCOL_VERSION, ProtoError, RunSetup, ToCoord,
-    ToWorker, Token, coordinator_handshake, coordinator_proof, encode, nonce, read_msg, worker_handshake,
-    worker_proof, write_msg,
+    HANDSHAKE_MAX_BYTES, MAX_FRAME_BYTES, NONCE_LEN, PROTOCOL_VERSION, ProtoError, RunSetup, Session,
+    ToCoord, ToWorker, Token, coordinator_handshake, coordinator_proof, encode, nonce, read_msg, read_sealed,
+    session_keys, worker_handshake, worker_proof, write_msg, write_sealed,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
@@ -88,12 +88,24 @@ async fn both_sides_get_what_they_should() {
         worker_handshake(&mut w, &t, caps(), DEADLINE),
         coordinator_handshake(&mut c, &t, &run, 17, DEADLINE),
     );
-    assert_eq!(wr.expect("worker side"), (17, run));
-    assert_eq!(cr.expect("coordinator side"), caps());
+    let (id, got, mut worker) = wr.expect("worker side");
+    assert_eq!((id, got), (17, run));
+    let (got, mut coordinator) = cr.expect("coordinator side");
+    assert_eq!(got, caps());
 
-    // The connection goes on with ordinary messages.
+    // The connection goes on with sealed messages, both ways.
+    write_sealed(&mut c, &mut coordinator.sealer, &ToWorker::Ping).await.expect("write");
+    let ping = read_sealed::<_, ToWorker>(&mut w, &mut worker.opener, MAX_FRAME_BYTES).await;
+    assert_eq!(ping.expect("read"), ToWorker::Ping);
+    let beat = ToCoord::Heartbeat { seq: 4 };
+    write_sealed(&mut w, &mut worker.sealer, &beat).await.expect("write");
+    let got = read_sealed::<_, ToCoord>(&mut c, &mut coordinator.opener, MAX_FRAME_BYTES).await;
+    assert_eq!(got.expect("read"), beat);
+
+    // An unsealed frame after the handshake is refused as tampered.
     write_msg(&mut c, &ToWorker::Ping).await.expect("write");
-    assert_eq!(read_msg::<_, ToWorker>(&mut w, MAX_FRAME_BYTES).await.expect("read"), ToWorker::Ping);
+    let err = read_sealed::<_, ToWorker>(&mut w, &mut worker.opener, MAX_FRAME_BYTES).await;
+    assert!(matches!(err, Err(ProtoError::Tampered { seq: 2 })), "{err:?}");
 }
 
 #[tokio::test]
@@ -107,9 +119,9 @@ async fn works_over_real_tcp() {
         coordinator_handshake(&mut s, &t2, run(), 3, DEADLINE).await
     });
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (id, run) = worker_handshake(&mut s, &t, caps(), DEADLINE).await.expect("worker side");
+    let (id, run, _) = worker_handshake(&mut s, &t, caps(), DEADLINE).await.expect("worker side");
     assert_eq!((id, run), (3, setup()));
-    assert_eq!(server.await.expect("join").expect("coordinator side"), caps());
+    assert_eq!(server.await.expect("join").expect("coordinator side").0, caps());
 }
 
 #[tokio::test]
@@ -182,10 +194,12 @@ async fn a_hand_made_worker_with_the_token_is_welcomed() {
         assert_eq!(proof, coordinator_proof(&t, &nw, &nc));
         assert_ne!(nc, nw);
         write_msg(&mut w, &ToCoord::Auth { proof: worker_proof(&t, &nw, &nc) }).await.expect("auth");
-        read_msg::<_, ToWorker>(&mut w, MAX_FRAME_BYTES).await.expect("answer")
+        // The welcome is sealed with the key of the coordinator's direction, counter 0.
+        let mut mine = Session::worker(&session_keys(&t, &nw, &nc));
+        read_sealed::<_, ToWorker>(&mut w, &mut mine.opener, MAX_FRAME_BYTES).await.expect("answer")
     };
     let (answer, cr) = tokio::join!(client, coordinator_handshake(&mut c, &t, run(), 9, DEADLINE));
-    assert_eq!(cr.expect("coordinator side"), caps());
+    assert_eq!(cr.expect("coordinator side").0, caps());
     assert_eq!(answer, ToWorker::Welcome { worker_id: 9, setup: setup() });
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use metasched_engine::{FixedSum, Params};
 use metasched_proto::{
     Capabilities, DeviceKind, Job, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup, ToCoord, ToWorker,
-    Token, read_msg, worker_handshake, write_msg,
+    Token, read_sealed, worker_handshake, write_sealed,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -111,10 +111,10 @@ pub async fn run(opts: ClientOptions, token: Token) -> Result<(), ClientError> {
                 let _ = stream.set_nodelay(true);
                 let caps = capabilities(&opts.name, opts.threads, &opts.compute);
                 match worker_handshake(&mut stream, &token, caps, opts.handshake).await {
-                    Ok((id, setup)) => {
+                    Ok((id, setup, sealing)) => {
                         tracing::info!(coord = %opts.coord, worker = id, "joined the run");
                         backoff = Duration::from_millis(200);
-                        match serve(stream, setup, &opts).await {
+                        match serve(stream, setup, sealing, &opts).await {
                             Session::Stopped => {
                                 tracing::info!("coordinator said stop: exiting");
                                 return Ok(());
@@ -239,8 +239,14 @@ async fn runner(
     }
 }
 
-/// One session with the coordinator.
-async fn serve(stream: TcpStream, setup: RunSetup, opts: &ClientOptions) -> Session {
+/// One session with the coordinator; every frame is sealed with `sealing`'s halves.
+async fn serve(
+    stream: TcpStream,
+    setup: RunSetup,
+    sealing: metasched_proto::Session,
+    opts: &ClientOptions,
+) -> Session {
+    let metasched_proto::Session { mut sealer, mut opener } = sealing;
     let config = setup.config.clone();
     let spec = setup.tasks.clone();
     let compute = Arc::clone(&opts.compute);
@@ -260,7 +266,7 @@ async fn serve(stream: TcpStream, setup: RunSetup, opts: &ClientOptions) -> Sess
     let (tx, mut rx) = mpsc::unbounded_channel::<ToCoord>();
     let writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if write_msg(&mut writer, &msg).await.is_err() {
+            if write_sealed(&mut writer, &mut sealer, &msg).await.is_err() {
                 return;
             }
         }
@@ -282,7 +288,7 @@ async fn serve(stream: TcpStream, setup: RunSetup, opts: &ClientOptions) -> Sess
     let runner_task = tokio::spawn(runner(Arc::clone(&exec), jobs_rx, tx.clone(), Arc::clone(&group)));
     let mut created: Option<(u64, Created)> = None;
     let outcome = loop {
-        let msg = match read_msg::<_, ToWorker>(&mut reader, MAX_FRAME_BYTES).await {
+        let msg = match read_sealed::<_, ToWorker>(&mut reader, &mut opener, MAX_FRAME_BYTES).await {
             Ok(m) => m,
             Err(e) => break Session::Lost(e.to_string()),
         };

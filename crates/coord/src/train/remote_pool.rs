@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use metasched_engine::Params;
 use metasched_proto::{
-    Capabilities, MAX_FRAME_BYTES, ParamsBlob, RunSetup, ToCoord, ToWorker, Token, coordinator_handshake,
-    read_msg, write_msg,
+    Capabilities, MAX_FRAME_BYTES, ParamsBlob, RunSetup, Session, ToCoord, ToWorker, Token,
+    coordinator_handshake, read_sealed, write_sealed,
 };
 use metasched_worker::{EvalResult, Job, StepResult};
 use tokio::net::{TcpListener, TcpStream};
@@ -122,13 +122,14 @@ async fn serve_connection(
     deadline: Duration,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let caps = match coordinator_handshake(&mut stream, &token, &setup, id, deadline).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%peer, "connection refused: {e}");
-            return;
-        }
-    };
+    let (caps, Session { mut sealer, mut opener }) =
+        match coordinator_handshake(&mut stream, &token, &setup, id, deadline).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%peer, "connection refused: {e}");
+                return;
+            }
+        };
     tracing::info!(
         %peer,
         worker = id,
@@ -143,7 +144,7 @@ async fn serve_connection(
     let ev = events.clone();
     let write_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if let Err(e) = write_msg(&mut writer, &msg).await {
+            if let Err(e) = write_sealed(&mut writer, &mut sealer, &msg).await {
                 let _ = ev.send(Event::Gone { id, reason: format!("write failed: {e}") });
                 return;
             }
@@ -155,7 +156,7 @@ async fn serve_connection(
     let ev = events.clone();
     let read_task = tokio::spawn(async move {
         loop {
-            match read_msg::<_, ToCoord>(&mut reader, MAX_FRAME_BYTES).await {
+            match read_sealed::<_, ToCoord>(&mut reader, &mut opener, MAX_FRAME_BYTES).await {
                 Ok(msg) => {
                     if ev.send(Event::Msg { id, msg }).is_err() {
                         return;
