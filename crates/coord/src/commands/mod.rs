@@ -12,8 +12,9 @@ use anyhow::Result;
 use metasched_engine::TaskBatch;
 use metasched_formats::{Checkpoint, read_checkpoint, read_task_batch};
 
+use metasched_compute::Compute;
+
 use crate::cli::ComputeArgs;
-use metasched_worker::Compute;
 
 /// The inputs of `metagrad` and `eval`: a checkpoint, the tasks checked against its config,
 /// and the requested device, opened.

@@ -6,8 +6,9 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
+use metasched_compute::{Compute, Device, Executor, TaskSource};
 use metasched_engine::{Config, Params};
-use metasched_worker::{Compute, Device, Executor, Job, JobResult, TaskSource, TaskSpec};
+use metasched_proto::{Job, JobResult, TaskSpec};
 
 use super::pool::{
     EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, check_step_answers, eval_job,
@@ -15,7 +16,7 @@ use super::pool::{
 };
 
 type Request = (Job, Arc<Params<f32>>);
-type Reply = metasched_worker::Result<JobResult>;
+type Reply = metasched_compute::Result<JobResult>;
 
 struct LocalWorker {
     tx: Option<Sender<Request>>,

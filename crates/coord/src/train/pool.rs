@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use metasched_engine::{FixedSum, Params};
-use metasched_worker::{Job, Split};
+use metasched_proto::{EvalResult, Job, Split, StepResult};
 
 /// The reduced result of one meta-step over all `B` tasks.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct PartStats {
 /// the order does not matter) and concatenates per-task values in task order. `parts` holds
 /// `(worker id, result)`.
 pub fn assemble_step(
-    mut parts: Vec<(u32, metasched_worker::StepResult)>,
+    mut parts: Vec<(u32, StepResult)>,
     param_len: usize,
     straggler_s: f64,
     redispatched: u32,
@@ -69,11 +69,7 @@ pub fn assemble_step(
 
 /// Checks that every part answers meta-step `step` at parameter version `version` (a worker
 /// answering another step or version is a protocol error, never silently summed).
-pub fn check_step_answers(
-    parts: &[(u32, metasched_worker::StepResult)],
-    step: u64,
-    version: u64,
-) -> anyhow::Result<()> {
+pub fn check_step_answers(parts: &[(u32, StepResult)], step: u64, version: u64) -> anyhow::Result<()> {
     for (id, r) in parts {
         if r.step != step || r.version != version {
             return Err(anyhow::anyhow!(
@@ -87,7 +83,7 @@ pub fn check_step_answers(
 }
 
 /// Puts evaluation parts that arrived in any order together, in task order.
-pub fn assemble_eval(mut parts: Vec<metasched_worker::EvalResult>) -> EvalOutput {
+pub fn assemble_eval(mut parts: Vec<EvalResult>) -> EvalOutput {
     parts.sort_by_key(|r| r.first);
     let mut out = EvalOutput { outer_loss: Vec::new(), lr: Vec::new(), accuracy: Vec::new() };
     for r in parts {

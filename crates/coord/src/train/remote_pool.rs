@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use metasched_engine::Params;
 use metasched_proto::{
-    Capabilities, MAX_FRAME_BYTES, ParamsBlob, RunSetup, ToCoord, ToWorker, Token, coordinator_handshake,
-    read_msg, write_msg,
+    Capabilities, EvalResult, Job, MAX_FRAME_BYTES, ParamsBlob, RunSetup, StepResult, ToCoord, ToWorker,
+    Token, coordinator_handshake, read_msg, write_msg,
 };
-use metasched_worker::{EvalResult, Job, StepResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use metasched_worker::Split;
+use metasched_proto::Split;
 use serde::Serialize;
 
 use super::metrics::read_series;

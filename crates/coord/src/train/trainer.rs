@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use metasched_engine::{UpdateMask, clip_grad_norm};
-use metasched_proto::{RunSetup, Token};
-use metasched_worker::Split;
+use metasched_proto::{RunSetup, Split, Token};
 
 use super::config::{TrainArgs, TrainConfig};
 use super::local_pool::LocalPool;

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use metasched_engine::{FixedSum, Params};
-use metasched_proto::{CollectiveKind, ToCoord, ToWorker};
-use metasched_worker::StepResult;
+use metasched_proto::{CollectiveKind, StepResult, ToCoord, ToWorker};
 
 use super::RemotePool;
 use crate::train::pool::{StepOutput, assemble_step, check_step_answers, split_range, step_job};

@@ -1,4 +1,4 @@
-//! Runs jobs: samples the tasks of a range and hands them to the worker's device (the CPU
+//! Runs jobs: samples the tasks of a range and hands them to the device (the CPU
 //! engine, the emulated device or a GPU: [`Compute`]).
 
 use std::sync::Arc;
@@ -6,12 +6,15 @@ use std::time::Instant;
 
 use metasched_engine::{Config, Params};
 
-use crate::compute::{Compute, Device};
-use crate::error::Result;
-use crate::task_source::{Split, TaskSource};
-use metasched_proto::{EvalResult, Job, JobResult, StepResult};
+use metasched_proto::{EvalResult, Job, JobResult, Split, StepResult};
 
-/// A worker's compute: the model configuration, its task source and its device.
+use crate::compute::Compute;
+use crate::device::Device;
+use crate::error::Result;
+use crate::task_source::TaskSource;
+
+/// A worker's compute: the model configuration, its task source and its device — one value
+/// that turns a wire [`Job`] into its result, whoever carries the job.
 #[derive(Debug)]
 pub struct Executor {
     config: Config,
