@@ -10,6 +10,7 @@ pub mod signals;
 pub mod spawn;
 pub mod state;
 pub mod trainer;
+pub mod transport;
 
 pub use config::{TrainArgs, TrainConfig};
 pub use trainer::{Outcome, run};
