@@ -10,8 +10,9 @@ use metasched_formats::{Checkpoint, read_checkpoint, write_tensors};
 use metasched_proto::{Split, TaskSpec};
 
 use crate::cli::EvalArgs;
-use crate::commands::{Inputs, load_inputs, mean_ci95, output_metadata};
+use crate::commands::{Inputs, load_inputs, output_metadata};
 use crate::exit::BadInput;
+use crate::stats::mean_ci95;
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod local_pool;
 pub mod metrics;
+pub mod outcome;
 pub mod pool;
 pub mod remote_pool;
 pub mod report;
@@ -13,4 +14,5 @@ pub mod trainer;
 pub mod transport;
 
 pub use config::{TrainArgs, TrainConfig};
-pub use trainer::{Outcome, run};
+pub use outcome::Outcome;
+pub use trainer::run;
