@@ -10,7 +10,8 @@ use crate::device::Device;
 use crate::error::{ComputeError, Result};
 use crate::part_sum::PartSum;
 
-/// An opened device.
+/// An opened device, kept open across jobs (and, in a worker, across coordinator sessions):
+/// opening a GPU or the emulator costs far more than a job.
 #[derive(Debug)]
 pub enum Compute {
     /// The CPU engine.

@@ -2,7 +2,8 @@
 
 use std::str::FromStr;
 
-/// A compute device named on the command line (`cpu`, `emu`, `cuda:N`).
+/// A compute device named on the command line (`cpu`, `emu`, `cuda:N`): parsed, printed and
+/// probed the same way by `meta-worker` and `meta-coord`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
     /// The CPU engine on a thread pool.

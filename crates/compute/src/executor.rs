@@ -35,17 +35,18 @@ impl Executor {
         Ok(Self { config, tasks, compute })
     }
 
-    /// The model configuration.
+    /// The model configuration (a worker checks parameter blobs against it).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The device jobs run on.
+    /// The device jobs run on (a worker's reduction group runs its collective there too).
     pub fn compute(&self) -> &Arc<Compute> {
         &self.compute
     }
 
-    /// Runs `job` with the parameters `params` (of version `version`).
+    /// Runs `job` with the parameters `params`: the one place a job of the wire protocol
+    /// becomes tasks and a device computation, for in-process and TCP workers alike.
     pub fn run(&self, job: &Job, params: &Params<f32>) -> Result<JobResult> {
         let start = Instant::now();
         match *job {
