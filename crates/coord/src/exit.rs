@@ -1,7 +1,10 @@
 //! Exit codes: 2 for input the user can fix (bad files, bad flags), 1 for internal failures.
 
+use metasched_compute::ComputeError;
 use metasched_engine::EngineError;
 use metasched_formats::FormatError;
+use metasched_proto::ProtoError;
+use metasched_tasks::TaskError;
 
 /// Marks an error as caused by the user's input, so `main` exits with code 2.
 #[derive(Debug, thiserror::Error)]
@@ -31,30 +34,27 @@ pub fn one_line(err: &anyhow::Error) -> String {
     msg.replace('\n', " ")
 }
 
-/// The exit code an error deserves.
+/// Whether `cause` is of type `E` and, if so, whether that type calls it the user's input.
+fn verdict<E: std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+    is_bad_input: fn(&E) -> bool,
+) -> Option<bool> {
+    cause.downcast_ref::<E>().map(is_bad_input)
+}
+
+/// The exit code an error deserves: the first cause in the chain whose type knows whether it
+/// is the user's input decides. Each crate's error type says so itself (`is_bad_input`), so
+/// this module never matches on another crate's variants.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
-        if cause.downcast_ref::<BadInput>().is_some() {
-            return EXIT_BAD_INPUT;
-        }
-        if let Some(f) = cause.downcast_ref::<FormatError>() {
-            return if f.is_bad_input() { EXIT_BAD_INPUT } else { EXIT_FAILURE };
-        }
-        if let Some(metasched_proto::ProtoError::BadToken(_)) =
-            cause.downcast_ref::<metasched_proto::ProtoError>()
-        {
-            return EXIT_BAD_INPUT;
-        }
-        let engine = match cause.downcast_ref::<metasched_worker::WorkerError>() {
-            Some(metasched_worker::WorkerError::Engine(e)) => Some(e),
-            Some(metasched_worker::WorkerError::DeviceUnavailable(_)) => return EXIT_BAD_INPUT,
-            _ => cause.downcast_ref::<EngineError>(),
-        };
-        if let Some(e) = engine {
-            return match e {
-                EngineError::ThreadPool(_) => EXIT_FAILURE,
-                _ => EXIT_BAD_INPUT,
-            };
+        let bad = verdict::<BadInput>(cause, |_| true)
+            .or_else(|| verdict(cause, FormatError::is_bad_input))
+            .or_else(|| verdict(cause, ProtoError::is_bad_input))
+            .or_else(|| verdict(cause, ComputeError::is_bad_input))
+            .or_else(|| verdict(cause, TaskError::is_bad_input))
+            .or_else(|| verdict(cause, EngineError::is_bad_input));
+        if let Some(bad) = bad {
+            return if bad { EXIT_BAD_INPUT } else { EXIT_FAILURE };
         }
     }
     EXIT_FAILURE

@@ -7,8 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{run, s};
+use metasched_compute::TaskSource;
+use metasched_proto::{Split, TaskSpec};
 use metasched_reference::reference_forward;
-use metasched_worker::{Split, TaskSource, TaskSpec};
 
 #[test]
 fn eval_of_a_trained_checkpoint_matches_the_reference() {

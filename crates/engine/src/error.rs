@@ -49,5 +49,14 @@ pub enum EngineError {
     ThreadPool(String),
 }
 
+impl EngineError {
+    /// Whether the user can fix this (a configuration or tensor that does not fit) rather than
+    /// it being an internal failure (no thread pool), so command-line front ends choose their
+    /// exit code from the error itself.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Self::ThreadPool(_))
+    }
+}
+
 /// Result alias of the engine crate.
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -195,7 +195,7 @@ impl FormatError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Self::Io { op, .. } => *op == IoOp::Read,
-            Self::Engine { source, .. } => !matches!(source, EngineError::ThreadPool(_)),
+            Self::Engine { source, .. } => source.is_bad_input(),
             Self::NotSafetensors { .. }
             | Self::MissingMetadata { .. }
             | Self::BadConfig { .. }

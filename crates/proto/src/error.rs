@@ -64,5 +64,14 @@ pub enum ProtoError {
     BadToken(String),
 }
 
+impl ProtoError {
+    /// Whether the user can fix this: only an unusable token is the user's input; everything
+    /// else is a failure of a peer or of the network. Command-line front ends choose their exit
+    /// code from this rather than matching on the variants.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::BadToken(_))
+    }
+}
+
 /// Result of the protocol's operations.
 pub type Result<T> = std::result::Result<T, ProtoError>;

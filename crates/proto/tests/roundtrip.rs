@@ -5,10 +5,9 @@ mod common;
 use common::{to_coord_examples, to_worker_examples};
 use metasched_engine::FixedSum;
 use metasched_proto::{
-    MAX_FRAME_BYTES, ParamsBlob, ToCoord, ToWorker, decode, decode_frame, encode, encode_frame, read_msg,
-    write_msg,
+    Job, MAX_FRAME_BYTES, ParamsBlob, StepResult, ToCoord, ToWorker, decode, decode_frame, encode,
+    encode_frame, read_msg, write_msg,
 };
-use metasched_worker::{Job, StepResult};
 
 #[test]
 fn every_variant_round_trips_through_the_codec() {
@@ -89,7 +88,7 @@ fn extreme_values_round_trip() {
 fn nan_payloads_keep_their_bits() {
     let msg = ToCoord::EvalDone {
         job_id: 1,
-        result: metasched_worker::EvalResult {
+        result: metasched_proto::EvalResult {
             first: 0,
             outer_loss: vec![f32::from_bits(0x7fc0_0001)],
             lr: vec![],

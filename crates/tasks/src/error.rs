@@ -98,6 +98,24 @@ pub enum TaskError {
     },
 }
 
+impl TaskError {
+    /// Whether the user can fix this (a parameter, a task directory or file) rather than it
+    /// being an internal failure (the digits data compiled in cannot be read), so command-line
+    /// front ends choose their exit code from the error itself.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Self::DigitsData { .. } => false,
+            Self::File(e) => e.is_bad_input(),
+            Self::BadParameter { .. }
+            | Self::PoolTooSmall { .. }
+            | Self::Dir { .. }
+            | Self::NoTaskFiles { .. }
+            | Self::FileShape { .. }
+            | Self::TaskRange { .. } => true,
+        }
+    }
+}
+
 fn line_prefix(line: Option<usize>) -> String {
     match line {
         Some(l) => format!("line {l}: "),

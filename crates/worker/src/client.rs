@@ -9,19 +9,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metasched_compute::{Compute, Executor, TaskSource};
 use metasched_engine::{FixedSum, Params};
 use metasched_proto::{
-    Capabilities, DeviceKind, Job, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup, ToCoord, ToWorker,
-    Token, read_sealed, worker_handshake, write_sealed,
+    Capabilities, DeviceKind, Job, JobResult, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup, ToCoord,
+    ToWorker, Token, read_sealed, worker_handshake, write_sealed,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::compute::Compute;
-use crate::executor::Executor;
 use crate::group::{Created, GroupHandle, JoinSpec};
-use crate::task_source::TaskSource;
-use metasched_proto::JobResult;
 
 /// How a worker connects.
 #[derive(Debug, Clone)]

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use metasched_compute::Compute;
 use metasched_cuda::Collective;
 use metasched_proto::CollectiveKind;
 
-use crate::compute::Compute;
 use crate::error::{Result, WorkerError};
 use crate::tcp_collective::{self, Aborter, Rendezvous, TcpCollective};
 

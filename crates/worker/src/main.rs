@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use metasched_compute::{Compute, ComputeError, Device};
 use metasched_proto::Token;
 use metasched_worker::client::{ClientError, ClientOptions, run};
-use metasched_worker::{Compute, Device, WorkerError};
 use tracing_subscriber::EnvFilter;
 
 mod selftest;
@@ -108,7 +108,7 @@ fn main() {
 /// Opens `device`: a device that cannot be opened here (no driver, no such GPU) exits 2.
 fn open_device(device: Device, threads: usize) -> Result<Compute, (i32, String)> {
     Compute::open(device, threads).map_err(|e| match e {
-        WorkerError::DeviceUnavailable(why) => (2, why),
+        ComputeError::DeviceUnavailable(why) => (2, why),
         e => (1, format!("--device {device}: {e}")),
     })
 }

@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use metasched_compute::{Compute, TaskSource};
 use metasched_engine::TaskBatch;
 use metasched_formats::{Checkpoint, read_checkpoint, write_tensors};
-use metasched_worker::Compute;
-use metasched_worker::{Split, TaskSource, TaskSpec};
+use metasched_proto::{Split, TaskSpec};
 
 use crate::cli::EvalArgs;
-use crate::commands::{Inputs, load_inputs, mean_ci95, output_metadata};
+use crate::commands::{Inputs, load_inputs, output_metadata};
 use crate::exit::BadInput;
+use crate::stats::mean_ci95;
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {

@@ -12,8 +12,9 @@ use anyhow::Result;
 use metasched_engine::TaskBatch;
 use metasched_formats::{Checkpoint, read_checkpoint, read_task_batch};
 
+use metasched_compute::Compute;
+
 use crate::cli::ComputeArgs;
-use metasched_worker::Compute;
 
 /// The inputs of `metagrad` and `eval`: a checkpoint, the tasks checked against its config,
 /// and the requested device, opened.
@@ -62,15 +63,4 @@ pub fn output_metadata(
     m.insert("metasched.command".to_string(), command.to_string());
     m.insert("metasched.version".to_string(), env!("CARGO_PKG_VERSION").to_string());
     Ok(m)
-}
-
-/// Mean and the half-width of its 95% normal confidence interval.
-pub fn mean_ci95(v: &[f32]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    if v.len() < 2 {
-        return (mean, f64::NAN);
-    }
-    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, 1.96 * (var / n).sqrt())
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use metasched_engine::{
     Activation, Config, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
 };
-use metasched_worker::{TaskFamily, TaskSpec};
+use metasched_proto::{TaskFamily, TaskSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::BadInput;

@@ -1,21 +1,24 @@
-//! Workers as threads of the coordinator's process, talking over channels: the single-machine
-//! mode of `meta-coord train`, behind the same [`WorkerPool`] interface as remote workers.
+//! Workers as threads of the coordinator's process, talking over channels: the standalone
+//! (single-machine) mode of `meta-coord train`: a [`Transport`] under the same step skeleton
+//! as remote workers ([`super::pool::WorkerPool`]).
+//!
+//! Each thread runs the real [`Executor`], the one `meta-worker` runs behind a socket. The
+//! coordinator process opens a device here only when the user asks for one (`train --device
+//! emu|cuda:N`); otherwise device work goes through worker processes.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
+use metasched_compute::{Compute, Device, Executor, TaskSource};
 use metasched_engine::{Config, Params};
-use metasched_worker::{Compute, Device, Executor, Job, JobResult, TaskSource, TaskSpec};
+use metasched_proto::{Job, JobResult, TaskSpec};
 
-use super::pool::{
-    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, check_step_answers, eval_job,
-    split_range, step_job,
-};
+use super::transport::{Gathered, Transport};
 
 type Request = (Job, Arc<Params<f32>>);
-type Reply = metasched_worker::Result<JobResult>;
+type Reply = metasched_compute::Result<JobResult>;
 
 struct LocalWorker {
     tx: Option<Sender<Request>>,
@@ -79,65 +82,41 @@ impl LocalPool {
         tracing::info!(workers, threads, device = %on, "local workers started");
         Ok(Self { workers: out })
     }
+}
 
-    /// Sends part `i` of a job to worker `i` for every part, then gathers the replies in part
-    /// order.
-    fn scatter_gather(
+impl Transport for LocalPool {
+    fn live(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn ready(&mut self) -> anyhow::Result<usize> {
+        Ok(self.workers.len())
+    }
+
+    /// Sends part `i` to worker `i` for every part, then gathers the replies in part order
+    /// (threads neither vanish nor hang, so there is nothing to re-dispatch).
+    fn dispatch_gather(
         &mut self,
-        jobs: Vec<Job>,
+        jobs: &[Job],
         params: &Arc<Params<f32>>,
-    ) -> anyhow::Result<Vec<JobResult>> {
-        for (w, job) in self.workers.iter().zip(&jobs) {
+        _version: u64,
+    ) -> anyhow::Result<Gathered> {
+        for (w, job) in self.workers.iter().zip(jobs) {
             let tx = w.tx.as_ref().ok_or_else(|| anyhow!("worker already stopped"))?;
             tx.send((job.clone(), Arc::clone(params)))
                 .map_err(|_| anyhow!("a local worker thread has died"))?;
         }
-        let mut out = Vec::with_capacity(jobs.len());
-        for w in self.workers.iter().take(jobs.len()) {
+        let mut parts = Vec::with_capacity(jobs.len());
+        for (i, w) in self.workers.iter().take(jobs.len()).enumerate() {
             let reply = w.rx.recv().map_err(|_| anyhow!("a local worker thread has died"))?;
-            out.push(reply?);
+            parts.push((i as u32, reply?));
         }
-        Ok(out)
-    }
-}
-
-impl WorkerPool for LocalPool {
-    fn size(&self) -> usize {
-        self.workers.len()
+        Ok(Gathered { parts, ..Gathered::default() })
     }
 
-    fn meta_step(
-        &mut self,
-        params: &Arc<Params<f32>>,
-        version: u64,
-        step: u64,
-        batch: usize,
-    ) -> anyhow::Result<StepOutput> {
-        let ranges = split_range(batch, self.workers.len());
-        let jobs = ranges.iter().map(|r| step_job(step, version, r)).collect();
-        let len = params.buffers().iter().map(|b| b.len()).sum();
-        let mut parts = Vec::new();
-        for (i, reply) in self.scatter_gather(jobs, params)?.into_iter().enumerate() {
-            let JobResult::Step(r) = reply else {
-                return Err(anyhow!("worker answered a step with an evaluation"));
-            };
-            parts.push((i as u32, r));
-        }
-        check_step_answers(&parts, step, version)?;
-        Ok(assemble_step(parts, len, 0.0, 0))
-    }
-
-    fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
-        let ranges = split_range(spec.tasks, self.workers.len());
-        let jobs = ranges.iter().map(|r| eval_job(&spec, r)).collect();
-        let mut parts = Vec::new();
-        for reply in self.scatter_gather(jobs, params)? {
-            let JobResult::Eval(r) = reply else {
-                return Err(anyhow!("worker answered an evaluation with a step"));
-            };
-            parts.push(r);
-        }
-        Ok(assemble_eval(parts))
+    /// In-process executors take no parameter version: any will do.
+    fn eval_version(&mut self) -> u64 {
+        u64::MAX
     }
 }
 

@@ -8,21 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::stats::LrStats;
+
 /// File name of the metrics log inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
-
-/// Rate statistics of one parameter group over the tasks and inner steps of a meta-step.
-#[derive(Debug, Clone, Serialize)]
-pub struct LrStats {
-    /// Group (tensor) name.
-    pub group: String,
-    /// Smallest rate.
-    pub min: f32,
-    /// Mean rate.
-    pub mean: f32,
-    /// Largest rate.
-    pub max: f32,
-}
 
 /// Evaluation summary attached to a metrics line.
 #[derive(Debug, Clone, Serialize)]

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod local_pool;
 pub mod metrics;
+pub mod outcome;
 pub mod pool;
 pub mod progress;
 pub mod remote_pool;
@@ -11,6 +12,8 @@ pub mod signals;
 pub mod spawn;
 pub mod state;
 pub mod trainer;
+pub mod transport;
 
 pub use config::{TrainArgs, TrainConfig};
-pub use trainer::{Outcome, run};
+pub use outcome::Outcome;
+pub use trainer::run;

@@ -1,4 +1,5 @@
-//! Workers as `meta-worker` processes over TCP: the [`WorkerPool`] of distributed training.
+//! Workers as `meta-worker` processes over TCP: the [`Transport`] of distributed training (the
+//! step skeleton itself, shared with in-process workers, is [`super::pool::WorkerPool`]).
 //!
 //! A tokio runtime owned by the pool accepts connections, runs the authenticated handshake
 //! under a deadline (so a slowloris client cannot hold a slot), and gives every worker a
@@ -12,26 +13,21 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use metasched_engine::Params;
 use metasched_proto::{
-    Capabilities, MAX_FRAME_BYTES, ParamsBlob, RunSetup, Session, ToCoord, ToWorker, Token,
+    Capabilities, Job, JobResult, MAX_FRAME_BYTES, ParamsBlob, RunSetup, Session, ToCoord, ToWorker, Token,
     coordinator_handshake, read_sealed, write_sealed,
 };
-use metasched_worker::{EvalResult, Job, StepResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::pool::{
-    EvalOutput, EvalSpec, StepOutput, WorkerPool, assemble_eval, assemble_step, check_step_answers, eval_job,
-    split_range, step_job,
-};
+use super::transport::{Gathered, Transport};
 
 mod group;
 pub use group::CollectiveMode;
@@ -82,15 +78,21 @@ struct Live {
     pending: usize,
 }
 
+/// A part in flight: the workers it was sent to and when it was last sent.
 struct Pending {
-    range: Range<usize>,
     workers: Vec<u32>,
     sent: Instant,
 }
 
-/// Each part's answer with the worker that gave it, the straggler wait in seconds and the
-/// number of re-dispatched parts.
-type Gathered<R> = (Vec<(u32, R)>, f64, u32);
+/// A job's answer when it is of the kind asked for (`step`: a meta-gradient, else an
+/// evaluation), with its job id; `None` for any other message.
+fn answer(msg: ToCoord, step: bool) -> Option<(u64, JobResult)> {
+    match msg {
+        ToCoord::StepDone { job_id, result } if step => Some((job_id, JobResult::Step(result))),
+        ToCoord::EvalDone { job_id, result } if !step => Some((job_id, JobResult::Eval(result))),
+        _ => None,
+    }
+}
 
 /// The distributed pool.
 pub struct RemotePool {
@@ -255,6 +257,22 @@ impl RemotePool {
         }
     }
 
+    /// Fails once no worker has been connected for the no-worker timeout, counted from
+    /// `*since` (set on the first call), or when a stop signal is raised: a run without workers
+    /// saves and stops rather than waiting for ever. `what` starts the message.
+    fn give_up_without_workers(&self, since: &mut Option<Instant>, what: &str) -> anyhow::Result<()> {
+        self.check_stop()?;
+        let since = *since.get_or_insert_with(Instant::now);
+        if since.elapsed() > self.timeouts.no_workers {
+            return Err(anyhow!(
+                "{what} {:.0} s (listening on {}); stopping",
+                self.timeouts.no_workers.as_secs_f64(),
+                self.addr
+            ));
+        }
+        Ok(())
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -299,6 +317,16 @@ impl RemotePool {
         }
     }
 
+    /// The next message that is not a heartbeat, waiting at most `wait` (joins and losses are
+    /// applied on the way).
+    fn next_message(&mut self, wait: Duration) -> Option<(u32, ToCoord)> {
+        let ev = self.rt.block_on(async { tokio::time::timeout(wait, self.events.recv()).await });
+        match ev {
+            Ok(Some(ev)) => self.absorb(ev),
+            _ => None,
+        }
+    }
+
     /// Waits until `n` workers are connected, or `timeout` passes with at least one.
     pub fn wait_for_workers(&mut self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
@@ -321,12 +349,7 @@ impl RemotePool {
                 tracing::info!(connected = self.live.len(), expected = n, addr = %self.addr, "waiting for workers");
                 last_log = Instant::now();
             }
-            let ev = self.rt.block_on(async {
-                tokio::time::timeout(left.min(Duration::from_secs(1)), self.events.recv()).await
-            });
-            if let Ok(Some(ev)) = ev {
-                let _ = self.absorb(ev);
-            }
+            let _ = self.next_message(left.min(Duration::from_secs(1)));
         }
         Ok(())
     }
@@ -369,47 +392,53 @@ impl RemotePool {
         pick(true).or_else(|| pick(false))
     }
 
-    /// Runs the jobs `make(range)` for every part of `0..n`, re-dispatching around faults,
-    /// and returns each part's answer with the worker that gave it.
-    fn run_parts<R>(
-        &mut self,
-        n: usize,
-        params: &Arc<Params<f32>>,
-        version: u64,
-        make: impl Fn(&Range<usize>) -> Job,
-        take: impl Fn(ToCoord) -> Option<(u64, R)>,
-    ) -> anyhow::Result<Gathered<R>> {
+    /// Tells every worker the run is over.
+    pub fn stop_all(&mut self) {
+        for w in self.live.values() {
+            let _ = w.tx.send(ToWorker::Stop);
+        }
+        // Give the writers a moment to flush.
+        self.rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+    }
+}
+
+impl Transport for RemotePool {
+    fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Waits (up to the no-worker timeout, or a stop signal) until a worker is connected.
+    fn ready(&mut self) -> anyhow::Result<usize> {
         let mut waited_since: Option<Instant> = None;
         while self.live.is_empty() {
-            self.check_stop()?;
-            let since = *waited_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > self.timeouts.no_workers {
-                return Err(anyhow!(
-                    "no worker left for {:.0} s (listening on {}); stopping",
-                    self.timeouts.no_workers.as_secs_f64(),
-                    self.addr
-                ));
-            }
+            self.give_up_without_workers(&mut waited_since, "no worker left for")?;
             tracing::warn!(addr = %self.addr, "no worker connected: waiting");
-            let ev = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(1), self.events.recv()).await });
-            if let Ok(Some(ev)) = ev {
-                let _ = self.absorb(ev);
-            }
+            let _ = self.next_message(Duration::from_secs(1));
         }
-        let ranges = split_range(n, self.live.len());
+        Ok(self.live.len())
+    }
+
+    /// Sends part `i` to the `i`-th live worker, then gathers, re-dispatching around faults:
+    /// a part whose workers are all gone, or still pending past the step deadline, goes to the
+    /// least loaded worker as well (the first answer wins).
+    fn dispatch_gather(
+        &mut self,
+        jobs: &[Job],
+        params: &Arc<Params<f32>>,
+        version: u64,
+    ) -> anyhow::Result<Gathered> {
+        let step = matches!(jobs.first(), Some(Job::MetaGrad { .. }));
         let ids: Vec<u32> = self.live.keys().copied().collect();
         let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut parts: Vec<Pending> = Vec::with_capacity(ranges.len());
-        let mut answers: Vec<Option<(u32, R)>> = Vec::new();
+        let mut parts: Vec<Pending> = Vec::with_capacity(jobs.len());
+        let mut answers: Vec<Option<(u32, JobResult)>> = Vec::new();
         let mut redispatched = 0u32;
-        for (i, range) in ranges.into_iter().enumerate() {
-            parts.push(Pending { range: range.clone(), workers: vec![], sent: Instant::now() });
+        for (i, job) in jobs.iter().enumerate() {
+            parts.push(Pending { workers: vec![], sent: Instant::now() });
             answers.push(None);
-            let mut target = Some(ids[i % ids.len()]);
+            let mut target = ids.get(i % ids.len().max(1)).copied();
             while let Some(id) = target {
-                if let Some(job_id) = self.send(id, make(&range), params, version, None) {
+                if let Some(job_id) = self.send(id, job.clone(), params, version, None) {
                     pending.insert(job_id, i);
                     parts[i].workers.push(id);
                     break;
@@ -436,8 +465,8 @@ impl RemotePool {
                 if late && !orphan && parts[i].workers.contains(&id) {
                     continue;
                 }
-                if let Some(job_id) = self.send(id, make(&parts[i].range), params, version, None) {
-                    tracing::warn!(part = ?parts[i].range, worker = id, orphan, late, "part re-dispatched");
+                if let Some(job_id) = self.send(id, jobs[i].clone(), params, version, None) {
+                    tracing::warn!(part = ?jobs[i], worker = id, orphan, late, "part re-dispatched");
                     pending.insert(job_id, i);
                     parts[i].workers.push(id);
                     parts[i].sent = now;
@@ -455,23 +484,14 @@ impl RemotePool {
                 self.drop_worker(id, "no heartbeat within the timeout");
             }
             if self.live.is_empty() {
-                self.check_stop()?;
-                let since = *no_worker_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > self.timeouts.no_workers {
-                    return Err(anyhow!(
-                        "every worker is gone and none came back within {:.0} s (listening on {})",
-                        self.timeouts.no_workers.as_secs_f64(),
-                        self.addr
-                    ));
-                }
+                self.give_up_without_workers(
+                    &mut no_worker_since,
+                    "every worker is gone and none came back within",
+                )?;
             } else {
                 no_worker_since = None;
             }
-            let ev = self.rt.block_on(async {
-                tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await
-            });
-            let Ok(Some(ev)) = ev else { continue };
-            let Some((id, msg)) = self.absorb(ev) else { continue };
+            let Some((id, msg)) = self.next_message(Duration::from_millis(200)) else { continue };
             if group::is_group_message(&msg) {
                 continue; // late traffic of a dissolved group
             }
@@ -479,7 +499,7 @@ impl RemotePool {
                 // A failure of an earlier job (a grouped part whose group was dissolved) is
                 // stale; one of this call's parts drops the worker.
                 if let Some(&i) = pending.get(job_id) {
-                    tracing::warn!(worker = id, part = ?parts[i].range, "job failed on the worker: {message}");
+                    tracing::warn!(worker = id, part = ?jobs[i], "job failed on the worker: {message}");
                     parts[i].workers.retain(|&w| w != id);
                     self.drop_worker(id, &format!("job failed: {message}"));
                 } else {
@@ -487,7 +507,7 @@ impl RemotePool {
                 }
                 continue;
             }
-            match take(msg) {
+            match answer(msg, step) {
                 Some((job_id, r)) => {
                     if let Some(w) = self.live.get_mut(&id) {
                         w.pending = w.pending.saturating_sub(1);
@@ -502,56 +522,29 @@ impl RemotePool {
                 None => self.drop_worker(id, "protocol violation: unexpected message"),
             }
         }
-        let straggler = first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-        Ok((answers.into_iter().flatten().collect(), straggler, redispatched))
+        Ok(Gathered {
+            parts: answers.into_iter().flatten().collect(),
+            straggler_s: first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            redispatched,
+        })
     }
 
-    /// Tells every worker the run is over.
-    pub fn stop_all(&mut self) {
-        for w in self.live.values() {
-            let _ = w.tx.send(ToWorker::Stop);
-        }
-        // Give the writers a moment to flush.
-        self.rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
-    }
-}
-
-impl WorkerPool for RemotePool {
-    fn size(&self) -> usize {
-        self.live.len()
+    /// Evaluations use the current parameters under a version no step uses.
+    fn eval_version(&mut self) -> u64 {
+        u64::MAX - self.next_job
     }
 
-    fn meta_step(
+    fn group_size(&mut self, batch: usize) -> anyhow::Result<Option<usize>> {
+        self.group_for(batch)
+    }
+
+    fn dispatch_gather_grouped(
         &mut self,
+        jobs: &[Job],
         params: &Arc<Params<f32>>,
         version: u64,
-        step: u64,
-        batch: usize,
-    ) -> anyhow::Result<StepOutput> {
-        if let Some(out) = self.try_group_step(params, version, step, batch)? {
-            return Ok(out);
-        }
-        let take = |msg: ToCoord| match msg {
-            ToCoord::StepDone { job_id, result } => Some((job_id, result)),
-            _ => None,
-        };
-        let (parts, straggler, redispatched) =
-            self.run_parts(batch, params, version, |r| step_job(step, version, r), take)?;
-        let parts: Vec<(u32, StepResult)> = parts;
-        check_step_answers(&parts, step, version)?;
-        let len = params.buffers().iter().map(|b| b.len()).sum();
-        Ok(assemble_step(parts, len, straggler, redispatched))
-    }
-
-    fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
-        let take = |msg: ToCoord| match msg {
-            ToCoord::EvalDone { job_id, result } => Some((job_id, result)),
-            _ => None,
-        };
-        // Evaluation uses the current parameters under a version no step uses.
-        let version = u64::MAX - self.next_job;
-        let (parts, _, _) = self.run_parts(spec.tasks, params, version, |r| eval_job(&spec, r), take)?;
-        Ok(assemble_eval(parts.into_iter().map(|(_, r): (u32, EvalResult)| r).collect()))
+    ) -> anyhow::Result<Option<Gathered>> {
+        self.group_dispatch_gather(jobs, params, version)
     }
 }
 

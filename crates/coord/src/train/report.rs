@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use metasched_worker::Split;
+use metasched_proto::Split;
 use serde::Serialize;
 
 use super::metrics::read_series;
+use super::outcome::Outcome;
 use super::pool::{EvalSpec, WorkerPool};
 use super::state::TrainState;
-use super::trainer::Outcome;
-use crate::commands::mean_ci95;
+use crate::stats::{accuracy_summary, mean_ci95, rate_profile};
 
 /// Evaluation stream of the final evaluation (periodic evaluations use stream 0).
 pub const FINAL_EVAL_STREAM: u64 = 1;
@@ -44,21 +44,6 @@ pub struct FinalEval {
     pub groups: Vec<String>,
 }
 
-/// Mean, min and max over tasks of rates `[n, T, G]`, as `[T, G]` arrays.
-pub fn rate_profile(lr: &[f32], steps: usize, groups: usize) -> (Vec<f32>, Vec<(f32, f32)>) {
-    let per = steps * groups;
-    let n = lr.len() / per.max(1);
-    let mut mean = vec![0.0f64; per];
-    let mut band = vec![(f32::INFINITY, f32::NEG_INFINITY); per];
-    for task in lr.chunks(per) {
-        for (i, &v) in task.iter().enumerate() {
-            mean[i] += v as f64;
-            band[i] = (band[i].0.min(v), band[i].1.max(v));
-        }
-    }
-    (mean.iter().map(|&m| (m / n.max(1) as f64) as f32).collect(), band)
-}
-
 /// Runs the final evaluation, writes `eval.json` and the plots, prints the result.
 pub fn finish(
     state: &TrainState,
@@ -76,7 +61,7 @@ pub fn finish(
     };
     let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;
     let (mean, ci95) = mean_ci95(&out.outer_loss);
-    let (accuracy, accuracy_ci95) = super::trainer::accuracy_summary(&out.accuracy);
+    let (accuracy, accuracy_ci95) = accuracy_summary(&out.accuracy);
     let (steps, g) = (state.model.inner.steps, state.model.groups());
     let (lr_mean, band) = rate_profile(&out.lr, steps, g);
     let report = FinalEval {

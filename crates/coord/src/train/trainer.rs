@@ -9,36 +9,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metasched_engine::{UpdateMask, clip_grad_norm};
-use metasched_proto::{RunSetup, Token};
-use metasched_worker::Split;
+use metasched_proto::{RunSetup, Split, Token};
 
 use super::config::{TrainArgs, TrainConfig};
 use super::local_pool::LocalPool;
-use super::metrics::{EvalLine, LrStats, MetricsLine, MetricsWriter};
+use super::metrics::{EvalLine, MetricsLine, MetricsWriter};
+use super::outcome::Outcome;
 use super::pool::{EvalOutput, EvalSpec, WorkerPool};
 use super::remote_pool::{RemotePool, RemoteTimeouts};
 use super::signals::StopFlag;
 use super::spawn::SpawnedWorkers;
 use super::state::{TrainState, checkpoint_path};
-use crate::commands::mean_ci95;
 use crate::exit::BadInput;
-
-/// How a training run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// All steps done; the final evaluation's mean query loss and 95% half-width.
-    Finished {
-        /// Mean query loss on the final evaluation tasks.
-        mean: f64,
-        /// Half-width of its 95% confidence interval.
-        ci95: f64,
-    },
-    /// Stopped by a signal after saving a checkpoint at this step.
-    Interrupted {
-        /// The step saved.
-        step: u64,
-    },
-}
+use crate::stats::{accuracy_summary, lr_stats, mean, mean_ci95};
 
 /// The default run directory for a configuration.
 pub fn default_out(cfg: &TrainConfig) -> PathBuf {
@@ -187,36 +170,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     result
 }
 
-/// Per-group min/mean/max of rates `[n, T, G]`.
-pub fn lr_stats(lr: &[f32], groups: &[String]) -> Vec<LrStats> {
-    let g = groups.len();
-    groups
-        .iter()
-        .enumerate()
-        .map(|(k, name)| {
-            let vals = lr.iter().skip(k).step_by(g.max(1));
-            let (mut min, mut max, mut sum, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0.0f64, 0usize);
-            for &v in vals {
-                min = min.min(v);
-                max = max.max(v);
-                sum += v as f64;
-                n += 1;
-            }
-            LrStats { group: name.clone(), min, mean: (sum / n.max(1) as f64) as f32, max }
-        })
-        .collect()
-}
-
-/// Mean accuracy and its 95% half-width, when there is any.
-pub fn accuracy_summary(acc: &[f32]) -> (Option<f64>, Option<f64>) {
-    if acc.is_empty() {
-        (None, None)
-    } else {
-        let (m, c) = mean_ci95(acc);
-        (Some(m), Some(c))
-    }
-}
-
 fn group_names(state: &TrainState) -> Vec<String> {
     (0..state.model.groups())
         .map(|k| metasched_engine::ThetaLayout::new(&state.model).group_tensor(k).0)
@@ -263,7 +216,7 @@ pub fn train_loop(
             .with_context(|| format!("meta-step {step}"))?;
         redispatched += u64::from(out.redispatched);
         group_reduced += u64::from(out.group_reduced);
-        let meta_loss = out.outer_loss.iter().map(|&l| l as f64).sum::<f64>() / cfg.meta_batch as f64;
+        let meta_loss = mean(&out.outer_loss);
         let grad_norm = match out.sum.to_params(&state.params, 1.0 / cfg.meta_batch as f64) {
             Some(mut grad) => {
                 let norm = clip_grad_norm(&mut grad, cfg.clip_norm, mask);

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use metasched_engine::{Config, FixedSum};
-use metasched_proto::{Capabilities, CollectiveKind, DeviceKind, ParamsBlob, RunSetup, ToCoord, ToWorker};
-use metasched_worker::{EvalResult, Job, Split, StepResult, TaskFamily, TaskSpec};
+use metasched_proto::{
+    Capabilities, CollectiveKind, DeviceKind, EvalResult, Job, ParamsBlob, RunSetup, Split, StepResult,
+    TaskFamily, TaskSpec, ToCoord, ToWorker,
+};
 
 /// A fixed worker nonce.
 pub const NONCE_W: [u8; 32] = [0x11; 32];

@@ -13,13 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
 use metasched_engine::{FixedSum, Params};
-use metasched_proto::{CollectiveKind, ToCoord, ToWorker};
-use metasched_worker::StepResult;
+use metasched_proto::{CollectiveKind, Job, JobResult, StepResult, ToCoord, ToWorker};
 
 use super::RemotePool;
-use crate::train::pool::{StepOutput, assemble_step, check_step_answers, split_range, step_job};
+use crate::train::transport::Gathered;
 
 /// Whether device workers may reduce meta-gradients among themselves.
 #[derive(
@@ -61,15 +59,6 @@ impl RemotePool {
     /// Chooses between grouped and coordinator-side reduction.
     pub fn set_collective(&mut self, mode: CollectiveMode) {
         self.collective = mode;
-    }
-
-    /// The next non-heartbeat message, waiting at most `wait`.
-    fn next_message(&mut self, wait: Duration) -> Option<(u32, ToCoord)> {
-        let ev = self.rt.block_on(async { tokio::time::timeout(wait, self.events.recv()).await });
-        match ev {
-            Ok(Some(ev)) => self.absorb(ev),
-            _ => None,
-        }
     }
 
     /// The collective and members a group should have now: every live worker, when there are
@@ -161,15 +150,10 @@ impl RemotePool {
         Ok(true)
     }
 
-    /// Runs meta-step `step` with the reduction in a worker group when one can be had:
-    /// `Ok(None)` means "reduce on the coordinator" (no group wanted, or a fault dissolved it).
-    pub(super) fn try_group_step(
-        &mut self,
-        params: &Arc<Params<f32>>,
-        version: u64,
-        step: u64,
-        batch: usize,
-    ) -> anyhow::Result<Option<StepOutput>> {
+    /// How many workers reduce a meta-step of `batch` tasks among themselves, forming (or
+    /// re-forming) the group first: `Ok(None)` means "reduce on the coordinator" (groups off
+    /// or given up, no group wanted, or it could not be formed).
+    pub(super) fn group_for(&mut self, batch: usize) -> anyhow::Result<Option<usize>> {
         if self.collective == CollectiveMode::Off || self.formation_failures >= MAX_FORMATION_FAILURES {
             return Ok(None);
         }
@@ -177,6 +161,7 @@ impl RemotePool {
             self.dissolve_group("the workers no longer share a collective");
             return Ok(None);
         };
+        let size = members.len();
         if self.group.as_ref().map(|g| &g.members) != Some(&members) {
             self.dissolve_group("the set of workers changed");
             if !self.form_group(kind, members)? {
@@ -190,29 +175,32 @@ impl RemotePool {
             }
             self.formation_failures = 0;
         }
-        self.group_step(params, version, step, batch)
+        Ok(Some(size))
     }
 
-    /// One grouped meta-step: every member computes its part and all-reduces it; rank 0's
-    /// answer carries the reduced sum.
-    fn group_step(
+    /// One grouped meta-step: member `i` (in rank order) computes `jobs[i]` and all-reduces it;
+    /// rank 0's answer carries the reduced sum, the others' sums are returned as zeros.
+    /// `Ok(None)`: a fault dissolved the group and the step is to be redone without it.
+    pub(super) fn group_dispatch_gather(
         &mut self,
+        jobs: &[Job],
         params: &Arc<Params<f32>>,
         version: u64,
-        step: u64,
-        batch: usize,
-    ) -> anyhow::Result<Option<StepOutput>> {
+    ) -> anyhow::Result<Option<Gathered>> {
         let Some(g) = self.group.as_ref() else { return Ok(None) };
         let (gid, members) = (g.id, g.members.clone());
-        let ranges = split_range(batch, members.len());
-        if ranges.len() != members.len() {
+        if jobs.len() != members.len() {
             self.dissolve_group("fewer tasks than members");
             return Ok(None);
         }
-        let mut jobs = Vec::with_capacity(members.len());
-        for (w, range) in members.iter().zip(&ranges) {
-            match self.send(*w, step_job(step, version, range), params, version, Some(gid)) {
-                Some(job_id) => jobs.push(job_id),
+        let step = match jobs.first() {
+            Some(Job::MetaGrad { step, .. }) => *step,
+            _ => return Ok(None),
+        };
+        let mut sent = Vec::with_capacity(members.len());
+        for (w, job) in members.iter().zip(jobs) {
+            match self.send(*w, job.clone(), params, version, Some(gid)) {
+                Some(job_id) => sent.push(job_id),
                 None => {
                     self.dissolve_group(&format!("cannot send to worker {w}"));
                     return Ok(None);
@@ -242,7 +230,7 @@ impl RemotePool {
             }
             match self.next_message(Duration::from_millis(200)) {
                 Some((w, ToCoord::GroupStepDone { job_id, group, root, result })) if group == gid => {
-                    if let Some(i) = jobs.iter().position(|&j| j == job_id) {
+                    if let Some(i) = sent.iter().position(|&j| j == job_id) {
                         if let Some(live) = self.live.get_mut(&w) {
                             live.pending = live.pending.saturating_sub(1);
                         }
@@ -250,7 +238,7 @@ impl RemotePool {
                         first_done.get_or_insert_with(Instant::now);
                     }
                 }
-                Some((w, ToCoord::Failed { job_id, message })) if jobs.contains(&job_id) => {
+                Some((w, ToCoord::Failed { job_id, message })) if sent.contains(&job_id) => {
                     self.dissolve_group(&format!("worker {w} failed its part: {message}"));
                     return Ok(None);
                 }
@@ -270,12 +258,9 @@ impl RemotePool {
             if !root {
                 r.sum = FixedSum::zeros(len);
             }
-            parts.push((w, r));
+            parts.push((w, JobResult::Step(r)));
         }
-        check_step_answers(&parts, step, version).map_err(|e| anyhow!("group {gid}: {e}"))?;
-        let straggler = first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-        let mut out = assemble_step(parts, len, straggler, 0);
-        out.group_reduced = true;
-        Ok(Some(out))
+        let straggler_s = first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        Ok(Some(Gathered { parts, straggler_s, redispatched: 0 }))
     }
 }

@@ -1,14 +1,15 @@
-//! Which tasks a run trains on, as sent to workers ([`TaskSpec`]), and the worker-side source
-//! that generates them ([`TaskSource`]).
+//! The source that generates a run's tasks where they are computed ([`TaskSource`]), from
+//! the specification sent to workers ([`TaskSpec`]).
 
 use metasched_engine::{Config, TaskBatch};
 use metasched_tasks::{Digits, FileTasks, Sinusoid};
 
-use crate::error::{Result, WorkerError};
+use metasched_proto::{Split, TaskFamily, TaskSpec};
 
-pub use metasched_proto::{Split, TaskFamily, TaskSpec};
+use crate::error::{ComputeError, Result};
 
-/// A task family opened on a worker.
+/// A task family opened where jobs run, so that tasks are generated there from
+/// `(seed, step, task index)` rather than sent.
 #[derive(Debug)]
 pub enum TaskSource {
     /// Sinusoid tasks.
@@ -41,7 +42,7 @@ impl TaskSource {
         let (d_in, d_out) = (config.d_in(), config.d_out());
         let need = |want_in: usize, want_out: usize, what: &str| {
             if d_in != want_in || d_out != want_out {
-                Err(WorkerError::BadSpec(format!(
+                Err(ComputeError::BadSpec(format!(
                     "{what} tasks need a learner of widths {want_in} → … → {want_out}, the model has {d_in} → … → {d_out}"
                 )))
             } else {

@@ -1,4 +1,4 @@
-//! Runs jobs: samples the tasks of a range and hands them to the worker's device (the CPU
+//! Runs jobs: samples the tasks of a range and hands them to the device (the CPU
 //! engine, the emulated device or a GPU: [`Compute`]).
 
 use std::sync::Arc;
@@ -6,12 +6,15 @@ use std::time::Instant;
 
 use metasched_engine::{Config, Params};
 
-use crate::compute::{Compute, Device};
-use crate::error::Result;
-use crate::task_source::{Split, TaskSource};
-use metasched_proto::{EvalResult, Job, JobResult, StepResult};
+use metasched_proto::{EvalResult, Job, JobResult, Split, StepResult};
 
-/// A worker's compute: the model configuration, its task source and its device.
+use crate::compute::Compute;
+use crate::device::Device;
+use crate::error::Result;
+use crate::task_source::TaskSource;
+
+/// A worker's compute: the model configuration, its task source and its device — one value
+/// that turns a wire [`Job`] into its result, whoever carries the job.
 #[derive(Debug)]
 pub struct Executor {
     config: Config,
@@ -32,17 +35,18 @@ impl Executor {
         Ok(Self { config, tasks, compute })
     }
 
-    /// The model configuration.
+    /// The model configuration (a worker checks parameter blobs against it).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The device jobs run on.
+    /// The device jobs run on (a worker's reduction group runs its collective there too).
     pub fn compute(&self) -> &Arc<Compute> {
         &self.compute
     }
 
-    /// Runs `job` with the parameters `params` (of version `version`).
+    /// Runs `job` with the parameters `params`: the one place a job of the wire protocol
+    /// becomes tasks and a device computation, for in-process and TCP workers alike.
     pub fn run(&self, job: &Job, params: &Params<f32>) -> Result<JobResult> {
         let start = Instant::now();
         match *job {

@@ -1,66 +1,17 @@
 //! Where meta-gradients and evaluations are computed: the CPU engine, the CPU emulator of the
-//! CUDA kernels, or a CUDA device. `meta-worker --device` and `meta-coord metagrad|eval
-//! --device` both open a [`Compute`] here, so the device code path, its probe and its error
+//! CUDA kernels, or a CUDA device. `meta-worker --device` and `meta-coord train|metagrad|eval
+//! --device` all open a [`Compute`] here, so the device code path, its probe and its error
 //! messages are the same everywhere.
 
-use std::str::FromStr;
-
 use metasched_cuda::{CudaError, CudaRuntime, EmuRuntime, Runtime};
-use metasched_engine::{Config, Engine, Evaluation, FixedSum, MetaGradient, Params, TaskBatch};
+use metasched_engine::{Config, Engine, Evaluation, MetaGradient, Params, TaskBatch};
 
-use crate::error::{Result, WorkerError};
+use crate::device::Device;
+use crate::error::{ComputeError, Result};
+use crate::part_sum::PartSum;
 
-/// A compute device named on the command line (`cpu`, `emu`, `cuda:N`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Device {
-    /// The CPU engine on a thread pool.
-    #[default]
-    Cpu,
-    /// The CPU emulator of the CUDA kernels: the device code path (kernels, launches, the
-    /// meta-gradient orchestration) without a GPU, bit for bit what CI runs.
-    Emu,
-    /// CUDA device `N`.
-    Cuda(usize),
-}
-
-impl FromStr for Device {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "emu" => Ok(Self::Emu),
-            "cuda" => Ok(Self::Cuda(0)),
-            _ => match s.strip_prefix("cuda:") {
-                Some(n) => n.parse().map(Self::Cuda).map_err(|_| format!("bad CUDA device index in `{s}`")),
-                None => Err(format!("unknown device `{s}` (expected cpu, emu or cuda:N)")),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Cpu => write!(f, "cpu"),
-            Self::Emu => write!(f, "emu"),
-            Self::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
-
-/// A worker's part of a meta-step: the exact sum of its tasks' meta-gradients, with each
-/// task's query loss and rates `[count, T, G]`.
-#[derive(Debug, Clone)]
-pub struct PartSum {
-    /// Sum of the per-task meta-gradients (not divided by `B`).
-    pub sum: FixedSum,
-    /// Query loss of each task.
-    pub outer_loss: Vec<f32>,
-    /// Rates of each task.
-    pub lr: Vec<f32>,
-}
-
-/// An opened device.
+/// An opened device, kept open across jobs (and, in a worker, across coordinator sessions):
+/// opening a GPU or the emulator costs far more than a job.
 #[derive(Debug)]
 pub enum Compute {
     /// The CPU engine.
@@ -91,7 +42,7 @@ fn cuda_unavailable(index: usize) -> Option<String> {
 impl Compute {
     /// Opens `device` with `threads` CPU threads (0: one per core; the emulator spreads
     /// blocks over as many). A CUDA device is probed first: a machine without a driver gets
-    /// [`WorkerError::DeviceUnavailable`] naming the missing library.
+    /// [`ComputeError::DeviceUnavailable`] naming the missing library.
     pub fn open(device: Device, threads: usize) -> Result<Self> {
         match device {
             Device::Cpu => Ok(Self::Cpu(Engine::new(threads)?)),
@@ -101,10 +52,10 @@ impl Compute {
             }
             Device::Cuda(index) => {
                 if let Some(why) = cuda_unavailable(index) {
-                    return Err(WorkerError::DeviceUnavailable(why));
+                    return Err(ComputeError::DeviceUnavailable(why));
                 }
                 let rt = CudaRuntime::new(index).map_err(|e| {
-                    WorkerError::DeviceUnavailable(format!("--device cuda:{index}: cannot start CUDA: {e}"))
+                    ComputeError::DeviceUnavailable(format!("--device cuda:{index}: cannot start CUDA: {e}"))
                 })?;
                 Ok(Self::Cuda(Box::new(rt)))
             }
