@@ -8,4 +8,5 @@ pub mod cli;
 pub mod commands;
 pub mod device;
 pub mod exit;
+pub mod settings;
 pub mod train;
