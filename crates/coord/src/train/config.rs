@@ -357,3 +357,119 @@ pub fn listen_address(spec: &str) -> String {
         spec.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::settings::{InnerSettings, LearnerSettings, SchedulerSettings};
+
+    #[derive(Parser)]
+    struct Train {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn parse(args: &[&str]) -> TrainArgs {
+        Train::try_parse_from(std::iter::once("train").chain(args.iter().copied()))
+            .expect("parses")
+            .args
+    }
+
+    /// The keys and values a checkpoint written before the settings were split held, and
+    /// `run.toml` files of that version: the on-disk contract.
+    const OLD_JSON: &str = r#"{"task":"sinusoid","shots":10,"query":10,"ways":5,"layers":[1,8,1],
+        "activation":"relu","loss":null,"scheduler":"lstm","hidden":4,"inner_steps":5,"lr_min":0.0,
+        "lr_max":0.1,"lr_init":0.01,"lr_fixed":0.02,"first_order":false,"learn_init":true,
+        "meta_batch":3,"meta_lr":0.001,"clip_norm":10.0,"steps":20000,"seed":2,"workers":0,
+        "threads":0,"eval_every":1000,"checkpoint_every":1000,"log_every":10,"eval_tasks":100,
+        "final_eval_tasks":600,"eval_query":0}"#;
+
+    #[test]
+    fn clap_defaults_are_the_default_impls() {
+        let a = parse(&[]);
+        assert_eq!(a.settings, TrainConfig::default());
+        assert!(a.given.0.is_empty(), "{:?}", a.given);
+        #[derive(Parser)]
+        struct Model {
+            #[command(flatten)]
+            learner: LearnerSettings,
+            #[command(flatten)]
+            scheduler: SchedulerSettings,
+            #[command(flatten)]
+            inner: InnerSettings,
+        }
+        let m = Model::try_parse_from(["init"]).expect("parses");
+        assert_eq!(m.learner, LearnerSettings::default());
+        assert_eq!(m.scheduler, SchedulerSettings::default());
+        assert_eq!(m.inner, InnerSettings::default());
+    }
+
+    #[test]
+    fn every_key_is_a_flag_and_either_trajectory_or_runtime() {
+        let run = keys_of::<RunSettings>();
+        let trajectory = trajectory_keys();
+        assert!(run.is_disjoint(&trajectory));
+        let all: BTreeSet<String> = run.union(&trajectory).cloned().collect();
+        assert_eq!(all, known_keys());
+        let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+        for key in &all {
+            assert!(cmd.get_arguments().any(|a| a.get_id().as_str() == key), "no flag for `{key}`");
+        }
+        assert_eq!(flag_name("learn_init"), "--no-learn-init");
+        assert_eq!(flag_name("meta_lr"), "--meta-lr");
+    }
+
+    #[test]
+    fn flags_typed_are_recorded_and_override_the_file() {
+        let a = parse(&["--hidden", "7", "--no-learn-init", "--first-order", "--steps", "3"]);
+        for id in ["hidden", "learn_init", "first_order", "steps"] {
+            assert!(a.given.contains(id), "{id}: {:?}", a.given);
+        }
+        assert!(!a.given.contains("seed"));
+        assert_eq!(a.settings.trajectory.scheduler.hidden, 7);
+        assert!(!a.settings.trajectory.inner.learn_init);
+        assert!(a.settings.trajectory.inner.first_order);
+        let dir = std::env::temp_dir().join(format!("metasched-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("run.toml");
+        std::fs::write(&file, "hidden = 9\nseed = 4\nsteps = 8\nloss = \"mse\"\n").expect("write");
+        let mut a = parse(&["--hidden", "7", "--layers", "1,8,1"]);
+        a.config = Some(file.clone());
+        let cfg = a.resolve().expect("resolves");
+        assert_eq!(cfg.trajectory.scheduler.hidden, 7, "flag over file");
+        assert_eq!(cfg.trajectory.outer.seed, 4, "file over default");
+        assert_eq!(cfg.run.steps, 8);
+        assert_eq!(cfg.trajectory.learner.loss, Some(metasched_engine::LossKind::Mse));
+        assert_eq!(cfg.trajectory.learner.layers, vec![1, 8, 1]);
+        assert_eq!(cfg.run.log_every, RunSettings::default().log_every);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_checkpoints_and_run_files_read_and_write_back_the_same() {
+        let old: serde_json::Value = serde_json::from_str(OLD_JSON).expect("json");
+        let cfg: TrainConfig = serde_json::from_value(old.clone()).expect("reads");
+        assert_eq!(cfg.trajectory.scheduler.lr_fixed, 0.02);
+        assert_eq!(cfg.trajectory.outer.seed, 2);
+        assert_eq!(serde_json::to_value(&cfg).expect("json"), old, "same keys and values");
+        let table = to_table(&cfg).expect("toml");
+        let text = toml::to_string(&cfg).expect("toml");
+        let back: toml::Table = toml::from_str(&text).expect("parses");
+        assert_eq!(back, table);
+        assert!(!table.contains_key("loss"), "an unset loss is left out of run.toml, as before");
+        assert_eq!(from_table(back, "test").expect("reads"), cfg);
+    }
+
+    #[test]
+    fn resume_keeps_the_trajectory_and_takes_runtime_changes() {
+        let stored: TrainConfig = serde_json::from_str(OLD_JSON).expect("json");
+        let cfg = parse(&["--steps", "9", "--hidden", "4"]).resume(&stored, None).expect("same hidden");
+        assert_eq!(cfg.run.steps, 9);
+        assert_eq!(cfg.trajectory, stored.trajectory);
+        let err = parse(&["--meta-lr", "0.1"]).resume(&stored, None).expect_err("refused");
+        assert!(err.downcast_ref::<BadInput>().is_some());
+        assert!(err.to_string().contains("--meta-lr") && err.to_string().contains("`meta_lr`"), "{err}");
+    }
+}
