@@ -372,9 +372,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> TrainArgs {
-        Train::try_parse_from(std::iter::once("train").chain(args.iter().copied()))
-            .expect("parses")
-            .args
+        Train::try_parse_from(std::iter::once("train").chain(args.iter().copied())).expect("parses").args
     }
 
     /// The keys and values a checkpoint written before the settings were split held, and
