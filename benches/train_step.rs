@@ -26,10 +26,13 @@ fn train_step(c: &mut Criterion) {
         group.bench_function(format!("workers={workers}/threads={threads}"), |b| {
             b.iter(|| {
                 let params = Arc::new(state.params.clone());
-                let out = pool.meta_step(&params, step, step, cfg.meta_batch).expect("step");
-                let mut grad = out.sum.to_params(&state.params, 1.0 / cfg.meta_batch as f64).expect("finite");
+                let out = pool.meta_step(&params, step, step, cfg.trajectory.outer.meta_batch).expect("step");
+                let mut grad = out
+                    .sum
+                    .to_params(&state.params, 1.0 / cfg.trajectory.outer.meta_batch as f64)
+                    .expect("finite");
                 let mask = UpdateMask { theta: true };
-                clip_grad_norm(&mut grad, cfg.clip_norm, mask);
+                clip_grad_norm(&mut grad, cfg.trajectory.outer.clip_norm, mask);
                 state.adam.step(&mut state.params, &grad, mask);
                 step += 1;
             })

@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use metasched_engine::{Activation, LossKind, SchedulerKind};
-
 use crate::device::Device;
+use crate::settings::{InnerSettings, LearnerSettings, SchedulerSettings};
+use clap::{Args, Parser, Subcommand};
 
 /// The metasched coordinator: creates checkpoints, computes meta-gradients and evaluates
 /// learned learning-rate schedulers (spec: docs/SPEC.md).
@@ -34,64 +33,7 @@ pub enum Command {
     Train(Box<crate::train::TrainArgs>),
 }
 
-/// Parses `relu` / `tanh`.
-pub fn parse_activation(s: &str) -> Result<Activation, String> {
-    match s {
-        "relu" => Ok(Activation::Relu),
-        "tanh" => Ok(Activation::Tanh),
-        _ => Err(format!("unknown activation `{s}` (expected relu or tanh)")),
-    }
-}
-
-/// Parses `mse` / `cross_entropy`.
-pub fn parse_loss(s: &str) -> Result<LossKind, String> {
-    match s {
-        "mse" => Ok(LossKind::Mse),
-        "cross_entropy" | "cross-entropy" | "ce" => Ok(LossKind::CrossEntropy),
-        _ => Err(format!("unknown loss `{s}` (expected mse or cross_entropy)")),
-    }
-}
-
-/// Model and scheduler options shared by every command that creates a configuration.
-#[derive(Debug, Clone, Args)]
-pub struct ModelArgs {
-    /// Learner layer widths, input to output, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,40,40,1")]
-    pub layers: Vec<usize>,
-    /// Nonlinearity between layers: relu or tanh.
-    #[arg(long, value_parser = parse_activation, default_value = "relu")]
-    pub activation: Activation,
-    /// Learner loss: mse or cross_entropy.
-    #[arg(long, value_parser = parse_loss, default_value = "mse")]
-    pub loss: LossKind,
-    /// Scheduler kind: lstm, lslr or fixed.
-    #[arg(long, default_value = "lstm")]
-    pub scheduler: SchedulerKind,
-    /// LSTM hidden size.
-    #[arg(long, default_value_t = 20)]
-    pub hidden: usize,
-    /// Inner SGD steps T.
-    #[arg(long, default_value_t = 5)]
-    pub inner_steps: usize,
-    /// Lower bound of every learned rate.
-    #[arg(long, default_value_t = 0.0)]
-    pub lr_min: f64,
-    /// Upper bound of every learned rate.
-    #[arg(long, default_value_t = 0.1)]
-    pub lr_max: f64,
-    /// Initial rate of the learned schedulers (head bias / LSLR table set to its logit).
-    #[arg(long, default_value_t = 0.01)]
-    pub lr_init: f64,
-    /// The rate of the `fixed` scheduler.
-    #[arg(long, default_value_t = 0.01)]
-    pub lr_fixed: f64,
-    /// Use the first-order meta-gradient (no Hessian term).
-    #[arg(long)]
-    pub first_order: bool,
-    /// Do not meta-learn the initialisation theta (its gradient is still reported).
-    #[arg(long)]
-    pub no_learn_init: bool,
-}
+pub use crate::settings::{parse_activation, parse_loss};
 
 /// `meta-coord init`.
 #[derive(Debug, Args)]
@@ -99,9 +41,15 @@ pub struct InitArgs {
     /// Where to write the checkpoint.
     #[arg(long)]
     pub out: PathBuf,
-    /// Model and scheduler.
+    /// The learner (layers and loss default to the sinusoid task's, as for `train`).
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub learner: LearnerSettings,
+    /// The scheduler.
+    #[command(flatten)]
+    pub scheduler: SchedulerSettings,
+    /// The inner loop.
+    #[command(flatten)]
+    pub inner: InnerSettings,
     /// Seed of the initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -180,9 +128,10 @@ pub struct InspectArgs {
     pub checkpoint: PathBuf,
 }
 
-/// Task families `sample-tasks` can draw from.
+/// The task families `sample-tasks` can write task files of: a flag value, unlike
+/// [`metasched_proto::TaskFamily`], which names what a training run's workers generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TaskFamily {
+pub enum SampleFamily {
     /// MAML's sinusoid regression (1 input, 1 output, mse).
     Sinusoid,
 }
@@ -192,7 +141,7 @@ pub enum TaskFamily {
 pub struct SampleTasksArgs {
     /// Task family.
     #[arg(long, value_enum, default_value = "sinusoid")]
-    pub task: TaskFamily,
+    pub task: SampleFamily,
     /// Number of tasks B.
     #[arg(long, default_value_t = 25)]
     pub tasks: usize,

@@ -12,5 +12,6 @@ pub mod cli;
 pub mod commands;
 pub mod device;
 pub mod exit;
+pub mod settings;
 pub mod stats;
 pub mod train;

@@ -2,32 +2,11 @@
 
 use anyhow::{Context, Result};
 use metasched_engine::init::init_params;
-use metasched_engine::{Config, InnerConfig, ModelConfig, SchedulerConfig};
 use metasched_formats::{Checkpoint, write_checkpoint};
+use metasched_proto::TaskFamily;
 
-use crate::cli::{InitArgs, ModelArgs};
+use crate::cli::InitArgs;
 use crate::exit::BadInput;
-
-impl ModelArgs {
-    /// The contract-level configuration these flags describe.
-    pub fn to_config(&self) -> Config {
-        Config {
-            model: ModelConfig { layers: self.layers.clone(), activation: self.activation, loss: self.loss },
-            inner: InnerConfig {
-                steps: self.inner_steps,
-                first_order: self.first_order,
-                learn_init: !self.no_learn_init,
-            },
-            scheduler: SchedulerConfig {
-                kind: self.scheduler,
-                hidden: self.hidden,
-                lr_min: self.lr_min,
-                lr_max: self.lr_max,
-                lr_fixed: self.lr_fixed,
-            },
-        }
-    }
-}
 
 /// Runs `init`.
 pub fn run(args: &InitArgs) -> Result<()> {
@@ -38,9 +17,17 @@ pub fn run(args: &InitArgs) -> Result<()> {
         ))
         .into());
     }
-    let config = args.model.to_config();
+    // No task here: an unset --layers / --loss means the default task's (sinusoid), as for
+    // `train`.
+    let config = crate::settings::model_config(
+        &args.learner,
+        &args.scheduler,
+        &args.inner,
+        &TaskFamily::Sinusoid,
+        crate::settings::TaskSettings::default().ways,
+    )?;
     crate::commands::ensure_parent(&args.out)?;
-    let params = init_params(&config, args.seed, args.model.lr_init)?;
+    let params = init_params(&config, args.seed, args.scheduler.lr_init)?;
     let ckpt = Checkpoint::new(config, params);
     write_checkpoint(&args.out, &ckpt).with_context(|| "cannot write the checkpoint".to_string())?;
     let n: usize = ckpt.tensors().iter().map(|(_, _, v)| v.len()).sum();

@@ -4,7 +4,7 @@ use anyhow::Result;
 use metasched_formats::write_task_batch;
 use metasched_tasks::Sinusoid;
 
-use crate::cli::{SampleTasksArgs, TaskFamily};
+use crate::cli::{SampleFamily, SampleTasksArgs};
 use crate::exit::BadInput;
 
 /// Runs `sample-tasks`.
@@ -13,7 +13,7 @@ pub fn run(args: &SampleTasksArgs) -> Result<()> {
         return Err(BadInput("--tasks, --shots and --query must each be at least 1".into()).into());
     }
     let batch = match args.task {
-        TaskFamily::Sinusoid => {
+        SampleFamily::Sinusoid => {
             Sinusoid::default().sample(args.seed, args.step, 0, args.tasks, args.shots, args.query)
         }
     };

@@ -1,124 +1,45 @@
-//! The training configuration: one serde struct that a TOML file (`--config run.toml`), the
-//! command-line flags (which override the file) and a resumed checkpoint all fill.
+//! The training configuration: the concern structs of [`crate::settings`] put together.
+//! A TOML file (`--config run.toml`), the command-line flags (which override the file) and a
+//! resumed checkpoint all fill the same [`TrainConfig`]; on `--resume` its [`Trajectory`]
+//! comes from the checkpoint and only its [`RunSettings`] may change.
 
-use super::remote_pool::CollectiveMode;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use metasched_engine::{
-    Activation, Config, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
-};
+use metasched_engine::Config;
 use metasched_proto::{TaskFamily, TaskSpec};
 use serde::{Deserialize, Serialize};
 
+use super::remote_pool::CollectiveMode;
 use crate::exit::BadInput;
+pub use crate::settings::bad;
+use crate::settings::{GivenFlags, RunSettings, Trajectory};
 
-/// Everything that defines a training run. Stored in every checkpoint (`metasched.config`,
-/// key `train`) so a resumed run continues with exactly the same settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Everything that defines a training run, as flat snake_case keys (the shape of `run.toml`
+/// and of the checkpoint's `metasched.config` key `train.config`). The trajectory part is
+/// stored in every checkpoint so a resumed run continues with exactly the same settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Args)]
 pub struct TrainConfig {
-    /// Task family: `sinusoid`, `digits` or `file:PATH` (a directory of task files).
-    pub task: String,
-    /// Support points per task (per class for `digits`).
-    pub shots: usize,
-    /// Query points per task (per class for `digits`).
-    pub query: usize,
-    /// Classes per task (`digits`).
-    pub ways: usize,
-    /// Learner widths; empty = the task family's default.
-    pub layers: Vec<usize>,
-    /// Learner nonlinearity.
-    pub activation: Activation,
-    /// Learner loss; `None` = the task family's (mse for sinusoid, cross-entropy for digits).
-    pub loss: Option<LossKind>,
-    /// Scheduler kind.
-    pub scheduler: SchedulerKind,
-    /// LSTM hidden size.
-    pub hidden: usize,
-    /// Inner SGD steps T.
-    pub inner_steps: usize,
-    /// Lower rate bound.
-    pub lr_min: f64,
-    /// Upper rate bound.
-    pub lr_max: f64,
-    /// Initial rate of learned schedulers.
-    pub lr_init: f64,
-    /// Rate of the `fixed` scheduler.
-    pub lr_fixed: f64,
-    /// First-order meta-gradient.
-    pub first_order: bool,
-    /// Meta-learn the initialisation theta.
-    pub learn_init: bool,
-    /// Tasks per meta-step B.
-    pub meta_batch: usize,
-    /// Adam learning rate.
-    pub meta_lr: f64,
-    /// Global-norm clipping of the meta-gradient (0: off).
-    pub clip_norm: f64,
-    /// Number of meta-steps.
-    pub steps: u64,
-    /// Seed of the initialisation and of every task.
-    pub seed: u64,
-    /// Local workers (0 or 1: one worker using every core).
-    pub workers: usize,
-    /// Engine threads per worker (0: cores / workers).
-    pub threads: usize,
-    /// Evaluate every this many steps (0: off).
-    pub eval_every: u64,
-    /// Save a checkpoint every this many steps (0: only at the end and on SIGINT).
-    pub checkpoint_every: u64,
-    /// Write a metrics line every this many steps.
-    pub log_every: u64,
-    /// Tasks of each periodic evaluation.
-    pub eval_tasks: usize,
-    /// Tasks of the final evaluation.
-    pub final_eval_tasks: usize,
-    /// Query points of evaluation tasks (0: 100 for sinusoid, `query` otherwise).
-    pub eval_query: usize,
+    /// What the run computes: fixed for its whole life.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub trajectory: Trajectory,
+    /// How it is carried out: may change on resume.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub run: RunSettings,
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            task: "sinusoid".into(),
-            shots: 10,
-            query: 10,
-            ways: 5,
-            layers: Vec::new(),
-            activation: Activation::Relu,
-            loss: None,
-            scheduler: SchedulerKind::Lstm,
-            hidden: 20,
-            inner_steps: 5,
-            lr_min: 0.0,
-            lr_max: 0.1,
-            lr_init: 0.01,
-            lr_fixed: 0.01,
-            first_order: false,
-            learn_init: true,
-            meta_batch: 25,
-            meta_lr: 1e-3,
-            clip_norm: 10.0,
-            steps: 20_000,
-            seed: 0,
-            workers: 0,
-            threads: 0,
-            eval_every: 1000,
-            checkpoint_every: 1000,
-            log_every: 10,
-            eval_tasks: 100,
-            final_eval_tasks: 600,
-            eval_query: 0,
-        }
-    }
-}
-
-/// `meta-coord train` flags. Every field is optional: a flag given overrides `--config`,
-/// which overrides the defaults (see [`TrainConfig::default`]).
+/// `meta-coord train` flags: the settings of [`TrainConfig`] (a flag given overrides
+/// `--config`, which overrides the defaults), the run directory and the transport.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TrainArgs {
-    /// TOML file with any `TrainConfig` fields (flags override it).
+    /// Which of the settings' flags were typed (first: clap hands the later fields' values
+    /// out by removing them from the matches).
+    #[command(flatten)]
+    pub given: GivenFlags,
+    /// TOML file with any `TrainConfig` keys (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Run directory: checkpoint, metrics.jsonl, plots, eval.json.
@@ -127,93 +48,9 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its checkpoint.
     #[arg(long, conflicts_with = "config")]
     pub resume: Option<PathBuf>,
-    /// Task family: sinusoid, digits or file:PATH.
-    #[arg(long)]
-    pub task: Option<String>,
-    /// Support points per task (per class for digits).
-    #[arg(long)]
-    pub shots: Option<usize>,
-    /// Query points per task (per class for digits).
-    #[arg(long)]
-    pub query: Option<usize>,
-    /// Classes per task (digits).
-    #[arg(long)]
-    pub ways: Option<usize>,
-    /// Learner widths, comma-separated (default depends on the task).
-    #[arg(long, value_delimiter = ',')]
-    pub layers: Option<Vec<usize>>,
-    /// relu or tanh.
-    #[arg(long, value_parser = parse_activation)]
-    pub activation: Option<Activation>,
-    /// mse or cross_entropy (default depends on the task).
-    #[arg(long, value_parser = parse_loss)]
-    pub loss: Option<LossKind>,
-    /// lstm, lslr or fixed.
-    #[arg(long)]
-    pub scheduler: Option<SchedulerKind>,
-    /// LSTM hidden size.
-    #[arg(long)]
-    pub hidden: Option<usize>,
-    /// Inner SGD steps T.
-    #[arg(long)]
-    pub inner_steps: Option<usize>,
-    /// Lower rate bound.
-    #[arg(long)]
-    pub lr_min: Option<f64>,
-    /// Upper rate bound.
-    #[arg(long)]
-    pub lr_max: Option<f64>,
-    /// Initial rate of learned schedulers.
-    #[arg(long)]
-    pub lr_init: Option<f64>,
-    /// Rate of the fixed scheduler.
-    #[arg(long)]
-    pub lr_fixed: Option<f64>,
-    /// First-order meta-gradient.
-    #[arg(long)]
-    pub first_order: bool,
-    /// Do not meta-learn the initialisation.
-    #[arg(long)]
-    pub no_learn_init: bool,
-    /// Tasks per meta-step.
-    #[arg(long)]
-    pub meta_batch: Option<usize>,
-    /// Adam learning rate.
-    #[arg(long)]
-    pub meta_lr: Option<f64>,
-    /// Global-norm clipping (0: off).
-    #[arg(long)]
-    pub clip_norm: Option<f64>,
-    /// Number of meta-steps.
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Local workers (default 1, using every core).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Engine threads per worker (0: cores / workers).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Evaluate every N steps (0: off).
-    #[arg(long)]
-    pub eval_every: Option<u64>,
-    /// Checkpoint every N steps (0: only at the end).
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
-    /// Metrics line every N steps.
-    #[arg(long)]
-    pub log_every: Option<u64>,
-    /// Tasks per periodic evaluation.
-    #[arg(long)]
-    pub eval_tasks: Option<usize>,
-    /// Tasks of the final evaluation.
-    #[arg(long)]
-    pub final_eval_tasks: Option<usize>,
-    /// Query points of evaluation tasks (0: 100 for sinusoid, --query otherwise).
-    #[arg(long)]
-    pub eval_query: Option<usize>,
+    /// The settings, with the flags' defaults where none was given.
+    #[command(flatten)]
+    pub settings: TrainConfig,
     /// Distributed training: where workers connect.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -261,223 +98,248 @@ pub struct TransportArgs {
     pub worker_device: String,
 }
 
-fn parse_activation(s: &str) -> Result<Activation, String> {
-    crate::cli::parse_activation(s)
+/// A configuration as a flat TOML table (the shape of `run.toml`).
+pub fn to_table(cfg: &TrainConfig) -> anyhow::Result<toml::Table> {
+    toml::Table::try_from(cfg)
+        .map_err(|e| BadInput(format!("the run configuration cannot be written as TOML: {e}")).into())
 }
 
-fn parse_loss(s: &str) -> Result<LossKind, String> {
-    crate::cli::parse_loss(s)
-}
-
-macro_rules! override_fields {
-    ($cfg:expr, $args:expr, $($f:ident),*) => {
-        $( if let Some(v) = $args.$f.clone() { $cfg.$f = v; } )*
-    };
-}
-
-/// Copies the trajectory-neutral fields (those a resumed run may change) from `from`.
-pub fn copy_runtime(to: &mut TrainConfig, from: &TrainConfig) {
-    to.steps = from.steps;
-    to.workers = from.workers;
-    to.threads = from.threads;
-    to.eval_every = from.eval_every;
-    to.checkpoint_every = from.checkpoint_every;
-    to.log_every = from.log_every;
-    to.eval_tasks = from.eval_tasks;
-    to.final_eval_tasks = from.final_eval_tasks;
-    to.eval_query = from.eval_query;
-}
-
-impl TrainConfig {
-    /// The fields that determine the training trajectory, with the others at their
-    /// defaults: what a checkpoint stores, so the number of workers, the logging cadence or
-    /// the planned length never change a checkpoint's bytes.
-    pub fn trajectory(&self) -> TrainConfig {
-        let mut t = self.clone();
-        copy_runtime(&mut t, &TrainConfig::default());
-        t
+/// The keys of a settings struct's flat form.
+fn keys_of<T: Serialize + Default>() -> BTreeSet<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => BTreeSet::new(),
     }
+}
+
+/// Every key a configuration may hold.
+pub fn known_keys() -> BTreeSet<String> {
+    keys_of::<TrainConfig>()
+}
+
+/// The keys a resumed run must keep.
+pub fn trajectory_keys() -> BTreeSet<String> {
+    keys_of::<Trajectory>()
+}
+
+/// Refuses keys that are no setting: a typo must not silently train with a default.
+pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a String>, origin: &str) -> anyhow::Result<()> {
+    let known = known_keys();
+    if let Some(k) = keys.into_iter().find(|k| !known.contains(k.as_str())) {
+        let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+        return Err(BadInput(format!(
+            "{origin}: unknown field `{k}`, expected one of {}",
+            expected.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A configuration from a flat table; missing keys take their defaults, and a bad value is
+/// reported with its key.
+pub fn from_table(table: toml::Table, origin: &str) -> anyhow::Result<TrainConfig> {
+    check_keys(table.keys(), origin)?;
+    if let Ok(cfg) = toml::Value::Table(table.clone()).try_into::<TrainConfig>() {
+        return Ok(cfg);
+    }
+    for (key, value) in &table {
+        let one: toml::Table = [(key.clone(), value.clone())].into_iter().collect();
+        if let Err(e) = toml::Value::Table(one).try_into::<TrainConfig>() {
+            let e = e.to_string().replace('\n', " ");
+            return Err(BadInput(format!("{origin}: field `{key}`: {}", e.trim())).into());
+        }
+    }
+    toml::Value::Table(table)
+        .try_into::<TrainConfig>()
+        .map_err(|e| BadInput(format!("{origin}: {}", e.to_string().replace('\n', " "))).into())
+}
+
+/// Reads a TOML run file as a table of known keys.
+pub fn read_toml(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadInput(format!("config file {}: cannot read: {e}", path.display())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        BadInput(format!("config file {}: {}", path.display(), e.to_string().replace('\n', " ")))
+    })?;
+    check_keys(table.keys(), &format!("config file {}", path.display()))?;
+    Ok(table)
+}
+
+/// Reads a TOML run file; unknown keys are an error.
+pub fn load_toml(path: &Path) -> anyhow::Result<TrainConfig> {
+    from_table(read_toml(path)?, &format!("config file {}", path.display()))
+}
+
+/// The command-line spelling of the setting `id` (`learn_init` is `--no-learn-init`).
+pub fn flag_name(id: &str) -> String {
+    let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+    cmd.get_arguments()
+        .find(|a| a.get_id().as_str() == id)
+        .and_then(|a| a.get_long())
+        .map_or_else(|| format!("--{}", id.replace('_', "-")), |l| format!("--{l}"))
+}
+
+fn show(v: Option<&toml::Value>) -> String {
+    v.map_or_else(|| "unset".to_string(), ToString::to_string)
 }
 
 impl TrainArgs {
-    /// Applies the trajectory-neutral flags (those a resumed run may change).
-    pub fn apply_runtime(&self, cfg: &mut TrainConfig) {
-        override_fields!(
-            cfg,
-            self,
-            steps,
-            workers,
-            threads,
-            eval_every,
-            checkpoint_every,
-            log_every,
-            eval_tasks,
-            final_eval_tasks,
-            eval_query
-        );
-    }
-
-    /// Whether a flag that changes the training trajectory was given (refused on resume).
-    pub fn trajectory_flags(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        macro_rules! given {
-            ($($f:ident => $name:literal),*) => { $( if self.$f.is_some() { v.push($name); } )* };
-        }
-        given!(task => "--task", shots => "--shots", query => "--query", ways => "--ways", layers => "--layers",
-            activation => "--activation", loss => "--loss", scheduler => "--scheduler", hidden => "--hidden",
-            inner_steps => "--inner-steps", lr_min => "--lr-min", lr_max => "--lr-max", lr_init => "--lr-init",
-            lr_fixed => "--lr-fixed", meta_batch => "--meta-batch", meta_lr => "--meta-lr",
-            clip_norm => "--clip-norm", seed => "--seed");
-        if self.first_order {
-            v.push("--first-order");
-        }
-        if self.no_learn_init {
-            v.push("--no-learn-init");
-        }
-        v
+    /// The settings whose flags were typed, as (key, value given; `None`: an optional
+    /// setting left unset).
+    fn typed(&self) -> anyhow::Result<Vec<(String, Option<toml::Value>)>> {
+        let flags = to_table(&self.settings)?;
+        let known = known_keys();
+        Ok(known
+            .into_iter()
+            .filter(|k| self.given.contains(k))
+            .map(|k| {
+                let v = flags.get(&k).cloned();
+                (k, v)
+            })
+            .collect())
     }
 
     /// The configuration of a new run: defaults, then `--config`, then flags.
     pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => load_toml(path)?,
-            None => TrainConfig::default(),
+        let cfg = match &self.config {
+            None => self.settings.clone(),
+            Some(path) => {
+                let mut table = to_table(&load_toml(path)?)?;
+                for (key, value) in self.typed()? {
+                    match value {
+                        Some(v) => table.insert(key, v),
+                        None => table.remove(&key),
+                    };
+                }
+                from_table(table, "the flags")?
+            }
         };
-        override_fields!(
-            cfg,
-            self,
-            task,
-            shots,
-            query,
-            ways,
-            layers,
-            activation,
-            scheduler,
-            hidden,
-            inner_steps,
-            lr_min,
-            lr_max,
-            lr_init,
-            lr_fixed,
-            meta_batch,
-            meta_lr,
-            clip_norm,
-            seed
-        );
-        if let Some(l) = self.loss {
-            cfg.loss = Some(l);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The configuration of a resumed run: the trajectory `stored` in its checkpoint, the
+    /// runtime settings of the run's `run.toml` (when there is one), then the flags. A
+    /// trajectory setting that differs, in the file or in a flag, is refused naming it.
+    pub fn resume(&self, stored: &TrainConfig, run_toml: Option<&Path>) -> anyhow::Result<TrainConfig> {
+        let stored = to_table(stored)?;
+        let trajectory = trajectory_keys();
+        let mut merged = stored.clone();
+        let mut refused = Vec::new();
+        if let Some(path) = run_toml {
+            let raw = read_toml(path)?;
+            let file = to_table(&from_table(raw.clone(), &format!("config file {}", path.display()))?)?;
+            for key in raw.keys() {
+                let (was, now) = (stored.get(key), file.get(key));
+                if trajectory.contains(key) {
+                    if was != now {
+                        refused.push(format!(
+                            "`{key}` = {} in {} (the checkpoint has {})",
+                            show(now),
+                            path.display(),
+                            show(was)
+                        ));
+                    }
+                } else if let Some(v) = now {
+                    merged.insert(key.clone(), v.clone());
+                }
+            }
         }
-        if self.first_order {
-            cfg.first_order = true;
+        for (key, now) in self.typed()? {
+            let was = stored.get(&key);
+            if trajectory.contains(&key) {
+                if was != now.as_ref() {
+                    refused.push(format!(
+                        "{} (`{key}` = {}; the checkpoint has {})",
+                        flag_name(&key),
+                        show(now.as_ref()),
+                        show(was)
+                    ));
+                }
+            } else if let Some(v) = now {
+                merged.insert(key, v);
+            }
         }
-        if self.no_learn_init {
-            cfg.learn_init = false;
+        if !refused.is_empty() {
+            return Err(BadInput(format!(
+                "--resume continues a run exactly; these would change it: {} (start a new run with --out instead)",
+                refused.join(", ")
+            ))
+            .into());
         }
-        self.apply_runtime(&mut cfg);
+        let cfg = from_table(merged, "the resumed configuration")?;
         cfg.validate()?;
         Ok(cfg)
     }
 }
 
-/// Reads a TOML run file; unknown keys are an error (a typo must not silently train with a
-/// default).
-pub fn load_toml(path: &Path) -> anyhow::Result<TrainConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BadInput(format!("config file {}: cannot read: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        BadInput(format!("config file {}: {}", path.display(), e.to_string().replace('\n', " "))).into()
-    })
-}
-
-fn bad(field: &str, reason: impl std::fmt::Display) -> anyhow::Error {
-    BadInput(format!("training option `{field}`: {reason}")).into()
-}
-
 impl TrainConfig {
+    /// The trajectory with the runtime settings at their defaults: what a checkpoint
+    /// stores, so the number of workers, the logging cadence or the planned length never
+    /// change a checkpoint's bytes.
+    pub fn for_checkpoint(&self) -> TrainConfig {
+        TrainConfig { trajectory: self.trajectory.clone(), run: RunSettings::default() }
+    }
+
     /// The task family this configuration names.
     pub fn family(&self) -> anyhow::Result<TaskFamily> {
-        self.task.parse::<TaskFamily>().map_err(|e| bad("task", e))
+        self.trajectory.task.family()
     }
 
     /// The task specification handed to workers.
     pub fn task_spec(&self) -> anyhow::Result<TaskSpec> {
+        let t = &self.trajectory.task;
         Ok(TaskSpec {
             family: self.family()?,
-            shots: self.shots,
-            query: self.query,
-            ways: self.ways,
-            seed: self.seed,
+            shots: t.shots,
+            query: t.query,
+            ways: t.ways,
+            seed: self.trajectory.outer.seed,
         })
     }
 
     /// Query points of evaluation tasks.
     pub fn eval_query(&self) -> usize {
-        match (self.eval_query, self.family()) {
+        match (self.run.eval_query, self.family()) {
             (0, Ok(TaskFamily::Sinusoid)) => 100,
-            (0, _) => self.query,
+            (0, _) => self.trajectory.task.query,
             (q, _) => q,
         }
     }
 
     /// The contract-level model configuration (spec §5).
     pub fn model_config(&self) -> anyhow::Result<Config> {
-        let family = self.family()?;
-        let layers = if self.layers.is_empty() {
-            match family {
-                TaskFamily::Sinusoid => vec![1, 40, 40, 1],
-                TaskFamily::Digits => vec![64, 64, 64, self.ways],
-                TaskFamily::File { .. } => return Err(bad("layers", "file tasks need --layers")),
-            }
-        } else {
-            self.layers.clone()
-        };
-        let loss = self.loss.unwrap_or(match family {
-            TaskFamily::Digits => LossKind::CrossEntropy,
-            _ => LossKind::Mse,
-        });
-        let config = Config {
-            model: ModelConfig { layers, activation: self.activation, loss },
-            inner: InnerConfig {
-                steps: self.inner_steps,
-                first_order: self.first_order,
-                learn_init: self.learn_init,
-            },
-            scheduler: SchedulerConfig {
-                kind: self.scheduler,
-                hidden: self.hidden,
-                lr_min: self.lr_min,
-                lr_max: self.lr_max,
-                lr_fixed: self.lr_fixed,
-            },
-        };
-        config.validate()?;
-        Ok(config)
+        let t = &self.trajectory;
+        crate::settings::model_config(&t.learner, &t.scheduler, &t.inner, &self.family()?, t.task.ways)
     }
 
     /// Checks the values that no other layer checks.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.model_config()?;
-        if self.meta_batch == 0 {
+        let (t, o) = (&self.trajectory, &self.trajectory.outer);
+        if o.meta_batch == 0 {
             return Err(bad("meta_batch", "must be at least 1"));
         }
-        if !(self.meta_lr.is_finite() && self.meta_lr > 0.0) {
+        if !(o.meta_lr.is_finite() && o.meta_lr > 0.0) {
             return Err(bad("meta_lr", "must be a positive number"));
         }
-        if !(self.clip_norm.is_finite() && self.clip_norm >= 0.0) {
+        if !(o.clip_norm.is_finite() && o.clip_norm >= 0.0) {
             return Err(bad("clip_norm", "must be >= 0"));
         }
-        if self.shots == 0 || self.query == 0 {
+        if t.task.shots == 0 || t.task.query == 0 {
             return Err(bad("shots", "--shots and --query must be at least 1"));
         }
-        if self.log_every == 0 {
+        if self.run.log_every == 0 {
             return Err(bad("log_every", "must be at least 1"));
         }
-        if self.scheduler != SchedulerKind::Fixed
-            && !(self.lr_init > self.lr_min && self.lr_init < self.lr_max)
+        let s = &t.scheduler;
+        if s.scheduler != metasched_engine::SchedulerKind::Fixed
+            && !(s.lr_init > s.lr_min && s.lr_init < s.lr_max)
         {
             return Err(bad(
                 "lr_init",
-                format!("{} must lie strictly inside ({}, {})", self.lr_init, self.lr_min, self.lr_max),
+                format!("{} must lie strictly inside ({}, {})", s.lr_init, s.lr_min, s.lr_max),
             ));
         }
         Ok(())
@@ -493,5 +355,119 @@ pub fn listen_address(spec: &str) -> String {
         format!("127.0.0.1:{spec}")
     } else {
         spec.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::settings::{InnerSettings, LearnerSettings, SchedulerSettings};
+
+    #[derive(Parser)]
+    struct Train {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn parse(args: &[&str]) -> TrainArgs {
+        Train::try_parse_from(std::iter::once("train").chain(args.iter().copied())).expect("parses").args
+    }
+
+    /// The keys and values a checkpoint written before the settings were split held, and
+    /// `run.toml` files of that version: the on-disk contract.
+    const OLD_JSON: &str = r#"{"task":"sinusoid","shots":10,"query":10,"ways":5,"layers":[1,8,1],
+        "activation":"relu","loss":null,"scheduler":"lstm","hidden":4,"inner_steps":5,"lr_min":0.0,
+        "lr_max":0.1,"lr_init":0.01,"lr_fixed":0.02,"first_order":false,"learn_init":true,
+        "meta_batch":3,"meta_lr":0.001,"clip_norm":10.0,"steps":20000,"seed":2,"workers":0,
+        "threads":0,"eval_every":1000,"checkpoint_every":1000,"log_every":10,"eval_tasks":100,
+        "final_eval_tasks":600,"eval_query":0}"#;
+
+    #[test]
+    fn clap_defaults_are_the_default_impls() {
+        let a = parse(&[]);
+        assert_eq!(a.settings, TrainConfig::default());
+        assert!(a.given.0.is_empty(), "{:?}", a.given);
+        #[derive(Parser)]
+        struct Model {
+            #[command(flatten)]
+            learner: LearnerSettings,
+            #[command(flatten)]
+            scheduler: SchedulerSettings,
+            #[command(flatten)]
+            inner: InnerSettings,
+        }
+        let m = Model::try_parse_from(["init"]).expect("parses");
+        assert_eq!(m.learner, LearnerSettings::default());
+        assert_eq!(m.scheduler, SchedulerSettings::default());
+        assert_eq!(m.inner, InnerSettings::default());
+    }
+
+    #[test]
+    fn every_key_is_a_flag_and_either_trajectory_or_runtime() {
+        let run = keys_of::<RunSettings>();
+        let trajectory = trajectory_keys();
+        assert!(run.is_disjoint(&trajectory));
+        let all: BTreeSet<String> = run.union(&trajectory).cloned().collect();
+        assert_eq!(all, known_keys());
+        let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+        for key in &all {
+            assert!(cmd.get_arguments().any(|a| a.get_id().as_str() == key), "no flag for `{key}`");
+        }
+        assert_eq!(flag_name("learn_init"), "--no-learn-init");
+        assert_eq!(flag_name("meta_lr"), "--meta-lr");
+    }
+
+    #[test]
+    fn flags_typed_are_recorded_and_override_the_file() {
+        let a = parse(&["--hidden", "7", "--no-learn-init", "--first-order", "--steps", "3"]);
+        for id in ["hidden", "learn_init", "first_order", "steps"] {
+            assert!(a.given.contains(id), "{id}: {:?}", a.given);
+        }
+        assert!(!a.given.contains("seed"));
+        assert_eq!(a.settings.trajectory.scheduler.hidden, 7);
+        assert!(!a.settings.trajectory.inner.learn_init);
+        assert!(a.settings.trajectory.inner.first_order);
+        let dir = std::env::temp_dir().join(format!("metasched-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("run.toml");
+        std::fs::write(&file, "hidden = 9\nseed = 4\nsteps = 8\nloss = \"mse\"\n").expect("write");
+        let mut a = parse(&["--hidden", "7", "--layers", "1,8,1"]);
+        a.config = Some(file.clone());
+        let cfg = a.resolve().expect("resolves");
+        assert_eq!(cfg.trajectory.scheduler.hidden, 7, "flag over file");
+        assert_eq!(cfg.trajectory.outer.seed, 4, "file over default");
+        assert_eq!(cfg.run.steps, 8);
+        assert_eq!(cfg.trajectory.learner.loss, Some(metasched_engine::LossKind::Mse));
+        assert_eq!(cfg.trajectory.learner.layers, vec![1, 8, 1]);
+        assert_eq!(cfg.run.log_every, RunSettings::default().log_every);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_checkpoints_and_run_files_read_and_write_back_the_same() {
+        let old: serde_json::Value = serde_json::from_str(OLD_JSON).expect("json");
+        let cfg: TrainConfig = serde_json::from_value(old.clone()).expect("reads");
+        assert_eq!(cfg.trajectory.scheduler.lr_fixed, 0.02);
+        assert_eq!(cfg.trajectory.outer.seed, 2);
+        assert_eq!(serde_json::to_value(&cfg).expect("json"), old, "same keys and values");
+        let table = to_table(&cfg).expect("toml");
+        let text = toml::to_string(&cfg).expect("toml");
+        let back: toml::Table = toml::from_str(&text).expect("parses");
+        assert_eq!(back, table);
+        assert!(!table.contains_key("loss"), "an unset loss is left out of run.toml, as before");
+        assert_eq!(from_table(back, "test").expect("reads"), cfg);
+    }
+
+    #[test]
+    fn resume_keeps_the_trajectory_and_takes_runtime_changes() {
+        let stored: TrainConfig = serde_json::from_str(OLD_JSON).expect("json");
+        let cfg = parse(&["--steps", "9", "--hidden", "4"]).resume(&stored, None).expect("same hidden");
+        assert_eq!(cfg.run.steps, 9);
+        assert_eq!(cfg.trajectory, stored.trajectory);
+        let err = parse(&["--meta-lr", "0.1"]).resume(&stored, None).expect_err("refused");
+        assert!(err.downcast_ref::<BadInput>().is_some());
+        assert!(err.to_string().contains("--meta-lr") && err.to_string().contains("`meta_lr`"), "{err}");
     }
 }

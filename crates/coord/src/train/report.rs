@@ -55,8 +55,8 @@ pub fn finish(
     let spec = EvalSpec {
         split: Split::Test,
         stream: FINAL_EVAL_STREAM,
-        tasks: cfg.final_eval_tasks,
-        shots: cfg.shots,
+        tasks: cfg.run.final_eval_tasks,
+        shots: cfg.trajectory.task.shots,
         query: cfg.eval_query(),
     };
     let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;

@@ -10,7 +10,7 @@ use metasched_engine::{Adam, AdamConfig, Config, Params};
 use metasched_formats::{Checkpoint, read_checkpoint, write_checkpoint};
 use serde::{Deserialize, Serialize};
 
-use super::config::TrainConfig;
+use super::config::{TrainArgs, TrainConfig};
 use crate::exit::BadInput;
 
 /// File name of the resolved run configuration inside a run directory.
@@ -55,8 +55,9 @@ impl TrainState {
     /// A fresh run.
     pub fn new(config: TrainConfig) -> anyhow::Result<Self> {
         let model = config.model_config()?;
-        let params = metasched_engine::init::init_params(&model, config.seed, config.lr_init)?;
-        let adam = Adam::new(AdamConfig { lr: config.meta_lr, ..Default::default() }, &params);
+        let t = &config.trajectory;
+        let params = metasched_engine::init::init_params(&model, t.outer.seed, t.scheduler.lr_init)?;
+        let adam = Adam::new(AdamConfig { lr: t.outer.meta_lr, ..Default::default() }, &params);
         Ok(Self { model, params, adam, meta: TrainMeta { step: 0, skipped: 0, adam_t: 0, config } })
     }
 
@@ -64,7 +65,7 @@ impl TrainState {
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let mut ckpt = Checkpoint::new(self.model.clone(), self.params.clone());
         let meta =
-            TrainMeta { adam_t: self.adam.t, config: self.meta.config.trajectory(), ..self.meta.clone() };
+            TrainMeta { adam_t: self.adam.t, config: self.meta.config.for_checkpoint(), ..self.meta.clone() };
         if let Some(obj) = ckpt.config_json.as_object_mut() {
             obj.insert("train".into(), serde_json::to_value(&meta)?);
         }
@@ -77,15 +78,15 @@ impl TrainState {
         write_checkpoint(checkpoint_path(dir), &ckpt).context("cannot write the checkpoint")
     }
 
-    /// Reads the checkpoint of run directory `dir`; the trajectory-neutral settings come
-    /// from the directory's `run.toml` when it is there.
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+    /// Reads the checkpoint of run directory `dir` and settles the resumed run's settings
+    /// with `args`: the trajectory is the checkpoint's, the runtime settings come from the
+    /// directory's `run.toml` (when it is there), then from the flags (see
+    /// [`TrainArgs::resume`]).
+    pub fn load(dir: &Path, args: &TrainArgs) -> anyhow::Result<Self> {
         let mut state = Self::load_checkpoint(dir)?;
         let run_toml = dir.join(RUN_TOML);
-        if run_toml.exists() {
-            let runtime = super::config::load_toml(&run_toml)?;
-            super::config::copy_runtime(&mut state.meta.config, &runtime);
-        }
+        let run_toml = run_toml.exists().then_some(run_toml.as_path());
+        state.meta.config = args.resume(&state.meta.config, run_toml)?;
         Ok(state)
     }
 
@@ -101,6 +102,12 @@ impl TrainState {
                 path.display()
             ))
         })?;
+        if let Some(keys) = train.get("config").and_then(|c| c.as_object()).map(|c| c.keys()) {
+            super::config::check_keys(
+                keys,
+                &format!("checkpoint {}: config field `train.config`", path.display()),
+            )?;
+        }
         let meta: TrainMeta = serde_json::from_value(train)
             .map_err(|e| BadInput(format!("checkpoint {}: config field `train`: {e}", path.display())))?;
         let model = meta.config.model_config()?;
@@ -125,7 +132,7 @@ impl TrainState {
                 })
         };
         let adam = Adam {
-            config: AdamConfig { lr: meta.config.meta_lr, ..Default::default() },
+            config: AdamConfig { lr: meta.config.trajectory.outer.meta_lr, ..Default::default() },
             t: meta.adam_t,
             m: moments(M_PREFIX)?,
             v: moments(V_PREFIX)?,

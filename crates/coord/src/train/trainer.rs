@@ -25,26 +25,17 @@ use crate::stats::{accuracy_summary, lr_stats, mean, mean_ci95};
 
 /// The default run directory for a configuration.
 pub fn default_out(cfg: &TrainConfig) -> PathBuf {
-    let task: String = cfg.task.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let task = if cfg.task.starts_with("file:") { "file".to_string() } else { task };
-    PathBuf::from("runs").join(format!("{task}-{}-k{}-seed{}", cfg.scheduler.as_str(), cfg.shots, cfg.seed))
+    let t = &cfg.trajectory;
+    let task: String = t.task.task.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let task = if t.task.task.starts_with("file:") { "file".to_string() } else { task };
+    let (kind, shots, seed) = (t.scheduler.scheduler.as_str(), t.task.shots, t.outer.seed);
+    PathBuf::from("runs").join(format!("{task}-{kind}-k{shots}-seed{seed}"))
 }
 
 /// Builds or resumes the run `args` describe.
 pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
     if let Some(dir) = &args.resume {
-        let refused = args.trajectory_flags();
-        if !refused.is_empty() {
-            return Err(BadInput(format!(
-                "--resume continues a run exactly; these flags would change it: {} (start a new run with --out instead)",
-                refused.join(", ")
-            ))
-            .into());
-        }
-        let mut state = TrainState::load(dir)?;
-        args.apply_runtime(&mut state.meta.config);
-        state.meta.config.validate()?;
-        return Ok((dir.clone(), state));
+        return Ok((dir.clone(), TrainState::load(dir, args)?));
     }
     let cfg = args.resolve()?;
     let dir = args.out.clone().unwrap_or_else(|| default_out(&cfg));
@@ -64,8 +55,8 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
 /// the cores are shared out among the workers.
 pub fn parallelism(cfg: &TrainConfig) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let workers = cfg.workers.max(1);
-    let threads = if cfg.threads == 0 { (cores / workers).max(1) } else { cfg.threads };
+    let workers = cfg.run.workers.max(1);
+    let threads = if cfg.run.threads == 0 { (cores / workers).max(1) } else { cfg.run.threads };
     (workers, threads)
 }
 
@@ -82,13 +73,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     let describe = |how: String| {
         println!(
             "training {} ({} scheduler, {} inner steps, B = {}) in {} from step {} to {} on {how}",
-            cfg.task,
-            cfg.scheduler.as_str(),
-            cfg.inner_steps,
-            cfg.meta_batch,
+            cfg.trajectory.task.task,
+            cfg.trajectory.scheduler.scheduler.as_str(),
+            cfg.trajectory.inner.inner_steps,
+            cfg.trajectory.outer.meta_batch,
             dir.display(),
             from_step,
-            cfg.steps
+            cfg.run.steps
         )
     };
     let stop = StopFlag::install();
@@ -112,7 +103,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     let setup = RunSetup {
         config: state.model.clone(),
         tasks: cfg.task_spec()?,
-        threads: if cfg.threads == 0 { 0 } else { cfg.threads as u32 },
+        threads: if cfg.run.threads == 0 { 0 } else { cfg.run.threads as u32 },
         heartbeat_s: (t.heartbeat_timeout / 10.0).clamp(0.05, 2.0),
     };
     let timeouts = RemoteTimeouts {
@@ -132,7 +123,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     let spawned = match t.spawn_workers {
         Some(n) => {
             let per = (std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1) / n).max(1);
-            let threads = if cfg.threads == 0 { per } else { cfg.threads };
+            let threads = if cfg.run.threads == 0 { per } else { cfg.run.threads };
             Some(SpawnedWorkers::start(n, &addr.to_string(), &secret, threads, &t.worker_device)?)
         }
         None => None,
@@ -183,7 +174,13 @@ fn evaluate(
     tasks: usize,
 ) -> anyhow::Result<(EvalOutput, EvalLine)> {
     let cfg = &state.meta.config;
-    let spec = EvalSpec { split: Split::Test, stream, tasks, shots: cfg.shots, query: cfg.eval_query() };
+    let spec = EvalSpec {
+        split: Split::Test,
+        stream,
+        tasks,
+        shots: cfg.trajectory.task.shots,
+        query: cfg.eval_query(),
+    };
     let out = pool.evaluate(&Arc::new(state.params.clone()), spec)?;
     let (mean, ci95) = mean_ci95(&out.outer_loss);
     let (accuracy, accuracy_ci95) = accuracy_summary(&out.accuracy);
@@ -199,27 +196,27 @@ pub fn train_loop(
     stop: &StopFlag,
 ) -> anyhow::Result<Outcome> {
     let cfg = state.meta.config.clone();
-    let mask = UpdateMask { theta: cfg.learn_init };
+    let mask = UpdateMask { theta: cfg.trajectory.inner.learn_init };
     let groups = group_names(state);
     let mut metrics = MetricsWriter::open(dir, state.meta.step)?;
     let started = Instant::now();
-    let bar = super::progress::bar(cfg.steps, state.meta.step);
+    let bar = super::progress::bar(cfg.run.steps, state.meta.step);
     let mut last_log = (Instant::now(), state.meta.step);
     let mut redispatched = 0u64;
     let mut group_reduced = 0u64;
-    while state.meta.step < cfg.steps {
+    while state.meta.step < cfg.run.steps {
         let step = state.meta.step;
         let _span = tracing::info_span!("step", step).entered();
         let params = Arc::new(state.params.clone());
         let out = pool
-            .meta_step(&params, step, step, cfg.meta_batch)
+            .meta_step(&params, step, step, cfg.trajectory.outer.meta_batch)
             .with_context(|| format!("meta-step {step}"))?;
         redispatched += u64::from(out.redispatched);
         group_reduced += u64::from(out.group_reduced);
         let meta_loss = mean(&out.outer_loss);
-        let grad_norm = match out.sum.to_params(&state.params, 1.0 / cfg.meta_batch as f64) {
+        let grad_norm = match out.sum.to_params(&state.params, 1.0 / cfg.trajectory.outer.meta_batch as f64) {
             Some(mut grad) => {
-                let norm = clip_grad_norm(&mut grad, cfg.clip_norm, mask);
+                let norm = clip_grad_norm(&mut grad, cfg.trajectory.outer.clip_norm, mask);
                 state.adam.step(&mut state.params, &grad, mask);
                 Some(norm)
             }
@@ -236,8 +233,8 @@ pub fn train_loop(
         };
         state.meta.step += 1;
         let done = state.meta.step;
-        let eval = if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
-            let (_, line) = evaluate(pool, state, 0, cfg.eval_tasks)?;
+        let eval = if cfg.run.eval_every > 0 && done.is_multiple_of(cfg.run.eval_every) {
+            let (_, line) = evaluate(pool, state, 0, cfg.run.eval_tasks)?;
             tracing::info!(step = done, mean = line.mean, ci95 = line.ci95, "evaluation");
             let acc = line.accuracy.map(|a| format!(", accuracy {:.2}%", 100.0 * a)).unwrap_or_default();
             bar.println(format!(
@@ -248,7 +245,7 @@ pub fn train_loop(
         } else {
             None
         };
-        if done.is_multiple_of(cfg.log_every) || eval.is_some() || done == cfg.steps {
+        if done.is_multiple_of(cfg.run.log_every) || eval.is_some() || done == cfg.run.steps {
             let (t0, s0) = last_log;
             let steps_per_s = (done - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             last_log = (Instant::now(), done);
@@ -274,7 +271,7 @@ pub fn train_loop(
             ));
         }
         bar.set_position(done);
-        if cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every) {
+        if cfg.run.checkpoint_every > 0 && done.is_multiple_of(cfg.run.checkpoint_every) {
             state.save(dir)?;
         }
         if stop.raised() {

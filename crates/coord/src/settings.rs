@@ -1,0 +1,359 @@
+//! Every setting of a run, declared once, grouped by concern.
+//!
+//! Each struct here is at the same time a set of command-line flags (`clap`, flattened into
+//! a command) and a set of flat snake_case keys of `run.toml` and of the checkpoint
+//! (`serde`, flattened into [`crate::train::TrainConfig`]). A setting is one field: its doc
+//! line is the flag's help, its value in the struct's `Default` impl is the default of the
+//! flag and of the file (clap reads it through `default_value_t = <Struct>::default().field`),
+//! and which struct it sits in says whether a resumed run may change it:
+//! [`Trajectory`]'s settings come from the checkpoint, [`RunSettings`] may change.
+//!
+//! `init`, `train` (and later `apply`) flatten the same [`LearnerSettings`],
+//! [`SchedulerSettings`] and [`InnerSettings`], so the model flags mean the same everywhere.
+
+use std::collections::BTreeSet;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use metasched_engine::{
+    Activation, Config, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
+};
+use metasched_proto::TaskFamily;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::BadInput;
+
+/// Parses `relu` / `tanh`.
+pub fn parse_activation(s: &str) -> Result<Activation, String> {
+    match s {
+        "relu" => Ok(Activation::Relu),
+        "tanh" => Ok(Activation::Tanh),
+        _ => Err(format!("unknown activation `{s}` (expected relu or tanh)")),
+    }
+}
+
+/// Parses `mse` / `cross_entropy`.
+pub fn parse_loss(s: &str) -> Result<LossKind, String> {
+    match s {
+        "mse" => Ok(LossKind::Mse),
+        "cross_entropy" | "cross-entropy" | "ce" => Ok(LossKind::CrossEntropy),
+        _ => Err(format!("unknown loss `{s}` (expected mse or cross_entropy)")),
+    }
+}
+
+/// The flag spelling of an activation, so clap can show and use the `Default` impl's value
+/// (the engine's enum has no `Display`).
+pub fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Relu => "relu",
+        Activation::Tanh => "tanh",
+    }
+}
+
+/// The tasks meta-training learns from. Part of the [`Trajectory`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Task")]
+pub struct TaskSettings {
+    /// Task family: sinusoid, digits or file:PATH (a directory of task files).
+    #[arg(long, default_value_t = TaskSettings::default().task)]
+    pub task: String,
+    /// Support points per task (per class for digits).
+    #[arg(long, default_value_t = TaskSettings::default().shots)]
+    pub shots: usize,
+    /// Query points per task (per class for digits).
+    #[arg(long, default_value_t = TaskSettings::default().query)]
+    pub query: usize,
+    /// Classes per task (digits).
+    #[arg(long, default_value_t = TaskSettings::default().ways)]
+    pub ways: usize,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self { task: "sinusoid".into(), shots: 10, query: 10, ways: 5 }
+    }
+}
+
+impl TaskSettings {
+    /// The task family this names.
+    pub fn family(&self) -> anyhow::Result<TaskFamily> {
+        self.task.parse::<TaskFamily>().map_err(|e| bad("task", e))
+    }
+}
+
+/// The learner network the inner loop trains. Part of the [`Trajectory`]; shared by `init`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Learner")]
+pub struct LearnerSettings {
+    /// Learner layer widths, input to output, comma-separated (default: the task family's,
+    /// 1,40,40,1 for sinusoid, 64,64,64,WAYS for digits).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<usize>,
+    /// Nonlinearity between layers: relu or tanh.
+    #[arg(long, value_parser = parse_activation,
+          default_value = activation_name(LearnerSettings::default().activation))]
+    pub activation: Activation,
+    /// Learner loss: mse or cross_entropy (default: the task family's, mse for sinusoid,
+    /// cross_entropy for digits).
+    #[arg(long, value_parser = parse_loss)]
+    pub loss: Option<LossKind>,
+}
+
+impl Default for LearnerSettings {
+    fn default() -> Self {
+        Self { layers: Vec::new(), activation: Activation::Relu, loss: None }
+    }
+}
+
+/// The learning-rate scheduler. Part of the [`Trajectory`]; shared by `init`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Scheduler")]
+pub struct SchedulerSettings {
+    /// Scheduler kind: lstm, lslr or fixed.
+    #[arg(long, default_value = SchedulerSettings::default().scheduler.as_str())]
+    pub scheduler: SchedulerKind,
+    /// LSTM hidden size.
+    #[arg(long, default_value_t = SchedulerSettings::default().hidden)]
+    pub hidden: usize,
+    /// Lower bound of every learned rate.
+    #[arg(long, default_value_t = SchedulerSettings::default().lr_min)]
+    pub lr_min: f64,
+    /// Upper bound of every learned rate.
+    #[arg(long, default_value_t = SchedulerSettings::default().lr_max)]
+    pub lr_max: f64,
+    /// Initial rate of the learned schedulers (head bias / LSLR table set to its logit).
+    #[arg(long, default_value_t = SchedulerSettings::default().lr_init)]
+    pub lr_init: f64,
+    /// The rate of the `fixed` scheduler.
+    #[arg(long, default_value_t = SchedulerSettings::default().lr_fixed)]
+    pub lr_fixed: f64,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            scheduler: SchedulerKind::Lstm,
+            hidden: 20,
+            lr_min: 0.0,
+            lr_max: 0.1,
+            lr_init: 0.01,
+            lr_fixed: 0.01,
+        }
+    }
+}
+
+/// The inner loop every task runs. Part of the [`Trajectory`]; shared by `init`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Inner loop")]
+pub struct InnerSettings {
+    /// Inner SGD steps T.
+    #[arg(long, default_value_t = InnerSettings::default().inner_steps)]
+    pub inner_steps: usize,
+    /// Use the first-order meta-gradient (no Hessian term).
+    #[arg(long)]
+    pub first_order: bool,
+    /// Meta-learn the initialisation theta; `--no-learn-init` turns it off (its gradient is
+    /// still reported).
+    #[arg(long = "no-learn-init", action = clap::ArgAction::SetFalse)]
+    pub learn_init: bool,
+}
+
+impl Default for InnerSettings {
+    fn default() -> Self {
+        // `first_order` and `learn_init` are switches: their defaults are clap's (off for
+        // `--first-order`, on for `--no-learn-init`'s field), checked by the parse tests.
+        Self { inner_steps: 5, first_order: false, learn_init: true }
+    }
+}
+
+/// The outer loop: how meta-steps update theta and phi. Part of the [`Trajectory`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Outer loop")]
+pub struct OuterSettings {
+    /// Tasks per meta-step B.
+    #[arg(long, default_value_t = OuterSettings::default().meta_batch)]
+    pub meta_batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = OuterSettings::default().meta_lr)]
+    pub meta_lr: f64,
+    /// Global-norm clipping of the meta-gradient (0: off).
+    #[arg(long, default_value_t = OuterSettings::default().clip_norm)]
+    pub clip_norm: f64,
+    /// Seed of the initialisation and of every task.
+    #[arg(long, default_value_t = OuterSettings::default().seed)]
+    pub seed: u64,
+}
+
+impl Default for OuterSettings {
+    fn default() -> Self {
+        Self { meta_batch: 25, meta_lr: 1e-3, clip_norm: 10.0, seed: 0 }
+    }
+}
+
+/// What defines a run's trajectory: stored in its checkpoint, and a resumed run keeps it
+/// (changing any of it by flag or in `run.toml` is refused), so it ends bitwise the same.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Args)]
+pub struct Trajectory {
+    /// The tasks.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub task: TaskSettings,
+    /// The learner.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub learner: LearnerSettings,
+    /// The scheduler.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub scheduler: SchedulerSettings,
+    /// The inner loop.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub inner: InnerSettings,
+    /// The outer loop.
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub outer: OuterSettings,
+}
+
+/// What only changes how a run is carried out, never its numbers: a resumed run may change
+/// any of it (more steps, other workers, another logging cadence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Running")]
+pub struct RunSettings {
+    /// Number of meta-steps (a resumed run may extend it).
+    #[arg(long, default_value_t = RunSettings::default().steps)]
+    pub steps: u64,
+    /// Local workers (0 or 1: one worker using every core).
+    #[arg(long, default_value_t = RunSettings::default().workers)]
+    pub workers: usize,
+    /// Engine threads per worker (0: cores / workers).
+    #[arg(long, default_value_t = RunSettings::default().threads)]
+    pub threads: usize,
+    /// Evaluate every this many steps (0: off).
+    #[arg(long, default_value_t = RunSettings::default().eval_every)]
+    pub eval_every: u64,
+    /// Save a checkpoint every this many steps (0: only at the end and on SIGINT).
+    #[arg(long, default_value_t = RunSettings::default().checkpoint_every)]
+    pub checkpoint_every: u64,
+    /// Write a metrics line every this many steps.
+    #[arg(long, default_value_t = RunSettings::default().log_every)]
+    pub log_every: u64,
+    /// Tasks of each periodic evaluation.
+    #[arg(long, default_value_t = RunSettings::default().eval_tasks)]
+    pub eval_tasks: usize,
+    /// Tasks of the final evaluation.
+    #[arg(long, default_value_t = RunSettings::default().final_eval_tasks)]
+    pub final_eval_tasks: usize,
+    /// Query points of evaluation tasks (0: 100 for sinusoid, --query otherwise).
+    #[arg(long, default_value_t = RunSettings::default().eval_query)]
+    pub eval_query: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            steps: 20_000,
+            workers: 0,
+            threads: 0,
+            eval_every: 1000,
+            checkpoint_every: 1000,
+            log_every: 10,
+            eval_tasks: 100,
+            final_eval_tasks: 600,
+            eval_query: 0,
+        }
+    }
+}
+
+/// The engine's configuration (spec §5) of a learner, scheduler and inner loop, with the
+/// learner's layers and loss defaulting to those of `family`'s tasks.
+pub fn model_config(
+    learner: &LearnerSettings,
+    scheduler: &SchedulerSettings,
+    inner: &InnerSettings,
+    family: &TaskFamily,
+    ways: usize,
+) -> anyhow::Result<Config> {
+    let layers = if learner.layers.is_empty() {
+        match family {
+            TaskFamily::Sinusoid => vec![1, 40, 40, 1],
+            TaskFamily::Digits => vec![64, 64, 64, ways],
+            TaskFamily::File { .. } => return Err(bad("layers", "file tasks need --layers")),
+        }
+    } else {
+        learner.layers.clone()
+    };
+    let loss = learner.loss.unwrap_or(match family {
+        TaskFamily::Digits => LossKind::CrossEntropy,
+        _ => LossKind::Mse,
+    });
+    let config = Config {
+        model: ModelConfig { layers, activation: learner.activation, loss },
+        inner: InnerConfig {
+            steps: inner.inner_steps,
+            first_order: inner.first_order,
+            learn_init: inner.learn_init,
+        },
+        scheduler: SchedulerConfig {
+            kind: scheduler.scheduler,
+            hidden: scheduler.hidden,
+            lr_min: scheduler.lr_min,
+            lr_max: scheduler.lr_max,
+            lr_fixed: scheduler.lr_fixed,
+        },
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// An error naming the setting at fault (exit 2).
+pub fn bad(field: &str, reason: impl std::fmt::Display) -> anyhow::Error {
+    BadInput(format!("training option `{field}`: {reason}")).into()
+}
+
+/// The ids (= field names = file keys) of the arguments given on the command line rather
+/// than defaulted, so settings from a file or a checkpoint are overridden only by flags the
+/// user actually typed. Flatten it into a command next to the settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GivenFlags(pub BTreeSet<String>);
+
+impl GivenFlags {
+    /// Whether the argument with this id was typed.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+}
+
+impl FromArgMatches for GivenFlags {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = Self::default();
+        given.update_from_arg_matches(m)?;
+        Ok(given)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        for id in m.ids() {
+            if m.value_source(id.as_str()) == Some(ValueSource::CommandLine) {
+                self.0.insert(id.as_str().to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Args for GivenFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+}
