@@ -24,22 +24,29 @@
 //! - implements [`Runtime`] on a real GPU through cudarc ([`CudaRuntime`], constructed only
 //!   after the probe found the driver).
 
-pub mod collective;
+#[cfg(feature = "checks")]
 pub mod compare;
 pub mod compile;
+#[cfg(not(feature = "cuda"))]
+mod cuda_disabled;
+#[cfg(feature = "cuda")]
 pub mod cudarc_runtime;
 pub mod device_metagrad;
 pub mod emu;
 pub mod error;
 mod ffi;
+#[cfg(feature = "checks")]
 pub mod kernel_checks;
 pub mod kernel_cost;
 pub mod kernels;
 pub mod learner;
+pub mod nccl;
 pub mod probe;
 pub mod runtime;
 
-pub use collective::{Collective, InProcessGroup, NcclCollective};
+#[cfg(not(feature = "cuda"))]
+pub use cuda_disabled::{CudaBuffer, CudaRuntime};
+#[cfg(feature = "cuda")]
 pub use cudarc_runtime::{CudaBuffer, CudaRuntime};
 pub use device_metagrad::{
     DeviceGradientSum, device_evaluate, device_meta_gradient, device_meta_gradient_sum,
@@ -47,4 +54,5 @@ pub use device_metagrad::{
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
 pub use error::{CudaError, Result};
 pub use kernels::{ArgValue, BlockShape, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source};
+pub use nccl::NcclCollective;
 pub use runtime::{Arg, DeviceBuffer, Dim3, Element, LaunchConfig, Runtime};

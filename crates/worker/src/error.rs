@@ -20,7 +20,7 @@ pub enum WorkerError {
     DeviceUnavailable(String),
     /// The collective (NCCL, or its TCP stand-in) failed or was aborted.
     #[error("collective: {0}")]
-    Collective(String),
+    Collective(#[from] metasched_collective::CollectiveError),
     /// A job that does not fit the worker's state (e.g. a stale parameter version).
     #[error("invalid job: {0}")]
     BadJob(String),

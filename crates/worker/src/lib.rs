@@ -10,8 +10,9 @@
 //!
 //! - [`compute`]: where jobs run — the CPU engine, the CUDA kernels on the CPU emulator, or a
 //!   GPU through cudarc (opened after a driver probe), shared with `meta-coord --device`.
-//! - [`group`] and [`tcp_collective`]: device workers' reduction groups — NCCL on GPUs, a TCP
-//!   all-reduce as its stand-in on emulated devices — driven by the coordinator's protocol.
+//! - [`group`]: device workers' reduction groups — NCCL on GPUs, a TCP all-reduce
+//!   (`metasched_collective::tcp`) as its stand-in on emulated devices — driven by the
+//!   coordinator's protocol.
 
 pub mod client;
 pub mod compute;
@@ -19,7 +20,6 @@ pub mod error;
 pub mod executor;
 pub mod group;
 pub mod task_source;
-pub mod tcp_collective;
 
 pub use compute::{Compute, Device, PartSum};
 pub use error::{Result, WorkerError};
