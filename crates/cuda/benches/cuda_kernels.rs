@@ -17,8 +17,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use metasched_cuda::kernel_cost::{Cost, H100_BYTES_PER_S, H100_FLOPS_PER_S, launch_cost};
 use metasched_cuda::kernels::FEATURES;
+use metasched_cuda::kernels::cost::{Cost, H100_BYTES_PER_S, H100_FLOPS_PER_S, launch_cost};
 use metasched_cuda::{Arg, CudaError, CudaRuntime, KernelId, LaunchConfig, Runtime};
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{Config, ThetaLayout};

@@ -25,7 +25,7 @@
 //!   after the probe found the driver).
 
 #[cfg(feature = "checks")]
-pub mod compare;
+pub mod checks;
 pub mod compile;
 #[cfg(not(feature = "cuda"))]
 mod cuda_disabled;
@@ -35,9 +35,6 @@ pub mod device_metagrad;
 pub mod emu;
 pub mod error;
 mod ffi;
-#[cfg(feature = "checks")]
-pub mod kernel_checks;
-pub mod kernel_cost;
 pub mod kernels;
 pub mod learner;
 pub mod nccl;
