@@ -5,7 +5,11 @@
 //! `metasched_engine` with the same argument order, outputs first). This crate
 //!
 //! - lists them ([`KernelId`], [`kernel_source`]) with their launch contracts (parameter
-//!   types, buffer lengths, launch shapes: [`KernelId::check`], [`KernelId::default_config`]);
+//!   types, buffer lengths, launch shapes: [`KernelId::check`], [`KernelId::default_config`])
+//!   and costs, one module per kernel file ([`kernels::mlp`], ...);
+//! - with the `checks` feature, checks every kernel against its CPU twin on any runtime
+//!   ([`checks`]: what `meta-worker selftest` and the tests run; the coordinator does not
+//!   need it);
 //! - defines the device interface backends implement ([`Runtime`]: allocation, copies, typed
 //!   launches);
 //! - implements it on the CPU ([`EmuRuntime`]): the build script compiles the same kernel
@@ -22,7 +26,10 @@
 //!   architecture, with `ptxas` resource reports ([`compile`]).
 //!
 //! - implements [`Runtime`] on a real GPU through cudarc ([`CudaRuntime`], constructed only
-//!   after the probe found the driver).
+//!   after the probe found the driver), and the `metasched_collective::Collective` all-reduce
+//!   through NCCL ([`NcclCollective`]). Both need the `cuda` feature (on by default); without
+//!   it they are stand-ins whose constructors return [`CudaError::FeatureDisabled`], so
+//!   CPU-only builds need no CUDA bindings.
 
 #[cfg(feature = "checks")]
 pub mod checks;

@@ -84,6 +84,23 @@ mod check {
         offsets: Vec<i32>,
     }
 
+    impl Case {
+        /// The launch arguments: `lead` (the kernel's own outputs and inputs), then `grad,
+        /// rates, group_offsets, tasks, params, groups`, which both kernels take.
+        fn args<'a>(&'a self, lead: &[In<'a>]) -> Vec<In<'a>> {
+            let mut v = lead.to_vec();
+            v.extend([
+                In::F(&self.grad),
+                In::F(&self.rates),
+                In::I(&self.offsets),
+                In::Int(self.tasks),
+                In::Int(self.layout.len()),
+                In::Int(self.layout.groups()),
+            ]);
+            v
+        }
+    }
+
     fn case(widths: &[usize], tasks: usize, seed: u64) -> Result<Case> {
         let layout = ThetaLayout::from_widths(widths);
         let (p, g) = (layout.len(), layout.groups());
@@ -142,7 +159,7 @@ mod check {
     fn forward<R: Runtime>(rt: &R, cmp: &mut Comparison) -> Result<()> {
         for (widths, tasks) in shapes() {
             let k = case(&widths, tasks, widths.len() as u64)?;
-            let (p, g) = (k.layout.len(), k.layout.groups());
+            let p = k.layout.len();
             let mut want = vec![0.0; tasks * p];
             forward_ref(&mut want, &k);
             // Every block size into a separate output, then in place (theta_new aliasing
@@ -153,16 +170,7 @@ mod check {
                     rt,
                     KernelId::SgdUpdateForward,
                     Some(block),
-                    &[
-                        if in_place { In::Same(1) } else { In::F(&junk) },
-                        In::F(&k.theta),
-                        In::F(&k.grad),
-                        In::F(&k.rates),
-                        In::I(&k.offsets),
-                        In::Int(tasks),
-                        In::Int(p),
-                        In::Int(g),
-                    ],
+                    &k.args(&[if in_place { In::Same(1) } else { In::F(&junk) }, In::F(&k.theta)]),
                 )?;
                 let case =
                     format!("{widths:?} B={tasks} block {block}{}", if in_place { " in place" } else { "" });
@@ -187,17 +195,7 @@ mod check {
                     rt,
                     KernelId::SgdUpdateBackward,
                     Some(block),
-                    &[
-                        In::F(&jda),
-                        In::F(&ju),
-                        In::F(&k.v),
-                        In::F(&k.grad),
-                        In::F(&k.rates),
-                        In::I(&k.offsets),
-                        In::Int(tasks),
-                        In::Int(p),
-                        In::Int(g),
-                    ],
+                    &k.args(&[In::F(&jda), In::F(&ju), In::F(&k.v)]),
                 )?;
                 let case = format!("{widths:?} B={tasks} block {block}");
                 out.compare(cmp, &case, &[("da", &want_da), ("u", &want_u), ("v (unchanged)", &k.v)])?;
