@@ -176,21 +176,17 @@ fn kernel_table(dir: &Path) -> String {
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
         .collect();
     files.sort();
-    let (mut entry, mut file, mut params) = (String::new(), String::new(), String::new());
+    let (mut entry, mut file, mut family, mut params) =
+        (String::new(), String::new(), String::new(), String::new());
     for path in &files {
         let text = std::fs::read_to_string(path).expect("kernel source is readable UTF-8");
         let name = path.file_name().and_then(|s| s.to_str()).expect("kernel file names are UTF-8");
+        let fam = camel(name.trim_end_matches(".cu"));
         for (kernel, list) in signatures(&text) {
-            let variant: String = kernel
-                .trim_end_matches("_f32")
-                .split('_')
-                .map(|w| {
-                    let mut c = w.chars();
-                    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
-                })
-                .collect();
+            let variant = camel(kernel.trim_end_matches("_f32"));
             let _ = writeln!(entry, "            KernelId::{variant} => \"{kernel}\",");
             let _ = writeln!(file, "            KernelId::{variant} => \"{name}\",");
+            let _ = writeln!(family, "            KernelId::{variant} => Family::{fam},");
             let _ = write!(params, "            KernelId::{variant} => &[");
             for (ty, pname) in list {
                 let _ = write!(params, "Param {{ name: \"{pname}\", ty: ParamType::{ty} }}, ");
@@ -205,10 +201,24 @@ fn kernel_table(dir: &Path) -> String {
          \x20   pub fn entry_point(self) -> &'static str {{\n        match self {{\n{entry}        }}\n    }}\n\n\
          \x20   /// The kernel's source file, relative to `kernels/`.\n\
          \x20   pub fn source_file(self) -> &'static str {{\n        match self {{\n{file}        }}\n    }}\n\n\
+         \x20   /// The family (source file) the kernel belongs to.\n\
+         \x20   pub fn family(self) -> Family {{\n        match self {{\n{family}        }}\n    }}\n\n\
          \x20   /// The parameters, in order (outputs first), as its signature declares them.\n\
          \x20   pub fn params(self) -> &'static [Param] {{\n        match self {{\n{params}        }}\n    }}\n\
          }}\n"
     )
+}
+
+/// `snake_case` to `CamelCase`: the `KernelId` variant of an entry point (without `_f32`), the
+/// `Family` variant of a file stem.
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Every entry point of `source` with its parameters: `(ParamType variant, name)` each.

@@ -57,6 +57,8 @@ pub use device_metagrad::{
 };
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
 pub use error::{CudaError, Result};
-pub use kernels::{ArgValue, BlockShape, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source};
+pub use kernels::{
+    ArgValue, BlockShape, Family, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source,
+};
 pub use nccl::NcclCollective;
 pub use runtime::{Arg, DeviceBuffer, Dim3, Element, LaunchConfig, Runtime};

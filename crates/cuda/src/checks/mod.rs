@@ -26,7 +26,7 @@ pub use comparison::{ATOL, Check, Comparison, REL_FLOOR, RTOL, Tolerance};
 pub use inputs::{labels, randn, uniform};
 pub use meta_gradient::meta_gradient_tensors;
 
-use crate::kernels::{KernelId, loss, lstm_cell, mlp, scheduler, sgd_update};
+use crate::kernels::{Family, KernelId, loss, lstm_cell, mlp, scheduler, sgd_update};
 use crate::runtime::Runtime;
 
 pub use crate::kernels::sgd_update::SGD_DA_ATOL;
@@ -46,12 +46,12 @@ pub fn tolerance(kernel: KernelId) -> Tolerance {
 pub fn check<R: Runtime>(rt: &R, kernel: KernelId) -> Check {
     let tol = tolerance(kernel);
     let mut cmp = Comparison::new(kernel.name(), tol);
-    let ran = match kernel.source_file() {
-        "lstm_cell.cu" => lstm_cell::check(rt, kernel, &mut cmp),
-        "sgd_update.cu" => sgd_update::check(rt, kernel, &mut cmp),
-        "mlp.cu" => mlp::check(rt, kernel, &mut cmp),
-        "loss.cu" => loss::check(rt, kernel, &mut cmp),
-        _ => scheduler::check(rt, kernel, &mut cmp),
+    let ran = match kernel.family() {
+        Family::LstmCell => lstm_cell::check(rt, kernel, &mut cmp),
+        Family::SgdUpdate => sgd_update::check(rt, kernel, &mut cmp),
+        Family::Mlp => mlp::check(rt, kernel, &mut cmp),
+        Family::Loss => loss::check(rt, kernel, &mut cmp),
+        Family::Scheduler => scheduler::check(rt, kernel, &mut cmp),
     };
     match ran {
         Ok(()) => cmp.finish(),

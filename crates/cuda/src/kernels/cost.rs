@@ -9,7 +9,7 @@
 //! `max(bytes / bandwidth, FLOPs / peak)`; [`H100_BYTES_PER_S`] and [`H100_FLOPS_PER_S`] are
 //! the round figures `docs/KERNELS.md` uses.
 
-use super::{ArgValue, KernelId, loss, lstm_cell, mlp, scheduler, sgd_update};
+use super::{ArgValue, Family, KernelId, loss, lstm_cell, mlp, scheduler, sgd_update};
 use crate::error::{CudaError, Result};
 use crate::runtime::{Arg, Runtime};
 
@@ -88,12 +88,12 @@ impl Scalars<'_> {
 pub fn cost(kernel: KernelId, args: &[ArgValue]) -> Result<Cost> {
     kernel.requirements(args)?;
     let s = Scalars { kernel, args };
-    match kernel.source_file() {
-        "lstm_cell.cu" => lstm_cell::cost(kernel, &s),
-        "sgd_update.cu" => sgd_update::cost(kernel, &s),
-        "mlp.cu" => mlp::cost(kernel, &s),
-        "loss.cu" => loss::cost(kernel, &s),
-        _ => scheduler::cost(kernel, &s),
+    match kernel.family() {
+        Family::LstmCell => lstm_cell::cost(kernel, &s),
+        Family::SgdUpdate => sgd_update::cost(kernel, &s),
+        Family::Mlp => mlp::cost(kernel, &s),
+        Family::Loss => loss::cost(kernel, &s),
+        Family::Scheduler => scheduler::cost(kernel, &s),
     }
 }
 

@@ -80,7 +80,23 @@ pub enum KernelId {
     VectorScale,
 }
 
-// `entry_point`, `source_file` and `params`, generated from the `.cu` signatures.
+/// The kernel files, one module of this crate each: what a kernel's contract, cost and check
+/// dispatch on, so that a new `.cu` file without its module fails to compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `lstm_cell.cu`, [`lstm_cell`].
+    LstmCell,
+    /// `sgd_update.cu`, [`sgd_update`].
+    SgdUpdate,
+    /// `mlp.cu`, [`mlp`].
+    Mlp,
+    /// `loss.cu`, [`loss`].
+    Loss,
+    /// `scheduler.cu`, [`scheduler`].
+    Scheduler,
+}
+
+// `entry_point`, `source_file`, `family` and `params`, generated from the `.cu` signatures.
 include!(concat!(env!("OUT_DIR"), "/kernel_table.rs"));
 
 impl KernelId {
@@ -149,12 +165,12 @@ impl KernelId {
             }
         }
         let c = Contract::new(self, args);
-        match self.source_file() {
-            "lstm_cell.cu" => lstm_cell::requirements(self, c),
-            "sgd_update.cu" => sgd_update::requirements(self, c),
-            "mlp.cu" => mlp::requirements(self, c),
-            "loss.cu" => loss::requirements(self, c),
-            _ => scheduler::requirements(self, c),
+        match self.family() {
+            Family::LstmCell => lstm_cell::requirements(self, c),
+            Family::SgdUpdate => sgd_update::requirements(self, c),
+            Family::Mlp => mlp::requirements(self, c),
+            Family::Loss => loss::requirements(self, c),
+            Family::Scheduler => scheduler::requirements(self, c),
         }
     }
 
