@@ -3,7 +3,7 @@
 //! P = 1,761 parameters in G = 6 groups, K = 10 points, LSTM H = 20; the 40 -> 40 layer for the
 //! layer kernels; a 5-way, 25-point output for cross-entropy) — printing, after each bench,
 //! the time per launch, the achieved GB/s and GFLOP/s (bytes and FLOPs from
-//! `metasched_cuda::kernel_cost`, the formulas `docs/KERNELS.md` quotes) and the ratio of the
+//! `metasched_cuda::kernels::cost`, the formulas `docs/KERNELS.md` quotes) and the ratio of the
 //! H100 floor (`max(bytes / 3 TB/s, FLOPs / 60 TFLOP/s)`) to the measured time (1 = at the
 //! floor).
 //!
@@ -17,8 +17,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use metasched_cuda::kernel_cost::{Cost, H100_BYTES_PER_S, H100_FLOPS_PER_S, launch_cost};
 use metasched_cuda::kernels::FEATURES;
+use metasched_cuda::kernels::cost::{Cost, H100_BYTES_PER_S, H100_FLOPS_PER_S, launch_cost};
 use metasched_cuda::{Arg, CudaError, CudaRuntime, KernelId, LaunchConfig, Runtime};
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{Config, ThetaLayout};

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{CudaError, Result};
 use crate::kernels::{COMMON_SOURCE, KernelId, kernel_source};
+#[cfg(feature = "cuda")]
 use crate::probe;
 
 /// The kernel source files of [`KernelId::ALL`], each once, in registry order.
@@ -73,9 +74,20 @@ pub fn expand_includes(name: &str, source: &str, dir: Option<&Path>) -> String {
 
 /// Compiles one source (already include-expanded or not) to PTX for `arch`, without caching.
 /// A rejected source gives [`CudaError::Compile`] with NVRTC's full log; a missing NVRTC gives
-/// [`CudaError::LibraryMissing`].
+/// [`CudaError::LibraryMissing`]; a build without the `cuda` feature (no NVRTC bindings)
+/// gives [`CudaError::FeatureDisabled`].
 pub fn compile_source(name: &str, source: &str, dir: Option<&Path>, arch: &str) -> Result<String> {
     let cc = parse_arch(arch)?;
+    nvrtc_compile(name, &expand_includes(name, source, dir), cc, arch)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nvrtc_compile(_name: &str, _text: &str, _cc: u32, _arch: &str) -> Result<String> {
+    Err(CudaError::FeatureDisabled("cuda"))
+}
+
+#[cfg(feature = "cuda")]
+fn nvrtc_compile(name: &str, text: &str, cc: u32, arch: &str) -> Result<String> {
     probe::nvrtc_available()?;
     let opts = cudarc::nvrtc::CompileOptions {
         name: Some(name.to_string()),
@@ -87,7 +99,6 @@ pub fn compile_source(name: &str, source: &str, dir: Option<&Path>, arch: &str) 
         ],
         ..Default::default()
     };
-    let text = expand_includes(name, source, dir);
     match cudarc::nvrtc::compile_ptx_with_opts(text, opts) {
         Ok(ptx) => Ok(ptx.to_src()),
         Err(cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. }) => Err(CudaError::Compile {
@@ -261,6 +272,7 @@ mod tests {
 
     /// Compiles every kernel when NVRTC is installed (CI's `kernels/check_ptx.sh` makes it so);
     /// without it, checks that the probe reports it as missing instead of panicking.
+    #[cfg(feature = "cuda")]
     #[test]
     fn kernels_compile_with_nvrtc_when_installed() {
         match probe::nvrtc_available() {
@@ -278,5 +290,13 @@ mod tests {
                 assert!(matches!(err, Err(CudaError::LibraryMissing { .. })));
             }
         }
+    }
+
+    /// Without the `cuda` feature there are no NVRTC bindings: a clear error, no panic.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn compiling_without_the_cuda_feature_is_a_clear_error() {
+        let err = compile_source("x.cu", "", None, "sm_80");
+        assert!(matches!(err, Err(CudaError::FeatureDisabled("cuda"))), "{err:?}");
     }
 }

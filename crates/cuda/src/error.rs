@@ -82,6 +82,11 @@ pub enum CudaError {
         /// The full compiler log.
         log: String,
     },
+    /// This build of the crate lacks the cargo feature the call needs (`cuda`: cudarc, NVRTC,
+    /// NCCL); the stand-ins of [`crate::CudaRuntime`] and [`crate::NcclCollective`] return it
+    /// so that CPU-only builds compile and fail clearly at run time.
+    #[error("built without the `{0}` feature of metasched-cuda")]
+    FeatureDisabled(&'static str),
     /// The runtime itself failed (out of memory, internal error).
     #[error("device runtime failure: {0}")]
     Runtime(String),

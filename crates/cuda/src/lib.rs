@@ -5,7 +5,11 @@
 //! `metasched_engine` with the same argument order, outputs first). This crate
 //!
 //! - lists them ([`KernelId`], [`kernel_source`]) with their launch contracts (parameter
-//!   types, buffer lengths, launch shapes: [`KernelId::check`], [`KernelId::default_config`]);
+//!   types, buffer lengths, launch shapes: [`KernelId::check`], [`KernelId::default_config`])
+//!   and costs, one module per kernel file ([`kernels::mlp`], ...);
+//! - with the `checks` feature, checks every kernel against its CPU twin on any runtime
+//!   ([`checks`]: what `meta-worker selftest` and the tests run; the coordinator does not
+//!   need it);
 //! - defines the device interface backends implement ([`Runtime`]: allocation, copies, typed
 //!   launches);
 //! - implements it on the CPU ([`EmuRuntime`]): the build script compiles the same kernel
@@ -22,29 +26,39 @@
 //!   architecture, with `ptxas` resource reports ([`compile`]).
 //!
 //! - implements [`Runtime`] on a real GPU through cudarc ([`CudaRuntime`], constructed only
-//!   after the probe found the driver).
+//!   after the probe found the driver), and the `metasched_collective::Collective` all-reduce
+//!   through NCCL ([`NcclCollective`]). Both need the `cuda` feature (on by default); without
+//!   it they are stand-ins whose constructors return [`CudaError::FeatureDisabled`], so
+//!   CPU-only builds need no CUDA bindings.
 
-pub mod collective;
-pub mod compare;
+#[cfg(feature = "checks")]
+pub mod checks;
 pub mod compile;
+#[cfg(not(feature = "cuda"))]
+mod cuda_disabled;
+#[cfg(feature = "cuda")]
 pub mod cudarc_runtime;
 pub mod device_metagrad;
 pub mod emu;
 pub mod error;
 mod ffi;
-pub mod kernel_checks;
-pub mod kernel_cost;
 pub mod kernels;
 pub mod learner;
+pub mod nccl;
 pub mod probe;
 pub mod runtime;
 
-pub use collective::{Collective, InProcessGroup, NcclCollective};
+#[cfg(not(feature = "cuda"))]
+pub use cuda_disabled::{CudaBuffer, CudaRuntime};
+#[cfg(feature = "cuda")]
 pub use cudarc_runtime::{CudaBuffer, CudaRuntime};
 pub use device_metagrad::{
     DeviceGradientSum, device_evaluate, device_meta_gradient, device_meta_gradient_sum,
 };
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
 pub use error::{CudaError, Result};
-pub use kernels::{ArgValue, BlockShape, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source};
+pub use kernels::{
+    ArgValue, BlockShape, Family, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source,
+};
+pub use nccl::NcclCollective;
 pub use runtime::{Arg, DeviceBuffer, Dim3, Element, LaunchConfig, Runtime};

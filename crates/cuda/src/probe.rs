@@ -45,7 +45,7 @@ fn probe(stem: &str, soname: &str, env_dir: &str, hint: &str) -> Probe {
     let mut candidates: Vec<String> = Vec::new();
     if let Some(dir) = std::env::var_os(env_dir) {
         let dir = PathBuf::from(dir);
-        for name in cudarc::get_lib_name_candidates(stem) {
+        for name in lib_name_candidates(stem) {
             let p = dir.join(&name);
             if p.exists() {
                 candidates.push(p.display().to_string());
@@ -56,7 +56,7 @@ fn probe(stem: &str, soname: &str, env_dir: &str, hint: &str) -> Probe {
         }
     }
     // cudarc's names, deduplicated; on Linux only the `lib<stem>.so*` ones can exist.
-    for name in cudarc::get_lib_name_candidates(stem) {
+    for name in lib_name_candidates(stem) {
         let plausible = !cfg!(target_os = "linux") || name.starts_with(&format!("lib{stem}.so"));
         if plausible && !candidates.contains(&name) {
             candidates.push(name);
@@ -99,6 +99,19 @@ fn probe(stem: &str, soname: &str, env_dir: &str, hint: &str) -> Probe {
     }
 }
 
+/// The names `dlopen()` is tried with: cudarc's own list, so that its later `dlopen()` finds
+/// the object the probe loaded.
+#[cfg(feature = "cuda")]
+fn lib_name_candidates(stem: &str) -> Vec<String> {
+    cudarc::get_lib_name_candidates(stem)
+}
+
+/// The names `dlopen()` is tried with in a build without cudarc: the plain soname.
+#[cfg(not(feature = "cuda"))]
+fn lib_name_candidates(stem: &str) -> Vec<String> {
+    vec![format!("lib{stem}.so")]
+}
+
 /// The file mapped into this process whose name starts with `lib<stem>.`.
 fn mapped_path(stem: &str) -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
@@ -127,7 +140,7 @@ pub fn driver_available() -> Result<LoadedLibrary> {
 }
 
 /// Loads NCCL (once per process) and says where it is, or why it is not there. Call this
-/// before any `cudarc::nccl` function; [`crate::collective::NcclCollective`] does.
+/// before any `cudarc::nccl` function; [`crate::NcclCollective`] does.
 pub fn nccl_available() -> Result<LoadedLibrary> {
     static NCCL: OnceLock<Probe> = OnceLock::new();
     NCCL.get_or_init(|| {
@@ -143,13 +156,27 @@ pub fn nccl_available() -> Result<LoadedLibrary> {
 }
 
 /// The number of CUDA devices: probes the driver library, then (only if it loaded) calls
-/// `cuInit` and `cuDeviceGetCount` through cudarc.
+/// `cuInit` and `cuDeviceGetCount` through cudarc. Without the `cuda` feature:
+/// [`CudaError::FeatureDisabled`].
 pub fn cuda_devices() -> Result<usize> {
+    if cfg!(not(feature = "cuda")) {
+        return Err(CudaError::FeatureDisabled("cuda"));
+    }
+    device_count()
+}
+
+#[cfg(feature = "cuda")]
+fn device_count() -> Result<usize> {
     driver_available()?;
     cudarc::driver::result::init().map_err(|e| CudaError::Driver(format!("cuInit failed: {e:?}")))?;
     let n = cudarc::driver::result::device::get_count()
         .map_err(|e| CudaError::Driver(format!("cuDeviceGetCount failed: {e:?}")))?;
     Ok(usize::try_from(n).unwrap_or(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_count() -> Result<usize> {
+    Err(CudaError::FeatureDisabled("cuda"))
 }
 
 /// `ptxas` for [`crate::compile::ptxas_resources`]: `explicit` if given, else `$PTXAS`, else

@@ -49,20 +49,23 @@ mod sealed {
     impl Sealed for f32 {}
     impl Sealed for i32 {}
     impl Sealed for u32 {}
+
+    /// What the GPU backend needs of an element type: cudarc's marker traits when it is
+    /// built, nothing otherwise.
+    #[cfg(feature = "cuda")]
+    pub trait DeviceRepr: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits {}
+    #[cfg(feature = "cuda")]
+    impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> DeviceRepr for T {}
+    /// What the GPU backend needs of an element type: nothing without the `cuda` feature.
+    #[cfg(not(feature = "cuda"))]
+    pub trait DeviceRepr {}
+    #[cfg(not(feature = "cuda"))]
+    impl<T> DeviceRepr for T {}
 }
 
 /// An element type device buffers hold: `f32`, `i32` or `u32`.
 pub trait Element:
-    Copy
-    + Default
-    + PartialEq
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-    + sealed::Sealed
-    + cudarc::driver::DeviceRepr
-    + cudarc::driver::ValidAsZeroBits
+    Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static + sealed::Sealed + sealed::DeviceRepr
 {
     /// The kernel parameter type of a pointer to this element.
     const POINTER: ParamType;

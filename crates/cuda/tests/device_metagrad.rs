@@ -8,7 +8,7 @@ use metasched_tasks::random_batch;
 use std::collections::BTreeMap;
 
 use common::randn;
-use metasched_cuda::compare::meta_gradient_tensors;
+use metasched_cuda::checks::meta_gradient_tensors;
 use metasched_cuda::{EmuRuntime, Schedule, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{

@@ -294,7 +294,7 @@ fn registry_matches_sources_and_kernel_ids() {
         assert_eq!(
             EmuRuntime::registered_signature(k.entry_point()).as_deref(),
             Some(k.signature().as_str()),
-            "parameter list of {} differs between kernels.rs and {}",
+            "parameter list of {} differs between the .cu signature (KernelId::params) and {}",
             k.entry_point(),
             k.source_file()
         );

@@ -1,5 +1,5 @@
 //! `loss.cu` on the emulator against `metasched_engine::loss`, under every thread schedule:
-//! the shared checks of [`metasched_cuda::kernel_checks`] (mse and cross-entropy, forward,
+//! the shared checks of [`metasched_cuda::checks`] (mse and cross-entropy, forward,
 //! backward and R-operator, three shapes), and what they do not cover: an out-of-range label.
 
 mod common;

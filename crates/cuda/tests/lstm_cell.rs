@@ -1,5 +1,5 @@
 //! `lstm_cell.cu` on the emulator against `metasched_engine::lstm_cell`, under every thread
-//! schedule: the shared checks of [`metasched_cuda::kernel_checks`] (three hidden sizes, the
+//! schedule: the shared checks of [`metasched_cuda::checks`] (three hidden sizes, the
 //! state updated in place, gradients accumulated into non-zero buffers).
 
 mod common;

@@ -1,5 +1,5 @@
 //! `mlp.cu` on the emulator: each layer kernel against the engine's dense products and
-//! activations (the shared checks of [`metasched_cuda::kernel_checks`], under every thread
+//! activations (the shared checks of [`metasched_cuda::checks`], under every thread
 //! schedule), and the whole learner ([`DeviceMlp`]: forward, loss and gradient,
 //! Hessian-vector product through every kernel of `mlp.cu` and `loss.cu`) against
 //! `Mlp::loss_and_grad` and `Mlp::hvp`.

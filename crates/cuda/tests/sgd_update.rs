@@ -1,7 +1,7 @@
 //! `sgd_update.cu` on the emulator against the engine's inner-loop update and meta-backward
 //! step (`inner_loop.rs`: `theta_{t+1} = theta_t − a_t[group] g_t`,
 //! `dJ/da_t[k] = −Σ_{i∈k} v g`, `u = a_t[group] v`), under every thread schedule: the shared
-//! checks of [`metasched_cuda::kernel_checks`] (three learners, block sizes 256, 45 and 1024,
+//! checks of [`metasched_cuda::checks`] (three learners, block sizes 256, 45 and 1024,
 //! the update in place).
 
 mod common;

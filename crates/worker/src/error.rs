@@ -9,7 +9,7 @@ pub enum WorkerError {
     Device(#[from] metasched_cuda::CudaError),
     /// The collective (NCCL, or its TCP stand-in) failed or was aborted.
     #[error("collective: {0}")]
-    Collective(String),
+    Collective(#[from] metasched_collective::CollectiveError),
 }
 
 /// Result alias of the worker crate.

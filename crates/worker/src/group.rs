@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use metasched_collective::tcp::{self, Aborter, Rendezvous, TcpCollective};
+use metasched_collective::{Collective, CollectiveError};
 use metasched_compute::Compute;
-use metasched_cuda::Collective;
 use metasched_proto::CollectiveKind;
 
 use crate::error::{Result, WorkerError};
-use crate::tcp_collective::{self, Aborter, Rendezvous, TcpCollective};
 
 /// Rank 0's state between creating an id and joining with it.
 #[derive(Debug)]
@@ -43,10 +43,10 @@ pub fn offered(compute: &Compute) -> Option<CollectiveKind> {
 pub fn create_id(kind: CollectiveKind, ip: IpAddr) -> Result<(Vec<u8>, Created)> {
     match kind {
         CollectiveKind::Tcp => {
-            let (id, rv) = tcp_collective::create(ip)?;
+            let (id, rv) = tcp::create(ip)?;
             Ok((id, Created::Tcp(rv)))
         }
-        CollectiveKind::Nccl => Ok((metasched_cuda::collective::nccl_unique_id_bytes()?, Created::Nccl)),
+        CollectiveKind::Nccl => Ok((metasched_cuda::nccl::nccl_unique_id_bytes()?, Created::Nccl)),
     }
 }
 
@@ -124,7 +124,9 @@ impl GroupHandle {
                             .map(|m| Box::new(m) as Box<dyn Collective>)
                             .map_err(WorkerError::from)
                     }
-                    _ => Err(WorkerError::Collective("NCCL needs a CUDA device".into())),
+                    _ => Err(WorkerError::Collective(CollectiveError::Unavailable(
+                        "NCCL needs a CUDA device".into(),
+                    ))),
                 },
             };
             let mut member = match member {
@@ -167,9 +169,14 @@ impl GroupHandle {
             .map(|r| r.send((data, tx)).is_ok())
             .unwrap_or(false);
         if !sent {
-            return Err(WorkerError::Collective(format!("group {} is closed", self.group)));
+            return Err(WorkerError::Collective(CollectiveError::Unavailable(format!(
+                "group {} is closed",
+                self.group
+            ))));
         }
-        rx.recv().unwrap_or_else(|_| Err(WorkerError::Collective(format!("group {} failed", self.group))))
+        rx.recv().unwrap_or_else(|_| {
+            Err(WorkerError::Collective(CollectiveError::Unavailable(format!("group {} failed", self.group))))
+        })
     }
 
     fn close(&self) {

@@ -4,12 +4,12 @@
 //! crate adds what only a separate worker process needs.
 //!
 //! - [`client`]: connect, authenticate, serve jobs and send heartbeats.
-//! - [`group`] and [`tcp_collective`]: device workers' reduction groups — NCCL on GPUs, a TCP
-//!   all-reduce as its stand-in on emulated devices — driven by the coordinator's protocol.
+//! - [`group`]: device workers' reduction groups — NCCL on GPUs, a TCP all-reduce
+//!   (`metasched_collective::tcp`) as its stand-in on emulated devices — driven by the
+//!   coordinator's protocol.
 
 pub mod client;
 pub mod error;
 pub mod group;
-pub mod tcp_collective;
 
 pub use error::{Result, WorkerError};

@@ -9,6 +9,7 @@ use metasched_proto::Token;
 use metasched_worker::client::{ClientError, ClientOptions, run};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "selftest")]
 mod selftest;
 
 /// A metasched worker: connects to a coordinator, computes its share of every meta-step.
@@ -143,6 +144,7 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
 }
 
 /// `meta-worker selftest --device DEV`: the table on stdout; `Ok(false)` when a check failed.
+#[cfg(feature = "selftest")]
 fn run_selftest(device: Device) -> Result<bool, (i32, String)> {
     match open_device(device, 0)? {
         Compute::Emu(rt) => {
@@ -157,6 +159,12 @@ fn run_selftest(device: Device) -> Result<bool, (i32, String)> {
             Err((2, "selftest checks a device against the CPU engine: use --device emu or cuda:N".into()))
         }
     }
+}
+
+/// `meta-worker selftest` in a build without the `selftest` feature (no kernel checks).
+#[cfg(not(feature = "selftest"))]
+fn run_selftest(_device: Device) -> Result<bool, (i32, String)> {
+    Err((2, "this meta-worker was built without the `selftest` feature".into()))
 }
 
 mod compile_kernels {

@@ -1,10 +1,10 @@
 //! `meta-worker selftest`: every kernel (the shared checks of
-//! [`metasched_cuda::kernel_checks`], one row per [`metasched_cuda::KernelId`]) and the whole
+//! [`metasched_cuda::checks`], one row per [`metasched_cuda::KernelId`]) and the whole
 //! device meta-gradient against their CPU twins on a [`Runtime`], with a table of the worst
 //! deviations.
 
-use metasched_cuda::compare::meta_gradient_tensors;
-use metasched_cuda::kernel_checks::{self, Check, Comparison, Tolerance};
+use metasched_cuda::checks::meta_gradient_tensors;
+use metasched_cuda::checks::{self, Check, Comparison, Tolerance};
 use metasched_cuda::{Runtime, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{
@@ -13,7 +13,7 @@ use metasched_engine::{
 use metasched_tasks::random_batch;
 
 /// Tolerance of the whole-meta-gradient rows (the kernel rows use
-/// [`kernel_checks::tolerance`], the same for every kernel but one).
+/// [`checks::tolerance`], the same for every kernel but one).
 const METAGRAD_TOLERANCE: Tolerance = Tolerance::DEFAULT;
 
 /// The whole meta-gradient on `rt` against `Engine::meta_gradient`, one row per tensor.
@@ -97,7 +97,7 @@ fn worker_paths<R: Runtime>(rt: &R, label: &str, config: &Config, batch: &TaskBa
 /// default sinusoid shape and of a cross-entropy shape, then a worker's part sum and the
 /// evaluation of both.
 pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
-    let mut rows = kernel_checks::all_kernel_checks(rt);
+    let mut rows = checks::all_kernel_checks(rt);
     let sinusoid = Config::sinusoid_default();
     let sinusoid_batch = random_batch(&sinusoid, 2, 10, 10, 5);
     rows.extend(metagrad(rt, "sinusoid", &sinusoid, &sinusoid_batch));

@@ -21,7 +21,7 @@ fn selftest_on_the_emulator_passes_and_prints_the_table() {
     let (code, stdout, stderr) = run(&["selftest", "--device", "emu"]);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("worst_abs") && stdout.contains("worst_rel"), "{stdout}");
-    // One row per kernel (the shared checks of metasched_cuda::kernel_checks), then the
+    // One row per kernel (the shared checks of metasched_cuda::checks), then the
     // whole meta-gradient, a worker's part sum and the evaluation.
     let kernels = metasched_cuda::KernelId::ALL.map(|k| format!("{} ", k.name()));
     let metagrad = [

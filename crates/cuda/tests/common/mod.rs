@@ -2,7 +2,7 @@
 //! under, and the closeness check.
 #![allow(dead_code)]
 
-use metasched_cuda::{EmuRuntime, KernelId, Schedule, kernel_checks};
+use metasched_cuda::{EmuRuntime, KernelId, Schedule, checks};
 
 /// Absolute tolerance of the kernel-vs-engine comparisons.
 pub const ATOL: f32 = 1e-5;
@@ -22,7 +22,7 @@ pub fn runtimes() -> Vec<EmuRuntime> {
 
 /// Random inputs from counter-based streams, the same generators the shared kernel checks use.
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use metasched_cuda::kernel_checks::{labels, randn, uniform};
+pub use metasched_cuda::checks::{labels, randn, uniform};
 
 /// Largest deviation found by [`assert_close`].
 #[derive(Debug, Clone, Copy)]
@@ -78,11 +78,11 @@ pub fn assert_close(label: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32
     w
 }
 
-/// Runs the shared check of `kernel` ([`metasched_cuda::kernel_checks`]) on the emulator under
+/// Runs the shared check of `kernel` ([`metasched_cuda::checks`]) on the emulator under
 /// every thread schedule; fails with the worst element on a deviation.
 pub fn check_under_every_schedule(kernel: KernelId) {
     for rt in runtimes() {
-        let c = kernel_checks::check(&rt, kernel);
+        let c = checks::check(&rt, kernel);
         eprintln!(
             "worst-error {} {:?}: abs {:.3e} rel {:.3e} tolerance-used {:.3} over {} values at {}",
             c.name,

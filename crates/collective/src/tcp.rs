@@ -14,7 +14,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use metasched_cuda::{Collective, CudaError};
+use crate::collective::Collective;
+use crate::error::{CollectiveError, Result};
 
 /// Bytes of the session key at the start of a communicator id.
 pub const KEY_LEN: usize = 32;
@@ -22,8 +23,8 @@ pub const KEY_LEN: usize = 32;
 /// Largest vector an all-reduce accepts (values), so a corrupt length cannot allocate much.
 const MAX_VALUES: u64 = 1 << 26;
 
-fn err(msg: impl Into<String>) -> CudaError {
-    CudaError::Runtime(format!("tcp collective: {}", msg.into()))
+fn err(msg: impl Into<String>) -> CollectiveError {
+    CollectiveError::Tcp(msg.into())
 }
 
 /// Rank 0's listening socket, between creating the id and joining.
@@ -34,18 +35,19 @@ pub struct Rendezvous {
 }
 
 /// Creates a communicator id (key and address) with rank 0 listening on `ip`.
-pub fn create(ip: IpAddr) -> Result<(Vec<u8>, Rendezvous), CudaError> {
+pub fn create(ip: IpAddr) -> Result<(Vec<u8>, Rendezvous)> {
     let listener =
         TcpListener::bind(SocketAddr::new(ip, 0)).map_err(|e| err(format!("cannot listen: {e}")))?;
     let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
-    let key = metasched_proto::try_nonce().map_err(|e| err(format!("no randomness for the key: {e}")))?;
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|e| err(format!("no randomness for the key: {e}")))?;
     let mut id = key.to_vec();
     id.extend_from_slice(addr.to_string().as_bytes());
     Ok((id, Rendezvous { listener, key }))
 }
 
 /// The key and rank 0's address in a communicator id.
-fn parse_id(id: &[u8]) -> Result<([u8; KEY_LEN], SocketAddr), CudaError> {
+fn parse_id(id: &[u8]) -> Result<([u8; KEY_LEN], SocketAddr)> {
     if id.len() <= KEY_LEN || id.len() > KEY_LEN + 64 {
         return Err(err(format!("malformed communicator id of {} bytes", id.len())));
     }
@@ -90,7 +92,7 @@ impl TcpCollective {
         world: usize,
         rendezvous: Option<Rendezvous>,
         timeout: Duration,
-    ) -> Result<Self, CudaError> {
+    ) -> Result<Self> {
         if world == 0 || rank >= world {
             return Err(err(format!("rank {rank} of a group of {world}")));
         }
@@ -109,13 +111,13 @@ impl TcpCollective {
     }
 
     /// A handle that aborts this member's operations from another thread.
-    pub fn aborter(&self) -> Result<Aborter, CudaError> {
+    pub fn aborter(&self) -> Result<Aborter> {
         let clones = self.peers.iter().map(TcpStream::try_clone).collect::<std::io::Result<Vec<_>>>();
         clones.map(Aborter).map_err(|e| err(e.to_string()))
     }
 }
 
-fn set_timeouts(s: &TcpStream, timeout: Duration) -> Result<(), CudaError> {
+fn set_timeouts(s: &TcpStream, timeout: Duration) -> Result<()> {
     let t = Some(timeout.max(Duration::from_millis(1)));
     s.set_read_timeout(t).and_then(|_| s.set_write_timeout(t)).map_err(|e| err(e.to_string()))?;
     s.set_nodelay(true).map_err(|e| err(e.to_string()))
@@ -126,7 +128,7 @@ fn accept_peers(
     world: usize,
     deadline: Instant,
     timeout: Duration,
-) -> Result<Vec<TcpStream>, CudaError> {
+) -> Result<Vec<TcpStream>> {
     let mut slots: Vec<Option<TcpStream>> = (1..world).map(|_| None).collect();
     r.listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
     while slots.iter().any(Option::is_none) {
@@ -171,7 +173,7 @@ fn connect_root(
     rank: usize,
     deadline: Instant,
     timeout: Duration,
-) -> Result<TcpStream, CudaError> {
+) -> Result<TcpStream> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(10))) {
@@ -199,7 +201,7 @@ fn send(s: &mut TcpStream, data: &[i64]) -> std::io::Result<()> {
     s.write_all(&buf)
 }
 
-fn recv(s: &mut TcpStream, want: usize) -> Result<Vec<i64>, CudaError> {
+fn recv(s: &mut TcpStream, want: usize) -> Result<Vec<i64>> {
     let mut len = [0u8; 8];
     s.read_exact(&mut len).map_err(|e| err(format!("peer lost: {e}")))?;
     let len = u64::from_le_bytes(len);
@@ -223,7 +225,7 @@ impl Collective for TcpCollective {
         self.world
     }
 
-    fn all_reduce_sum_i64(&mut self, data: &mut [i64]) -> metasched_cuda::Result<()> {
+    fn all_reduce_sum_i64(&mut self, data: &mut [i64]) -> Result<()> {
         if self.rank == 0 {
             for peer in &mut self.peers {
                 let theirs = recv(peer, data.len())?;

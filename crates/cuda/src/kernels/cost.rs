@@ -1,7 +1,7 @@
 //! What each kernel launch moves and computes, as a function of its own arguments: the
-//! bytes-moved and FLOP formulas stated at the top of each `kernels/*.cu` file, in one place,
-//! so `docs/KERNELS.md`, the `cuda_kernels` bench and anyone judging a measured time use the
-//! same numbers.
+//! bytes-moved and FLOP formulas stated at the top of each `kernels/*.cu` file (each family's
+//! `cost` in its module, e.g. [`super::mlp`]), so `docs/KERNELS.md`, the `cuda_kernels` bench
+//! and anyone judging a measured time use the same numbers.
 //!
 //! Bytes count each array the kernel must read or write once (DRAM traffic with perfect
 //! caching: the weights every block re-reads count once), FLOPs count multiply-adds as two and
@@ -9,8 +9,8 @@
 //! `max(bytes / bandwidth, FLOPs / peak)`; [`H100_BYTES_PER_S`] and [`H100_FLOPS_PER_S`] are
 //! the round figures `docs/KERNELS.md` uses.
 
+use super::{ArgValue, Family, KernelId, loss, lstm_cell, mlp, scheduler, sgd_update};
 use crate::error::{CudaError, Result};
-use crate::kernels::{ArgValue, FEATURES, KernelId};
 use crate::runtime::{Arg, Runtime};
 
 /// HBM bandwidth of an H100 SXM, rounded: about 3 TB/s.
@@ -28,6 +28,11 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// The cost of a launch that moves `floats` 4-byte values and does `flops` operations.
+    pub(crate) fn floats(floats: u64, flops: u64) -> Cost {
+        Cost { bytes: 4 * floats, flops }
+    }
+
     /// The least time the launch can take on a device of the given bandwidth (bytes/s) and
     /// arithmetic peak (FLOP/s), seconds.
     pub fn floor_s(self, bytes_per_s: f64, flops_per_s: f64) -> f64 {
@@ -50,14 +55,15 @@ impl Cost {
     }
 }
 
-/// Reads a kernel's scalar arguments by parameter name.
-struct Scalars<'a> {
+/// Reads a kernel's scalar arguments by parameter name (for the families' `cost`).
+pub(crate) struct Scalars<'a> {
     kernel: KernelId,
     args: &'a [ArgValue],
 }
 
 impl Scalars<'_> {
-    fn get(&self, name: &str) -> Result<u64> {
+    /// The non-negative integer argument `name`.
+    pub(crate) fn get(&self, name: &str) -> Result<u64> {
         let bad = |reason: String| CudaError::InvalidArgument {
             kernel: self.kernel.entry_point().to_string(),
             reason,
@@ -82,111 +88,13 @@ impl Scalars<'_> {
 pub fn cost(kernel: KernelId, args: &[ArgValue]) -> Result<Cost> {
     kernel.requirements(args)?;
     let s = Scalars { kernel, args };
-    let f = FEATURES as u64;
-    let c = |floats: u64, flops: u64| Cost { bytes: 4 * floats, flops };
-    Ok(match kernel {
-        KernelId::LstmCellForward => {
-            let (b, h) = (s.get("tasks")?, s.get("hidden")?);
-            // Per-task traffic, plus the shared weights read once.
-            c(b * (f + 2 * h) + b * 9 * h + 4 * h * (f + h + 2), b * (8 * h * (f + h + 1) + 10 * h))
-        }
-        KernelId::LstmCellBackward => {
-            let (b, h) = (s.get("tasks")?, s.get("hidden")?);
-            c(
-                b * (f + 9 * h) + b * 6 * h + 2 * b * 4 * h * (f + h + 2) + 4 * h * h,
-                b * (16 * h * h + 8 * h * f + 30 * h),
-            )
-        }
-        KernelId::SgdUpdateForward | KernelId::SgdUpdateBackward => {
-            let (b, p, g) = (s.get("tasks")?, s.get("params")?, s.get("groups")?);
-            if kernel == KernelId::SgdUpdateForward {
-                c(3 * b * p + b * g + 2 * g, 2 * b * p)
-            } else {
-                c(3 * b * p + 2 * b * g + 2 * g, 3 * b * p)
-            }
-        }
-        KernelId::LinearForward
-        | KernelId::LinearBackward
-        | KernelId::LinearRop
-        | KernelId::LinearRopBackward => {
-            let (b, n) = (s.get("tasks")?, s.get("rows")?);
-            let (din, dout) = (s.get("din")?, s.get("dout")?);
-            let act = u64::from(s.get("act")? != 0);
-            match kernel {
-                KernelId::LinearForward => {
-                    c(b * (n * din + n * dout + dout * din + dout), 2 * b * n * din * dout + b * n * dout)
-                }
-                KernelId::LinearBackward => {
-                    let want = s.get("want_dinput")?;
-                    c(
-                        b * (n * dout + n * din + dout * (din + 1) + want * (dout * din + 3 * n * din)),
-                        2 * b * n * dout * (din + 1) + want * (2 * b * n * dout * din + b * n * din),
-                    )
-                }
-                KernelId::LinearRop => {
-                    let has = s.get("has_rh_in")?;
-                    c(
-                        b * ((1 + has) * (n * din + dout * din) + dout + 2 * n * dout + act * 2 * n * dout),
-                        2 * (1 + has) * b * n * din * dout + 2 * b * n * dout,
-                    )
-                }
-                _ => {
-                    let has = s.get("has_prev")?;
-                    c(
-                        b * ((1 + has) * (n * dout + n * din)
-                            + dout * (din + 1)
-                            + has * (2 * dout * din + 4 * n * din)),
-                        2 * (1 + has) * b * n * dout * (din + 1)
-                            + has * (4 * b * n * dout * din + 5 * b * n * din),
-                    )
-                }
-            }
-        }
-        KernelId::ActivationForward => {
-            let n = s.get("count")?;
-            c(2 * n, n)
-        }
-        KernelId::ActivationBackward => {
-            let n = s.get("count")?;
-            c(3 * n, 3 * n)
-        }
-        KernelId::MseForwardBackward
-        | KernelId::CrossEntropyForwardBackward
-        | KernelId::MseRop
-        | KernelId::CrossEntropyRop => {
-            let (b, n, d) = (s.get("tasks")?, s.get("rows")?, s.get("cols")?);
-            match kernel {
-                KernelId::MseForwardBackward => c(3 * b * n * d + b, 5 * b * n * d),
-                KernelId::CrossEntropyForwardBackward => c(3 * b * n * d + b * n + b, 7 * b * n * d),
-                KernelId::MseRop => c(2 * b * n * d, b * n * d),
-                _ => c(3 * b * n * d, 5 * b * n * d),
-            }
-        }
-        KernelId::SchedulerFeatures => {
-            let (b, p) = (s.get("tasks")?, s.get("params")?);
-            c(b * p + b + 3 * b, 2 * b * p)
-        }
-        KernelId::SchedulerHeadForward => {
-            let (b, h, g) = (s.get("tasks")?, s.get("hidden")?, s.get("groups")?);
-            c(b * h + g * h + g + 2 * b * g, 2 * b * g * h + 4 * b * g)
-        }
-        KernelId::SchedulerHeadBackward => {
-            let (b, h, g) = (s.get("tasks")?, s.get("hidden")?, s.get("groups")?);
-            c(2 * b * g + b * h + g * h + 2 * b * g * h + 2 * b * g + 2 * b * h, 4 * b * g + 4 * b * g * h)
-        }
-        KernelId::TaskSum => {
-            let (b, n) = (s.get("tasks")?, s.get("count")?);
-            c((b + 1) * n, b * n)
-        }
-        KernelId::VectorAxpy => {
-            let n = s.get("count")?;
-            c(3 * n, 2 * n)
-        }
-        KernelId::VectorScale => {
-            let n = s.get("count")?;
-            c(2 * n, n)
-        }
-    })
+    match kernel.family() {
+        Family::LstmCell => lstm_cell::cost(kernel, &s),
+        Family::SgdUpdate => sgd_update::cost(kernel, &s),
+        Family::Mlp => mlp::cost(kernel, &s),
+        Family::Loss => loss::cost(kernel, &s),
+        Family::Scheduler => scheduler::cost(kernel, &s),
+    }
 }
 
 /// [`cost`] of a launch as a [`Runtime`] receives it.

@@ -1,0 +1,82 @@
+//! The stand-in for [`crate::CudaRuntime`] in builds without the `cuda` feature (no cudarc):
+//! the same names, so callers such as the worker's `Compute::Cuda` compile unchanged, but
+//! [`CudaRuntime::new`] returns [`CudaError::FeatureDisabled`] and no value of it can exist.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+
+use crate::error::{CudaError, Result};
+use crate::kernels::KernelId;
+use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime};
+
+/// A GPU allocation; never exists in a build without the `cuda` feature.
+#[derive(Debug)]
+pub struct CudaBuffer<T> {
+    never: Infallible,
+    _element: PhantomData<T>,
+}
+
+impl<T> DeviceBuffer<T> for CudaBuffer<T> {
+    fn len(&self) -> usize {
+        match self.never {}
+    }
+}
+
+/// A GPU runtime; never exists in a build without the `cuda` feature ([`CudaRuntime::new`]
+/// says why).
+#[derive(Debug)]
+pub struct CudaRuntime {
+    never: Infallible,
+}
+
+impl CudaRuntime {
+    /// Always [`CudaError::FeatureDisabled`]: this build has no CUDA bindings.
+    pub fn new(_index: usize) -> Result<Self> {
+        Err(CudaError::FeatureDisabled("cuda"))
+    }
+
+    /// The architecture the kernels would be compiled for (unreachable: no value exists).
+    pub fn arch(&self) -> &str {
+        match self.never {}
+    }
+}
+
+impl Runtime for CudaRuntime {
+    type Buffer<T: Element> = CudaBuffer<T>;
+
+    fn device_name(&self) -> String {
+        match self.never {}
+    }
+
+    fn alloc<T: Element>(&self, _len: usize) -> Result<CudaBuffer<T>> {
+        match self.never {}
+    }
+
+    fn copy_in<T: Element>(&self, _dst: &mut CudaBuffer<T>, _src: &[T]) -> Result<()> {
+        match self.never {}
+    }
+
+    fn copy_out<T: Element>(&self, _src: &CudaBuffer<T>, _dst: &mut [T]) -> Result<()> {
+        match self.never {}
+    }
+
+    fn launch(&self, _kernel: KernelId, _config: &LaunchConfig, _args: &[Arg<'_, Self>]) -> Result<()> {
+        match self.never {}
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        match self.never {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructing_says_which_feature_is_missing() {
+        let e = CudaRuntime::new(0).expect_err("no CUDA in this build");
+        assert_eq!(e, CudaError::FeatureDisabled("cuda"));
+        assert!(e.to_string().contains("built without the `cuda` feature"), "{e}");
+    }
+}
