@@ -144,8 +144,22 @@ async fn serve_connection(
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
     let ev = events.clone();
+    // A ping every heartbeat period keeps sealed frames flowing to the worker even while the
+    // coordinator has nothing to say, so a frame lost on the way is caught by the worker's
+    // counter within one period instead of leaving both sides waiting for each other.
+    let ping_every = Duration::from_secs_f64(setup.heartbeat_s.clamp(0.05, 60.0));
     let write_task = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = ping.tick() => ToWorker::Ping,
+            };
             if let Err(e) = write_sealed(&mut writer, &mut sealer, &msg).await {
                 let _ = ev.send(Event::Gone { id, reason: format!("write failed: {e}") });
                 return;
