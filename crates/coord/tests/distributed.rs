@@ -13,47 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish, meta_coord, run, s};
+use common::{
+    assert_no_panic, coordinator_addr, finish, meta_coord, run, s, small_trajectory as trajectory, worker_bin,
+};
 
 const TOKEN: &str = "correct horse battery staple";
-
-fn worker_bin() -> PathBuf {
-    let coord = PathBuf::from(env!("CARGO_BIN_EXE_meta-coord"));
-    let w = coord.with_file_name(format!("meta-worker{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        w.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so it is built",
-        w.display()
-    );
-    w
-}
-
-/// Trajectory flags shared by every run of a test (a small, fast problem).
-fn trajectory(steps: u64) -> Vec<String> {
-    [
-        "--steps",
-        &steps.to_string(),
-        "--meta-batch",
-        "9",
-        "--layers",
-        "1,16,16,1",
-        "--hidden",
-        "6",
-        "--seed",
-        "5",
-        "--eval-every",
-        "0",
-        "--final-eval-tasks",
-        "9",
-        "--log-every",
-        "1",
-        "--threads",
-        "1",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect()
-}
 
 struct Run {
     tmp: tempfile::TempDir,
@@ -84,16 +48,7 @@ impl Run {
     }
 
     fn addr(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(a) = std::fs::read_to_string(self.dir.join("coordinator.addr"))
-                && !a.is_empty()
-            {
-                return a;
-            }
-            assert!(Instant::now() < deadline, "the coordinator did not start listening");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        coordinator_addr(&self.dir)
     }
 
     fn worker(&self, addr: &str, token_file: &Path) -> Child {
@@ -128,8 +83,7 @@ impl Run {
 }
 
 fn assert_clean(what: &str, out: &Output) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    assert_no_panic(what, out);
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -7,12 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{finish, meta_coord, s};
+use common::{assert_no_panic, coordinator_addr, finish, meta_coord, s, small_trajectory, worker_bin};
 
 const TOKEN: &str = "hostile wire token";
 
@@ -126,39 +125,9 @@ fn start_proxy(upstream: String, plans: Vec<Plan>) -> (String, Arc<Mutex<Vec<Str
     (addr, log)
 }
 
-fn worker_bin() -> PathBuf {
-    let coord = PathBuf::from(env!("CARGO_BIN_EXE_meta-coord"));
-    coord.with_file_name(format!("meta-worker{}", std::env::consts::EXE_SUFFIX))
-}
-
-const TRAJECTORY: [&str; 18] = [
-    "--steps",
-    "60",
-    "--meta-batch",
-    "9",
-    "--layers",
-    "1,16,16,1",
-    "--hidden",
-    "6",
-    "--seed",
-    "5",
-    "--eval-every",
-    "0",
-    "--final-eval-tasks",
-    "9",
-    "--log-every",
-    "1",
-    "--threads",
-    "1",
-];
-
-fn no_panic(what: &str, out: &Output) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
-}
-
 fn reference(dir: &std::path::Path) -> Vec<u8> {
-    let out = meta_coord().arg("train").args(TRAJECTORY).args(["--out", s(dir)]).output().expect("run");
+    let out =
+        meta_coord().arg("train").args(small_trajectory(60)).args(["--out", s(dir)]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::read(dir.join("checkpoint.safetensors")).expect("checkpoint")
 }
@@ -173,7 +142,7 @@ fn tampered_frames_never_change_the_checkpoint() {
     let dir = tmp.path().join("run");
     let coord: Child = meta_coord()
         .arg("train")
-        .args(TRAJECTORY)
+        .args(small_trajectory(60))
         .args(["--out", s(&dir), "--token-file", s(&token_file), "--listen", "127.0.0.1:0"])
         .args(["--expect-workers", "1", "--heartbeat-timeout", "1.5", "--worker-timeout", "60"])
         .env("RUST_LOG", "warn")
@@ -181,16 +150,7 @@ fn tampered_frames_never_change_the_checkpoint() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn meta-coord");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let upstream = loop {
-        if let Ok(a) = std::fs::read_to_string(dir.join("coordinator.addr"))
-            && !a.is_empty()
-        {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "the coordinator did not start listening");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let upstream = coordinator_addr(&dir);
     let to_c = first_sealed(Dir::ToCoordinator);
     let to_w = first_sealed(Dir::ToWorker);
     let plan = |dir, frame, fault| Plan { dir, frame, fault };
@@ -219,8 +179,8 @@ fn tampered_frames_never_change_the_checkpoint() {
         .expect("spawn meta-worker");
     let out = finish(coord, Duration::from_secs(240));
     let wout = finish(worker, Duration::from_secs(30));
-    no_panic("meta-coord", &out);
-    no_panic("meta-worker", &wout);
+    assert_no_panic("meta-coord", &out);
+    assert_no_panic("meta-worker", &wout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let done = log.lock().expect("log").clone();
     assert_eq!(done.len(), n_plans, "every planned fault happened: {done:?}");

@@ -126,3 +126,62 @@ pub fn finish(mut child: Child, limit: Duration) -> Output {
     }
     child.wait_with_output().expect("output")
 }
+
+/// The `meta-worker` binary built next to `meta-coord` (`cargo test --workspace` builds it).
+pub fn worker_bin() -> PathBuf {
+    let coord = PathBuf::from(env!("CARGO_BIN_EXE_meta-coord"));
+    let w = coord.with_file_name(format!("meta-worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        w.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so it is built",
+        w.display()
+    );
+    w
+}
+
+/// Trajectory flags of the small, fast problem the distributed tests train for `steps` steps.
+pub fn small_trajectory(steps: u64) -> Vec<String> {
+    [
+        "--steps",
+        &steps.to_string(),
+        "--meta-batch",
+        "9",
+        "--layers",
+        "1,16,16,1",
+        "--hidden",
+        "6",
+        "--seed",
+        "5",
+        "--eval-every",
+        "0",
+        "--final-eval-tasks",
+        "9",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect()
+}
+
+/// The address a listening coordinator writing into `dir` bound (waits up to 30 s).
+pub fn coordinator_addr(dir: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("coordinator.addr"))
+            && !a.is_empty()
+        {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "the coordinator did not start listening");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fails if a process's standard error shows a panic.
+pub fn assert_no_panic(what: &str, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+}
