@@ -53,6 +53,7 @@ fn unused_phi_tensors_are_carried_with_zero_gradient() {
         lr_min: config.scheduler.lr_min,
         lr_max: config.scheduler.lr_max,
         lr_fixed: config.scheduler.lr_fixed,
+        optimizer: Default::default(),
     };
     let tensors: BTreeMap<String, Vec<f64>> =
         plain.tensors().into_iter().map(|(n, _, v)| (n, v.iter().map(|&x| x as f64).collect())).collect();

@@ -71,6 +71,22 @@ impl Compute {
         }
     }
 
+    /// Whether this device can run `config`: the CUDA kernels (emulated or real) implement
+    /// the `sgd` inner optimiser only; momentum and adam (spec §3.1) run on the CPU engine.
+    pub fn supports(&self, config: &Config) -> Result<()> {
+        let opt = config.inner.optimizer;
+        match self {
+            Self::Cpu(_) => Ok(()),
+            Self::Emu(_) | Self::Cuda(_) if opt.is_sgd() => Ok(()),
+            Self::Emu(_) | Self::Cuda(_) => Err(ComputeError::Unsupported(format!(
+                "--device {}: the CUDA kernels implement the sgd inner optimizer only; \
+                 --inner-optimizer {} runs on --device cpu",
+                if matches!(self, Self::Emu(_)) { "emu" } else { "cuda" },
+                opt.name()
+            ))),
+        }
+    }
+
     /// `J`, per-task losses, rates and the mean meta-gradient of `batch` (`metagrad`).
     pub fn meta_gradient(
         &self,
@@ -78,6 +94,7 @@ impl Compute {
         params: &Params<f32>,
         batch: &TaskBatch<f32>,
     ) -> Result<MetaGradient<f32>> {
+        self.supports(config)?;
         match self {
             Self::Cpu(e) => Ok(e.meta_gradient(config, params, batch)?),
             Self::Emu(rt) => Ok(metasched_cuda::device_meta_gradient(rt, config, params, batch)?),
@@ -97,6 +114,7 @@ impl Compute {
             let s = metasched_cuda::device_meta_gradient_sum(rt, c, p, b)?;
             Ok(PartSum { sum: s.sum, outer_loss: s.outer_loss, lr: s.lr })
         }
+        self.supports(config)?;
         match self {
             Self::Cpu(e) => {
                 let (sum, outcomes) = e.meta_gradient_sum(config, params, batch)?;
@@ -118,6 +136,7 @@ impl Compute {
         params: &Params<f32>,
         batch: &TaskBatch<f32>,
     ) -> Result<Evaluation<f32>> {
+        self.supports(config)?;
         match self {
             Self::Cpu(e) => Ok(e.evaluate(config, params, batch)?),
             Self::Emu(rt) => Ok(metasched_cuda::device_evaluate(rt, config, params, batch)?),

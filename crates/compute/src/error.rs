@@ -19,6 +19,10 @@ pub enum ComputeError {
     /// The requested device cannot be opened here (no driver, no such device); one line.
     #[error("{0}")]
     DeviceUnavailable(String),
+    /// The device cannot run this configuration (e.g. an inner optimiser the CUDA kernels do
+    /// not implement); one line saying which device would.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ComputeError {
@@ -29,7 +33,7 @@ impl ComputeError {
         match self {
             Self::Engine(e) => e.is_bad_input(),
             Self::Tasks(e) => e.is_bad_input(),
-            Self::BadSpec(_) | Self::DeviceUnavailable(_) => true,
+            Self::BadSpec(_) | Self::DeviceUnavailable(_) | Self::Unsupported(_) => true,
             Self::Device(_) => false,
         }
     }

@@ -32,6 +32,7 @@ impl Executor {
     /// across coordinator sessions).
     pub fn with_compute(config: Config, tasks: TaskSource, compute: Arc<Compute>) -> Result<Self> {
         config.validate()?;
+        compute.supports(&config)?;
         Ok(Self { config, tasks, compute })
     }
 

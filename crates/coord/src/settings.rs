@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use metasched_engine::{
-    Activation, Config, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
+    Activation, Config, InnerConfig, InnerOptimizer, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
 };
 use metasched_proto::TaskFamily;
 use serde::{Deserialize, Serialize};
@@ -160,13 +160,63 @@ pub struct InnerSettings {
     /// still reported).
     #[arg(long = "no-learn-init", action = clap::ArgAction::SetFalse)]
     pub learn_init: bool,
+    /// Inner optimiser whose rate the scheduler sets: sgd, momentum or adam (spec §3.1).
+    #[arg(long, value_enum, default_value_t = InnerSettings::default().inner_optimizer)]
+    pub inner_optimizer: OptimizerName,
+    /// Momentum coefficient of `--inner-optimizer momentum`.
+    #[arg(long, default_value_t = InnerSettings::default().momentum)]
+    pub momentum: f64,
+    /// First-moment decay of `--inner-optimizer adam`.
+    #[arg(long, default_value_t = InnerSettings::default().adam_beta1)]
+    pub adam_beta1: f64,
+    /// Second-moment decay of `--inner-optimizer adam`.
+    #[arg(long, default_value_t = InnerSettings::default().adam_beta2)]
+    pub adam_beta2: f64,
+    /// Epsilon of `--inner-optimizer adam` (added to the root of the second moment).
+    #[arg(long, default_value_t = InnerSettings::default().adam_eps)]
+    pub adam_eps: f64,
 }
 
 impl Default for InnerSettings {
     fn default() -> Self {
         // `first_order` and `learn_init` are switches: their defaults are clap's (off for
         // `--first-order`, on for `--no-learn-init`'s field), checked by the parse tests.
-        Self { inner_steps: 5, first_order: false, learn_init: true }
+        Self {
+            inner_steps: 5,
+            first_order: false,
+            learn_init: true,
+            inner_optimizer: OptimizerName::Sgd,
+            momentum: 0.9,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+        }
+    }
+}
+
+/// The inner optimiser's name on the command line and in `run.toml` (its constants are
+/// settings of their own, so each has one flag and one default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerName {
+    /// `d_t = g_t`.
+    Sgd,
+    /// Heavy ball with `--momentum`.
+    Momentum,
+    /// Adam with `--adam-beta1`, `--adam-beta2`, `--adam-eps`.
+    Adam,
+}
+
+impl InnerSettings {
+    /// The engine's inner optimiser these settings name.
+    pub fn optimizer(&self) -> InnerOptimizer {
+        match self.inner_optimizer {
+            OptimizerName::Sgd => InnerOptimizer::Sgd,
+            OptimizerName::Momentum => InnerOptimizer::Momentum { mu: self.momentum },
+            OptimizerName::Adam => {
+                InnerOptimizer::Adam { beta1: self.adam_beta1, beta2: self.adam_beta2, eps: self.adam_eps }
+            }
+        }
     }
 }
 
@@ -300,6 +350,7 @@ pub fn model_config(
             steps: inner.inner_steps,
             first_order: inner.first_order,
             learn_init: inner.learn_init,
+            optimizer: inner.optimizer(),
         },
         scheduler: SchedulerConfig {
             kind: scheduler.scheduler,

@@ -92,3 +92,32 @@ fn labels_survive_the_file_round_trip() {
     assert_eq!(b.support_y, common::random_batch(&c, 3, 5, 4, 3).support_y);
     assert!(matches!(b.query_y, Targets::Labels(_)));
 }
+
+/// The momentum and adam inner optimisers (spec §3.1), first and second order, every scheduler
+/// kind, through the checkpoint (`inner.optimizer`) and the binary, against the reference.
+#[test]
+fn inner_optimizers_agree_with_the_float64_reference() {
+    use metasched_engine::InnerOptimizer;
+    let optimizers =
+        [InnerOptimizer::Momentum { mu: 0.9 }, InnerOptimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }];
+    let mut seed = 300;
+    let mut worst: f64 = 0.0;
+    for optimizer in optimizers {
+        for kind in [SchedulerKind::Lstm, SchedulerKind::Lslr, SchedulerKind::Fixed] {
+            for first_order in [false, true] {
+                for (act, loss, layers) in [
+                    (Activation::Tanh, LossKind::Mse, vec![1, 6, 5, 1]),
+                    (Activation::Relu, LossKind::CrossEntropy, vec![4, 6, 3]),
+                ] {
+                    let mut c = config(&layers, act, loss, kind, first_order);
+                    c.inner.optimizer = optimizer;
+                    c.scheduler.lr_max = 0.05;
+                    c.scheduler.lr_fixed = 0.02;
+                    worst = worst.max(check(&c, seed));
+                    seed += 1;
+                }
+            }
+        }
+    }
+    eprintln!("momentum and adam: worst relative error over {} checkpoints: {worst:.3e}", seed - 300);
+}

@@ -68,6 +68,11 @@ fn changing_a_trajectory_setting_on_resume_is_refused_naming_it() {
     refused(&["train", "--resume", d, "--no-learn-init"], &["--no-learn-init", "`learn_init`"]);
     refused(&["train", "--resume", d, "--seed", "6", "--steps", "5"], &["--seed"]);
     refused(&["train", "--resume", d, "--loss", "cross_entropy"], &["--loss"]);
+    refused(
+        &["train", "--resume", d, "--inner-optimizer", "adam"],
+        &["--inner-optimizer", "`inner_optimizer`"],
+    );
+    refused(&["train", "--resume", d, "--momentum", "0.5"], &["--momentum"]);
 
     // By editing run.toml: the key and the file are named.
     let toml = dir.join("run.toml");

@@ -65,7 +65,7 @@ fn cuda_runtime_matches_emulator() {
             activation: Activation::Relu,
             loss: LossKind::CrossEntropy,
         },
-        inner: InnerConfig { steps: 3, first_order: false, learn_init: true },
+        inner: InnerConfig { steps: 3, first_order: false, learn_init: true, optimizer: Default::default() },
         scheduler: SchedulerConfig {
             kind: SchedulerKind::Lslr,
             hidden: 5,

@@ -29,7 +29,7 @@ fn schedules() -> [EmuRuntime; 2] {
 fn config(layers: &[usize], act: Activation, loss: LossKind, kind: SchedulerKind, first: bool) -> Config {
     Config {
         model: ModelConfig { layers: layers.to_vec(), activation: act, loss },
-        inner: InnerConfig { steps: 3, first_order: first, learn_init: true },
+        inner: InnerConfig { steps: 3, first_order: first, learn_init: true, optimizer: Default::default() },
         scheduler: SchedulerConfig { kind, hidden: 5, lr_min: 0.01, lr_max: 0.5, lr_fixed: 0.2 },
     }
 }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
+use crate::inner_optimizer::InnerOptimizer;
 
 /// Number of scheduler input features per inner step: `ln(loss)`, `ln(||g||)`, `t/T` (spec §3).
 pub const FEATURES: usize = 3;
@@ -88,6 +89,10 @@ pub struct InnerConfig {
     /// computed).
     #[serde(default = "default_true")]
     pub learn_init: bool,
+    /// The inner optimiser (spec §3.1). Absent in a file means `sgd`, which is not written,
+    /// so sgd configurations read and write exactly as before.
+    #[serde(default, skip_serializing_if = "InnerOptimizer::is_sgd")]
+    pub optimizer: InnerOptimizer,
 }
 
 fn default_true() -> bool {
@@ -134,7 +139,12 @@ impl Config {
                 activation: Activation::Relu,
                 loss: LossKind::Mse,
             },
-            inner: InnerConfig { steps: 5, first_order: false, learn_init: true },
+            inner: InnerConfig {
+                steps: 5,
+                first_order: false,
+                learn_init: true,
+                optimizer: InnerOptimizer::Sgd,
+            },
             scheduler: SchedulerConfig {
                 kind: SchedulerKind::Lstm,
                 hidden: 20,
@@ -160,6 +170,7 @@ impl Config {
         if self.inner.steps == 0 {
             return Err(invalid("inner.steps", "must be at least 1"));
         }
+        self.inner.optimizer.validate()?;
         let s = &self.scheduler;
         if !(s.lr_min.is_finite() && s.lr_min >= 0.0) {
             return Err(invalid("scheduler.lr_min", format!("{} is not a finite value >= 0", s.lr_min)));

@@ -1,6 +1,7 @@
 //! One task: the inner SGD loop (spec §3) and its exact meta-gradient (spec §4).
 
 use crate::config::{Config, FEATURES};
+use crate::inner_optimizer::OptimizerTrace;
 use crate::mlp::{HvpScratch, Mlp, MlpCache};
 use crate::params::Params;
 use crate::real::Real;
@@ -30,6 +31,8 @@ struct Unroll<T> {
     /// Support-set caches at each `theta_t` (for the Hessian-vector products).
     caches: Vec<MlpCache<T>>,
     sched: SchedulerTrace<T>,
+    /// The inner optimiser's state at every step.
+    opt: OptimizerTrace<T>,
     /// Query gradient at `theta_T`.
     v: Vec<T>,
     outer_loss: T,
@@ -63,6 +66,7 @@ fn unroll<T: Real>(
     let mut caches: Vec<MlpCache<T>> =
         (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache(task.support.n)).collect();
     let mut sched = SchedulerTrace::new(config);
+    let mut opt = OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches);
     for t in 0..steps {
         let (done, next) = thetas.split_at_mut((t + 1) * p);
         let theta = &done[t * p..];
@@ -74,11 +78,12 @@ fn unroll<T: Real>(
             None => features(loss, g, t, steps),
         };
         let rates = sched.step(params, t, x);
+        let d = opt.step(t, g);
         let theta_next = &mut next[..p];
         for (k, &a) in rates.iter().enumerate() {
             let r = mlp.layout.group(k);
-            for ((tn, &th), &gi) in theta_next[r.clone()].iter_mut().zip(&theta[r.clone()]).zip(&g[r]) {
-                *tn = th - a * gi;
+            for ((tn, &th), &di) in theta_next[r.clone()].iter_mut().zip(&theta[r.clone()]).zip(&d[r]) {
+                *tn = th - a * di;
             }
         }
     }
@@ -87,7 +92,7 @@ fn unroll<T: Real>(
     let theta_t = &thetas[steps * p..];
     let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
     let accuracy = mlp.accuracy_of_output(&qcache, task.query.y);
-    Unroll { mlp, thetas, grads, caches, sched, v, outer_loss, accuracy }
+    Unroll { mlp, thetas, grads, caches, sched, opt, v, outer_loss, accuracy }
 }
 
 /// Query loss after the inner loop, and the rates used, without any gradient.
@@ -121,8 +126,10 @@ pub fn task_meta_gradient<T: Real>(
     scale: T,
 ) -> TaskOutcome<T> {
     let second_order = !config.inner.first_order;
-    let Unroll { mlp, thetas, grads, caches, sched, mut v, outer_loss, accuracy } =
-        unroll(config, params, task, None, second_order);
+    // The optimiser's per-step state is needed for `d_t` even at first order (momentum, adam).
+    let keep = second_order || !config.inner.optimizer.is_sgd();
+    let Unroll { mlp, thetas, grads, caches, sched, mut opt, mut v, outer_loss, accuracy } =
+        unroll(config, params, task, None, keep);
     let p = mlp.layout.len();
     let g_count = mlp.layout.groups();
     let steps = config.inner.steps;
@@ -133,12 +140,14 @@ pub fn task_meta_gradient<T: Real>(
     let mut u = vec![T::zero(); p];
     let mut hv = vec![T::zero(); p];
     let mut scratch: HvpScratch<T> = mlp.hvp_scratch(task.support.n);
+    let (mut wm, mut ws) = (vec![T::zero(); p], vec![T::zero(); p]);
     for t in (0..steps).rev() {
         let g = &grads[t * p..(t + 1) * p];
         let rates = sched.rates_at(t);
+        let d = opt.direction(t, g);
         for k in 0..g_count {
             let r = mlp.layout.group(k);
-            da[t * g_count + k] = -crate::linalg::dot(&v[r.clone()], &g[r]);
+            da[t * g_count + k] = -crate::linalg::dot(&v[r.clone()], &d[r]);
         }
         if second_order {
             for (k, &a) in rates.iter().enumerate() {
@@ -147,6 +156,7 @@ pub fn task_meta_gradient<T: Real>(
                     *ui = a * vi;
                 }
             }
+            opt.backward(t, g, &mut u, &mut wm, &mut ws);
             let theta = &thetas[t * p..(t + 1) * p];
             mlp.hvp(&mut hv, &mut scratch, &caches[t], theta, task.support.x, &u);
             for (vi, &h) in v.iter_mut().zip(&hv) {

@@ -11,6 +11,10 @@ use metasched_engine::{
 };
 
 const TOL: f64 = 1e-6;
+/// Tolerance of the momentum and adam checks (Richardson-extrapolated differences): their
+/// updates are more curved, so plain differences at `h = 1e-5` are only good to about 1e-6; a
+/// wrong derivative shows up as an error near 1.
+const OPTIMIZER_TOL: f64 = 1e-5;
 
 fn config(
     layers: &[usize],
@@ -21,7 +25,7 @@ fn config(
 ) -> Config {
     Config {
         model: ModelConfig { layers: layers.to_vec(), activation: act, loss },
-        inner: InnerConfig { steps: 3, first_order, learn_init: true },
+        inner: InnerConfig { steps: 3, first_order, learn_init: true, optimizer: Default::default() },
         scheduler: SchedulerConfig { kind, hidden: 4, lr_min: 0.01, lr_max: 0.6, lr_fixed: 0.3 },
     }
 }
@@ -57,6 +61,12 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn check_metagrad(config: &Config, seed: u64) {
+    check_metagrad_with(config, seed, TOL, false);
+}
+
+/// [`check_metagrad`] at tolerance `tol`; with `richardson`, the finite differences at `h`
+/// and `h/2` are combined to cancel their `h^2` error (for the more curved adam updates).
+fn check_metagrad_with(config: &Config, seed: u64, tol: f64, richardson: bool) {
     let params = random_params(config, seed);
     let batch = random_batch(config, 2, 5, 4, seed);
     let engine = Engine::new(2).expect("pool");
@@ -68,18 +78,21 @@ fn check_metagrad(config: &Config, seed: u64) {
     for spec in params.present_slots(config) {
         let ours = mg.grad.slot(config, spec.slot).expect("slot").to_vec();
         let mut fd = vec![0.0; ours.len()];
-        for (i, fd_i) in fd.iter_mut().enumerate() {
+        let central = |i: usize, h: f64| {
             let mut plus = params.clone();
             let mut minus = params.clone();
             slot_mut(&mut plus, config, spec.slot)[i] += h;
             slot_mut(&mut minus, config, spec.slot)[i] -= h;
-            *fd_i = (j_fixed(config, &plus, &batch, &feats) - j_fixed(config, &minus, &batch, &feats))
-                / (2.0 * h);
+            (j_fixed(config, &plus, &batch, &feats) - j_fixed(config, &minus, &batch, &feats)) / (2.0 * h)
+        };
+        for (i, fd_i) in fd.iter_mut().enumerate() {
+            *fd_i =
+                if richardson { (4.0 * central(i, h / 2.0) - central(i, h)) / 3.0 } else { central(i, h) };
         }
         let e = rel_err(&ours, &fd);
         let norm: f64 = fd.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(
-            e < TOL || norm < 1e-10,
+            e < tol || norm < 1e-10,
             "{}: relative error {e:.3e} (|fd| = {norm:.3e}) for {config:?}",
             spec.name
         );
@@ -236,6 +249,34 @@ fn f32_engine_agrees_with_f64_engine() {
             let b = hi.grad.slot(&cfg, spec.slot).expect("slot");
             let e = rel_err(&a, b);
             assert!(e < 1e-4, "{kind:?} {}: f32 vs f64 relative error {e:.3e}", spec.name);
+        }
+    }
+}
+
+/// Every inner optimiser of spec §3.1 (momentum and adam, besides sgd above), second order,
+/// against float64 finite differences of `J`, over scheduler kinds and losses.
+#[test]
+fn inner_optimizers_match_finite_differences() {
+    use metasched_engine::InnerOptimizer;
+    let optimizers = [
+        InnerOptimizer::Momentum { mu: 0.9 },
+        InnerOptimizer::Adam { beta1: 0.5, beta2: 0.9, eps: 1e-3 },
+        InnerOptimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    ];
+    let mut seed = 40;
+    for optimizer in optimizers {
+        for kind in [SchedulerKind::Lstm, SchedulerKind::Lslr, SchedulerKind::Fixed] {
+            for (act, loss, layers) in [
+                (Activation::Tanh, LossKind::Mse, vec![2, 5, 4, 2]),
+                (Activation::Relu, LossKind::CrossEntropy, vec![3, 6, 3]),
+            ] {
+                let mut c = config(&layers, act, loss, kind, false);
+                c.inner.optimizer = optimizer;
+                c.scheduler.lr_max = 0.05;
+                c.scheduler.lr_fixed = 0.03;
+                check_metagrad_with(&c, seed, OPTIMIZER_TOL, true);
+                seed += 1;
+            }
         }
     }
 }

@@ -59,6 +59,30 @@ pub struct RefConfig {
     pub lr_max: f64,
     /// The rate of kind `Fixed`.
     pub lr_fixed: f64,
+    /// The inner optimiser (spec §3.1).
+    pub optimizer: RefOptimizer,
+}
+
+/// The inner optimiser (spec §3.1), with its constants.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum RefOptimizer {
+    /// `d_t = g_t`.
+    #[default]
+    Sgd,
+    /// `m_t = mu m_{t-1} + g_t`, `d_t = m_t`.
+    Momentum {
+        /// Momentum coefficient.
+        mu: f64,
+    },
+    /// Bias-corrected Adam, `eps` outside the root.
+    Adam {
+        /// First-moment decay.
+        beta1: f64,
+        /// Second-moment decay.
+        beta2: f64,
+        /// Added to the root.
+        eps: f64,
+    },
 }
 
 /// Targets of one set.
@@ -207,6 +231,10 @@ fn record(
         let mut h: Vec<Var> = (0..hidden).map(|_| tape.constant(0.0)).collect();
         let mut c: Vec<Var> = (0..hidden).map(|_| tape.constant(0.0)).collect();
         let mut task_feats = Vec::with_capacity(t_steps);
+        // The optimiser's state `m`, `s` (spec §3.1), zero at the start of every task's run.
+        let mut m_state: Vec<Vec<Var>> =
+            theta.iter().map(|grp| grp.iter().map(|_| tape.constant(0.0)).collect()).collect();
+        let mut s_state = m_state.clone();
         for t in 0..t_steps {
             let fwd = learner.forward(&mut tape, &theta, &task.support);
             let grad = learner.backward(&mut tape, &theta, &fwd, task.support.n);
@@ -267,13 +295,36 @@ fn record(
             };
             lr.extend(rates.iter().map(|&a| tape.value(a)));
 
-            // theta_{t+1}[i] = theta_t[i] - a_t[group(i)] * g_t[i]
+            // theta_{t+1}[i] = theta_t[i] - a_t[group(i)] * d_t[i]  (spec §3.1)
             let mut next = Vec::with_capacity(g);
             for k in 0..g {
                 let mut grp = Vec::with_capacity(theta[k].len());
                 for (i, &th) in theta[k].iter().enumerate() {
                     let gi = if cfg.first_order { tape.constant(tape.value(grad[k][i])) } else { grad[k][i] };
-                    let step = tape.mul(rates[k], gi);
+                    let d = match cfg.optimizer {
+                        RefOptimizer::Sgd => gi,
+                        RefOptimizer::Momentum { mu } => {
+                            let prev = tape.scale(m_state[k][i], mu);
+                            m_state[k][i] = tape.add(prev, gi);
+                            m_state[k][i]
+                        }
+                        RefOptimizer::Adam { beta1, beta2, eps } => {
+                            let n = t as i32 + 1;
+                            let m_prev = tape.scale(m_state[k][i], beta1);
+                            let m_new = tape.scale(gi, 1.0 - beta1);
+                            m_state[k][i] = tape.add(m_prev, m_new);
+                            let s_prev = tape.scale(s_state[k][i], beta2);
+                            let g2 = tape.mul(gi, gi);
+                            let s_new = tape.scale(g2, 1.0 - beta2);
+                            s_state[k][i] = tape.add(s_prev, s_new);
+                            let q = tape.scale(m_state[k][i], 1.0 / (1.0 - beta1.powi(n)));
+                            let s_hat = tape.scale(s_state[k][i], 1.0 / (1.0 - beta2.powi(n)));
+                            let r = tape.sqrt(s_hat);
+                            let den = tape.add_const(r, eps);
+                            tape.div(q, den)
+                        }
+                    };
+                    let step = tape.mul(rates[k], d);
                     grp.push(tape.sub(th, step));
                 }
                 next.push(grp);

@@ -130,6 +130,14 @@ impl Tape {
         self.push(x.ln(), &[(a, 1.0 / x)])
     }
 
+    /// `sqrt(a)`, with derivative `1 / (2 sqrt(a))`, and 0 at `a = 0` (the limit the spec's
+    /// adam rule takes there).
+    pub fn sqrt(&mut self, a: Var) -> Var {
+        let r = self.value(a).sqrt();
+        let d = if r > 0.0 { 0.5 / r } else { 0.0 };
+        self.push(r, &[(a, d)])
+    }
+
     /// `tanh(a)`
     pub fn tanh(&mut self, a: Var) -> Var {
         let t = self.value(a).tanh();

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use reference::mlp::Learner;
 use reference::tape::{Tape, Var};
 use reference::{
-    RefConfig, RefKind, RefSet, RefTargets, RefTask, reference_forward, reference_metagrad, reference_rates,
-    tensor_shapes,
+    RefConfig, RefKind, RefOptimizer, RefSet, RefTargets, RefTask, reference_forward, reference_metagrad,
+    reference_rates, tensor_shapes,
 };
 
 /// splitmix64: a small deterministic generator.
@@ -57,6 +57,7 @@ fn config(kind: RefKind, tanh: bool, cross_entropy: bool, first_order: bool) -> 
         lr_max: 0.5,
         // Fixed kind: a rate large enough that the inner steps matter.
         lr_fixed: 0.3,
+        optimizer: Default::default(),
     }
 }
 
@@ -429,4 +430,32 @@ fn features_are_as_specified() {
     other[0][1][0] += 0.5;
     let (j3, _) = reference_forward(&cfg, &tensors, &tasks, Some(&other));
     assert_ne!(j, j3);
+}
+
+/// The momentum and adam inner optimisers (spec §3.1): the reference's second-order
+/// meta-gradient against fourth-order finite differences of `J` (features held), every
+/// scheduler kind.
+#[test]
+fn inner_optimizers_match_finite_differences() {
+    let mut rng = Rng(4242);
+    let optimizers =
+        [RefOptimizer::Momentum { mu: 0.9 }, RefOptimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }];
+    for optimizer in optimizers {
+        for kind in all_kinds() {
+            let cfg =
+                RefConfig { optimizer, lr_max: 0.05, lr_fixed: 0.02, ..config(kind, true, false, false) };
+            let (tensors, tasks) = draw(&cfg, &mut rng);
+            let out = reference_metagrad(&cfg, &tensors, &tasks);
+            let (_, feats) = reference_forward(&cfg, &tensors, &tasks, None);
+            for (name, _) in tensor_shapes(&cfg) {
+                let fd: Vec<f64> =
+                    fd_tensor(&tensors, &name, |p| vec![reference_forward(&cfg, p, &tasks, Some(&feats)).0])
+                        .into_iter()
+                        .map(|v| v[0])
+                        .collect();
+                let err = rel_err(&out.grads[&name], &fd);
+                assert!(err < TOL, "{optimizer:?} {}: {name} disagrees with FD: {err:e}", label(&cfg));
+            }
+        }
+    }
 }

@@ -107,7 +107,7 @@ pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
             activation: Activation::Tanh,
             loss: LossKind::CrossEntropy,
         },
-        inner: InnerConfig { steps: 3, first_order: false, learn_init: true },
+        inner: InnerConfig { steps: 3, first_order: false, learn_init: true, optimizer: Default::default() },
         scheduler: SchedulerConfig {
             kind: SchedulerKind::Lslr,
             hidden: 5,

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use metasched_engine::rng::CounterRng;
 use metasched_engine::{
-    Activation, Config, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig, SchedulerKind, TaskBatch,
+    Activation, Config, InnerConfig, InnerOptimizer, LossKind, ModelConfig, Params, SchedulerConfig,
+    SchedulerKind, TaskBatch,
 };
-use metasched_reference::{RefConfig, RefKind, RefSet, RefTargets, RefTask};
+use metasched_reference::{RefConfig, RefKind, RefOptimizer, RefSet, RefTargets, RefTask};
 
 /// The binary under test.
 pub fn meta_coord() -> Command {
@@ -34,7 +35,7 @@ pub fn config(
 ) -> Config {
     Config {
         model: ModelConfig { layers: layers.to_vec(), activation: act, loss },
-        inner: InnerConfig { steps: 3, first_order, learn_init: true },
+        inner: InnerConfig { steps: 3, first_order, learn_init: true, optimizer: Default::default() },
         scheduler: SchedulerConfig { kind, hidden: 5, lr_min: 0.0, lr_max: 0.4, lr_fixed: 0.2 },
     }
 }
@@ -85,6 +86,11 @@ pub fn ref_config(c: &Config) -> RefConfig {
         lr_min: c.scheduler.lr_min,
         lr_max: c.scheduler.lr_max,
         lr_fixed: c.scheduler.lr_fixed,
+        optimizer: match c.inner.optimizer {
+            InnerOptimizer::Sgd => RefOptimizer::Sgd,
+            InnerOptimizer::Momentum { mu } => RefOptimizer::Momentum { mu },
+            InnerOptimizer::Adam { beta1, beta2, eps } => RefOptimizer::Adam { beta1, beta2, eps },
+        },
     }
 }
 
