@@ -97,6 +97,25 @@ impl Drop for Procs {
     }
 }
 
+/// Logs of the processes, printed if the test fails (declare it after [`Procs`] and the
+/// temporary directory holding them).
+struct LogsOnFailure(Vec<PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in &self.0 {
+                let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+                let tail: Vec<&str> = err.lines().rev().take(40).collect();
+                eprintln!("--- {} (last {} lines of stderr)", log.display(), tail.len());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
 /// The three hosts: names and whether netem shapes worker 1's link.
 struct Net {
     coord: String,
@@ -107,9 +126,12 @@ struct Net {
 /// Creates the namespaces and links. `Err` means the machine cannot do it (the test skips);
 /// only the first namespace and veth pair count as that probe, a failure after them panics.
 fn set_up(hosts: &mut Hosts) -> Result<Net, String> {
-    let pid = std::process::id();
-    let coord = format!("ms-c-{pid}");
-    let workers = [format!("ms-w1-{pid}"), format!("ms-w2-{pid}")];
+    // Unique per run: the pid and the clock's nanoseconds.
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let run = format!("{}-{nanos:x}", std::process::id());
+    let coord = format!("ms-c-{run}");
+    let workers = [format!("ms-w1-{run}"), format!("ms-w2-{run}")];
     // The probe: a namespace, then a veth pair into a second one.
     hosts.add(coord.clone())?;
     hosts.add(workers[0].clone())?;
@@ -319,6 +341,7 @@ fn coordinator_and_workers_on_separate_hosts_with_a_lossy_and_a_broken_link() {
     let addr = coordinator_addr(&dir);
     assert!(addr.starts_with(&format!("{COORD_IP}:")), "the coordinator bound {addr}");
     let worker_logs = [logs.join("w1"), logs.join("w2")];
+    let _print_logs = LogsOnFailure(vec![coord_log.clone(), worker_logs[0].clone(), worker_logs[1].clone()]);
     for (i, ns) in net.workers.iter().enumerate() {
         let args: Vec<String> = ["--coord", &addr, "--token-file", s(&token_file), "--threads", "1"]
             .into_iter()
