@@ -54,7 +54,9 @@ fn cuda_benches(c: &mut Criterion) {
         }
         c.bench_function(&format!("cuda_metagrad_sinusoid_b{b}"), |bench| {
             bench.iter(|| {
-                black_box(device_meta_gradient(&rt, &config, &params, &tasks).expect("device meta-gradient").j)
+                black_box(
+                    device_meta_gradient(&rt, &config, &params, &tasks).expect("device meta-gradient").j,
+                )
             })
         });
         if b == 32 {

@@ -91,7 +91,10 @@ fn cuda_runtime_matches_emulator() {
             let want = meta_gradient_tensors(want);
             let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
             assert_eq!(names(&got), names(&want), "{label}: the same tensors on both sides");
-            assert!(names(&got).iter().any(|n| n.starts_with("grad.phi.")), "{label}: phi gradients compared");
+            assert!(
+                names(&got).iter().any(|n| n.starts_with("grad.phi.")),
+                "{label}: phi gradients compared"
+            );
             for ((name, g), (_, w)) in got.iter().zip(&want) {
                 assert_close(&format!("{label} {name} vs {what}"), g, w, ATOL, RTOL);
             }
