@@ -14,27 +14,16 @@ use std::time::{Duration, Instant};
 
 use metasched_cuda::nccl_ffi::Communicator;
 
-const TEST: &str = "stub_libnccl_so_2_is_found_by_its_soname_and_joins_end_at_their_deadline";
+#[path = "stubs/mod.rs"]
+mod stubs;
 
-fn build_stub() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("metasched-nccl-stub-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/stubs/nccl_stub.c");
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-Wl,-soname,libnccl.so.2", "-o"])
-        .arg(dir.join("libnccl.so.2"))
-        .arg(&src)
-        .output()
-        .expect("a C compiler (cc) builds the stub");
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
-    dir
-}
+const TEST: &str = "stub_libnccl_so_2_is_found_by_its_soname_and_joins_end_at_their_deadline";
 
 #[test]
 fn stub_libnccl_so_2_is_found_by_its_soname_and_joins_end_at_their_deadline() {
     if std::env::var_os("STUB_NCCL_LOG").is_none() {
-        let dir = build_stub();
+        let stub = stubs::nccl("");
+        let dir = stub.0.clone();
         // Once from METASCHED_NCCL_LIB_DIR (by path), once through the loader's search path
         // (by the bare name `libnccl.so.2`).
         for by_name in [false, true] {
@@ -55,7 +44,6 @@ fn stub_libnccl_so_2_is_found_by_its_soname_and_joins_end_at_their_deadline() {
             assert!(out.status.success(), "the test with the stub NCCL failed:\n{text}");
             assert!(text.contains("1 passed"), "{text}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let dir = PathBuf::from(std::env::var_os("STUB_NCCL_DIR").expect("set by the parent"));
