@@ -94,9 +94,15 @@ mod imp {
             {
                 let (ptr, _record) = buf.device_ptr_mut(&self.stream);
                 let raw_stream = self.stream.cu_stream().cast::<std::ffi::c_void>();
-                let mut done = || nccl_ffi::stream_done(raw_stream);
-                self.comm
-                    .all_reduce_sum_i64_in_place(
+                // SAFETY: `raw_stream` is this member's live stream; `ptr` is `buf`, a live
+                // allocation of `data.len()` i64 on its device, which outlives the call (the
+                // all-reduce is waited for before it returns).
+                #[allow(unsafe_code)]
+                let mut done = || unsafe { nccl_ffi::stream_done(raw_stream) };
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                let reduced = unsafe {
+                    self.comm.all_reduce_sum_i64_in_place(
                         ptr,
                         data.len(),
                         raw_stream,
@@ -104,7 +110,8 @@ mod imp {
                         self.timeout,
                         &self.cancel,
                     )
-                    .map_err(|e| driver("all-reduce", e.to_string()))?;
+                };
+                reduced.map_err(|e| driver("all-reduce", e.to_string()))?;
             }
             self.stream.memcpy_dtoh(&buf, data).map_err(|e| driver("device to host copy", e.to_string()))?;
             self.stream.synchronize().map_err(|e| driver("synchronize", e.to_string()))

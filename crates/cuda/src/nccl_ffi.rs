@@ -322,9 +322,13 @@ impl Communicator {
     /// `ncclAllReduce(ptr, ptr, count, ncclInt64, ncclSum, comm, stream)` in place, then waits
     /// until `done()` says the stream finished, polling `ncclCommGetAsyncError`. A deadline,
     /// a cancellation or an asynchronous error aborts the communicator (consuming it: the
-    /// error is returned and the communicator is gone). `ptr` must be a device allocation of
-    /// `count` i64 on the communicator's device, `stream` a stream of that device.
-    pub fn all_reduce_sum_i64_in_place(
+    /// error is returned and the communicator is gone).
+    ///
+    /// # Safety
+    /// `ptr` must be a live device allocation of at least `count` i64 on the communicator's
+    /// device, `stream` a live stream of that device's context, and neither may be freed
+    /// before this returns.
+    pub unsafe fn all_reduce_sum_i64_in_place(
         &mut self,
         ptr: u64,
         count: usize,
@@ -456,8 +460,11 @@ fn wait_async(
 
 /// Whether the work queued on `stream` has finished (`cuStreamQuery`: `CUDA_SUCCESS` yes,
 /// `CUDA_ERROR_NOT_READY` not yet, anything else an error).
+///
+/// # Safety
+/// `stream` must be a live stream handle.
 #[cfg(feature = "cuda")]
-pub fn stream_done(stream: *mut c_void) -> std::result::Result<bool, String> {
+pub unsafe fn stream_done(stream: *mut c_void) -> std::result::Result<bool, String> {
     use cudarc::driver::sys::{CUresult, cuStreamQuery};
     // SAFETY: `stream` is a live stream handle of the current context (the caller's).
     match unsafe { cuStreamQuery(stream.cast()) } {
