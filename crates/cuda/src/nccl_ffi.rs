@@ -287,8 +287,8 @@ impl Communicator {
         match wait_async(get_async, comm, None, deadline, cancel) {
             Ok(()) => Ok(this),
             Err(why) => {
-                this.abort_with(abort);
-                Err(match why {
+                // The message first: ncclGetLastError may look at the communicator.
+                let e = match why {
                     Waited::Failed(code) => {
                         nccl_error(api, "ncclCommInitRankConfig (asynchronous)", code, comm)
                     }
@@ -298,7 +298,9 @@ impl Communicator {
                          communicator aborted (ncclCommAbort)",
                         timeout.as_secs_f64()
                     )),
-                })
+                };
+                this.abort_with(abort);
+                Err(e)
             }
         }
     }
@@ -364,15 +366,16 @@ impl Communicator {
             Ok(()) => Ok(()),
             Err(why) => {
                 let comm = self.comm;
-                self.abort();
-                Err(match why {
+                let e = match why {
                     Waited::Failed(code) => nccl_error(api, "ncclAllReduce (asynchronous)", code, comm),
                     Waited::Stream(e) => CudaError::Driver(format!("after ncclAllReduce: {e}")),
                     Waited::Stopped(reason) => CudaError::Driver(format!(
                         "ncclAllReduce: {reason} after {:.1} s; communicator aborted (ncclCommAbort)",
                         timeout.as_secs_f64()
                     )),
-                })
+                };
+                self.abort();
+                Err(e)
             }
         }
     }

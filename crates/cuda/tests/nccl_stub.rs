@@ -108,4 +108,37 @@ fn stub_libnccl_so_2_is_found_by_its_soname_and_joins_end_at_their_deadline() {
     assert!(c.is_abortable() && c.rank() == 0 && c.world_size() == 1);
     drop(c);
     assert_eq!(aborts(), before + 3);
+
+    // An all-reduce whose kernel never finishes (the stream never reports done) ends at its
+    // deadline with the communicator aborted; NCCL's synchronous error carries its code.
+    let mut c = Communicator::init_rank(&id, 0, 1, Duration::from_secs(5), &never).expect("joins");
+    let t = Instant::now();
+    let mut spinning = || Ok(false);
+    let e = all_reduce(&mut c, 8, &mut spinning, Duration::from_millis(300), &never).expect_err("spins");
+    println!("spinning all-reduce: {e} ({:?})", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(5));
+    assert!(e.to_string().contains("deadline passed") && e.to_string().contains("ncclCommAbort"), "{e}");
+    assert_eq!(aborts(), before + 4);
+    let again = all_reduce(&mut c, 8, &mut spinning, Duration::from_millis(300), &never);
+    assert!(again.expect_err("aborted").to_string().contains("was aborted"));
+    drop(c);
+    assert_eq!(aborts(), before + 4, "aborted once");
+
+    let mut c = Communicator::init_rank(&id, 0, 1, Duration::from_secs(5), &never).expect("joins");
+    let e = all_reduce(&mut c, 0, &mut spinning, Duration::from_secs(5), &never).expect_err("count 0");
+    assert!(e.to_string().contains("ncclAllReduce failed: ncclInvalidUsage (5): stub error"), "{e}");
+    assert_eq!(aborts(), before + 5);
+}
+
+/// An all-reduce on no memory: the stub NCCL touches neither the pointer nor the stream.
+#[allow(unsafe_code)]
+fn all_reduce(
+    c: &mut Communicator,
+    count: usize,
+    done: &mut dyn FnMut() -> Result<bool, String>,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> metasched_cuda::Result<()> {
+    // SAFETY: only the stub NCCL is loaded in this process, and it dereferences nothing.
+    unsafe { c.all_reduce_sum_i64_in_place(0, count, std::ptr::null_mut(), done, timeout, cancel) }
 }

@@ -57,7 +57,9 @@ int ncclCommGetAsyncError(void *comm, int *state) {
 }
 int ncclCommAbort(void *comm) { note("abort"); free(comm); return 0; }
 int ncclCommDestroy(void *comm) { note("destroy"); free(comm); return 0; }
+/* Enqueues nothing (no device memory is touched): "succeeds" unless the count is 0 or the type
+ * and operation are not ncclInt64 / ncclSum, so the caller's wait on the stream is what ends it. */
 int ncclAllReduce(const void *s, void *r, size_t n, int t, int op, void *comm, void *stream) {
-    (void)s; (void)r; (void)n; (void)t; (void)op; (void)comm; (void)stream;
-    return 5;
+    (void)s; (void)r; (void)comm; (void)stream;
+    return (n == 0 || t != 4 || op != 0) ? 5 : 0;
 }
