@@ -272,3 +272,31 @@ impl GroupHandle {
         !matches!(state.0, Busy::Joining | Busy::InFlight)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A join whose peer never comes is cancelled by `leave`, which returns only once the
+    /// member stopped (so `true` is no longer said of a member still joining).
+    #[test]
+    fn leaving_cancels_a_stuck_join_and_waits_for_it() {
+        let compute = Arc::new(Compute::open(metasched_compute::Device::Cpu, 1).expect("cpu"));
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let (id, created) = create_id(CollectiveKind::Tcp, ip).expect("id");
+        let (tx, rx) = mpsc::channel();
+        let spec = JoinSpec { group: 7, id, rank: 0, world: 2, timeout: Duration::from_secs(600) };
+        let h = GroupHandle::join(CollectiveKind::Tcp, spec, Some(created), compute, move |r| {
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        assert!(h.leave(), "the join was cancelled");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let joined = rx.recv_timeout(Duration::from_secs(1)).expect("on_joined was called");
+        assert!(joined.expect_err("cancelled").contains("cancelled"));
+        assert!(h.all_reduce(vec![1]).is_err(), "a left group takes no work");
+    }
+}
