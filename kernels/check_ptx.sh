@@ -39,7 +39,8 @@ echo "== compile-kernels (built-in sources) for sm_80, sm_90 -> $out"
 echo "== compile-kernels --kernels-dir kernels/ (the sources on disk)"
 "$worker" compile-kernels --arch sm_80,sm_90 --out "$out/from-disk" --kernels-dir "$root/kernels" --ptxas "$ptxas" >/dev/null \
     || fail "compile-kernels --kernels-dir kernels/"
-for f in lstm_cell sgd_update mlp loss; do
+# Every kernel file the worker builds in (compile::kernel_files), scheduler.cu included.
+for f in lstm_cell sgd_update mlp loss scheduler; do
     for a in sm_80 sm_90; do
         [ -s "$out/$f.$a.ptx" ] || fail "missing $out/$f.$a.ptx"
         cmp -s "$out/$f.$a.ptx" "$out/from-disk/$f.$a.ptx" || fail "$f.$a.ptx differs between built-in and on-disk sources (rebuild meta-worker)"
@@ -55,5 +56,9 @@ printf '%s\n' "$log" | sed 's/^/    /'
 [ "$rc" -eq 1 ] || fail "broken_compile.cu: expected exit 1, got $rc"
 printf '%s\n' "$log" | grep -q 'broken_compile.cu(9): error' || fail "broken_compile.cu: the NVRTC log does not point at line 9"
 [ ! -e "$out/broken/broken_compile.sm_80.ptx" ] || fail "broken_compile.cu: PTX written despite the error"
+
+echo "== metasched-cuda compile tests with this NVRTC (the NVRTC-present branch, asserted)"
+METASCHED_EXPECT_NVRTC=1 cargo test --release --locked -p metasched-cuda --lib --quiet compile::tests \
+    || fail "metasched-cuda compile tests with NVRTC from $nvrtc_lib"
 
 echo "check_ptx: OK"

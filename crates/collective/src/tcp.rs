@@ -12,6 +12,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::collective::Collective;
@@ -93,6 +94,19 @@ impl TcpCollective {
         rendezvous: Option<Rendezvous>,
         timeout: Duration,
     ) -> Result<Self> {
+        Self::join_cancellable(id, rank, world, rendezvous, timeout, &AtomicBool::new(false))
+    }
+
+    /// [`TcpCollective::join`] that also ends, with an error, as soon as `cancel` is set (the
+    /// group was left while members were still joining).
+    pub fn join_cancellable(
+        id: &[u8],
+        rank: usize,
+        world: usize,
+        rendezvous: Option<Rendezvous>,
+        timeout: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<Self> {
         if world == 0 || rank >= world {
             return Err(err(format!("rank {rank} of a group of {world}")));
         }
@@ -103,9 +117,9 @@ impl TcpCollective {
             if r.key != key {
                 return Err(err("the communicator id is not the one this rank created"));
             }
-            accept_peers(&r, world, deadline, timeout)?
+            accept_peers(&r, world, deadline, timeout, cancel)?
         } else {
-            vec![connect_root(addr, &key, rank, deadline, timeout)?]
+            vec![connect_root(addr, &key, rank, deadline, timeout, cancel)?]
         };
         Ok(Self { rank, world, peers })
     }
@@ -128,14 +142,18 @@ fn accept_peers(
     world: usize,
     deadline: Instant,
     timeout: Duration,
+    cancel: &AtomicBool,
 ) -> Result<Vec<TcpStream>> {
     let mut slots: Vec<Option<TcpStream>> = (1..world).map(|_| None).collect();
     r.listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
     while slots.iter().any(Option::is_none) {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(err("join cancelled (the group was left)"));
+        }
         if Instant::now() > deadline {
             let missing = slots.iter().filter(|s| s.is_none()).count();
             return Err(err(format!(
-                "{missing} member(s) did not join within {:.0} s",
+                "{missing} member(s) did not join within {:.1} s",
                 timeout.as_secs_f64()
             )));
         }
@@ -173,10 +191,16 @@ fn connect_root(
     rank: usize,
     deadline: Instant,
     timeout: Duration,
+    cancel: &AtomicBool,
 ) -> Result<TcpStream> {
     loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(err("join cancelled (the group was left)"));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        match TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(10))) {
+        // At most a second per attempt, so a cancellation is seen promptly.
+        match TcpStream::connect_timeout(&addr, left.clamp(Duration::from_millis(10), Duration::from_secs(1)))
+        {
             Ok(mut s) => {
                 set_timeouts(&s, timeout)?;
                 let mut hello = key.to_vec();

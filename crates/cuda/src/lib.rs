@@ -45,6 +45,7 @@ mod ffi;
 pub mod kernels;
 pub mod learner;
 pub mod nccl;
+pub mod nccl_ffi;
 pub mod probe;
 pub mod runtime;
 

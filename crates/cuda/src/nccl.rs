@@ -2,64 +2,75 @@
 //! `cuda` feature. The trait and the device-agnostic collectives live in
 //! `metasched-collective`; without the feature [`NcclCollective`] is a stand-in that cannot be
 //! constructed ([`CudaError::FeatureDisabled`]).
+//!
+//! NCCL is called through `crate::nccl_ffi` (symbols from the library the probe loaded, so
+//! `libnccl.so.2` and the wheels work), not through cudarc's NCCL module. The join and every
+//! all-reduce are bounded by the group's timeout and end early when the group is left (the
+//! `cancel` flag): the communicator is non-blocking and aborted (`ncclCommAbort`) on either.
 
-#[cfg(feature = "cuda")]
-pub use imp::nccl_unique_id;
-pub use imp::{NcclCollective, nccl_unique_id_bytes};
+pub use imp::NcclCollective;
+
+/// A new NCCL unique id (128 bytes), to be shared by rank 0 with every member (through the
+/// coordinator), after probing for the NCCL library. Without the `cuda` feature:
+/// [`CudaError::FeatureDisabled`].
+pub fn nccl_unique_id_bytes() -> crate::Result<Vec<u8>> {
+    if cfg!(not(feature = "cuda")) {
+        return Err(crate::CudaError::FeatureDisabled("cuda"));
+    }
+    Ok(crate::nccl_ffi::unique_id()?.to_vec())
+}
 
 #[cfg(feature = "cuda")]
 mod imp {
     use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
 
-    use cudarc::driver::CudaStream;
+    use cudarc::driver::{CudaStream, DevicePtrMut};
     use metasched_collective::{Collective, CollectiveError};
 
     use crate::CudaRuntime;
     use crate::error::{CudaError, Result};
+    use crate::nccl_ffi::{self, Communicator};
 
     /// A member of an NCCL communicator: one GPU (its stream) of `world_size`.
     #[derive(Debug)]
     pub struct NcclCollective {
-        comm: cudarc::nccl::Comm,
+        comm: Communicator,
         stream: Arc<CudaStream>,
-    }
-
-    /// A new NCCL unique id, to be shared by rank 0 with every member (through the coordinator),
-    /// after probing for the NCCL library.
-    pub fn nccl_unique_id() -> Result<cudarc::nccl::Id> {
-        crate::probe::nccl_available()?;
-        cudarc::nccl::Id::new().map_err(|e| CudaError::Driver(format!("ncclGetUniqueId: {e:?}")))
-    }
-
-    /// A new NCCL unique id as the bytes the coordinator hands to every member.
-    pub fn nccl_unique_id_bytes() -> Result<Vec<u8>> {
-        Ok(nccl_unique_id()?.internal().iter().map(|&c| c as u8).collect())
+        timeout: Duration,
+        cancel: Arc<AtomicBool>,
     }
 
     impl NcclCollective {
-        /// Joins the communicator whose id rank 0 created ([`nccl_unique_id_bytes`]) as `rank` of
-        /// `world_size`; `id` must be the 128 bytes of an `ncclUniqueId`.
-        pub fn from_id_bytes(rt: &CudaRuntime, rank: usize, world_size: usize, id: &[u8]) -> Result<Self> {
-            let raw: [u8; 128] = id.try_into().map_err(|_| {
-                CudaError::Runtime(format!("an NCCL unique id has 128 bytes, this one {}", id.len()))
-            })?;
-            let internal = raw.map(|b| b as core::ffi::c_char);
-            Self::new(rt, rank, world_size, cudarc::nccl::Id::uninit(internal))
-        }
-
-        /// Joins communicator `id` as `rank` of `world_size` on the runtime's device.
-        pub fn new(rt: &CudaRuntime, rank: usize, world_size: usize, id: cudarc::nccl::Id) -> Result<Self> {
+        /// Joins the communicator whose id rank 0 created ([`super::nccl_unique_id_bytes`],
+        /// 128 bytes) as `rank` of `world_size` on the runtime's device. The join, and every
+        /// later all-reduce, ends with an error (and `ncclCommAbort`) after `timeout` or once
+        /// `cancel` is set.
+        pub fn join(
+            rt: &CudaRuntime,
+            rank: usize,
+            world_size: usize,
+            id: &[u8],
+            timeout: Duration,
+            cancel: Arc<AtomicBool>,
+        ) -> Result<Self> {
             crate::probe::nccl_available()?;
             let stream = rt.stream();
-            // ncclCommInitRank binds the communicator to the calling thread's current device, and
-            // cudarc's `from_rank` does not set it: make this runtime's context current first (a
-            // group thread of a worker on cuda:1 would otherwise join on device 0).
+            // ncclCommInitRank* binds the communicator to the calling thread's current device:
+            // make this runtime's context current first (a group thread of a worker on cuda:1
+            // would otherwise join on device 0).
             stream.context().bind_to_thread().map_err(|e| {
                 CudaError::Driver(format!("cannot make cuda:{} current: {e}", stream.context().ordinal()))
             })?;
-            let comm = cudarc::nccl::Comm::from_rank(Arc::clone(&stream), rank, world_size, id)
-                .map_err(|e| CudaError::Driver(format!("ncclCommInitRank: {e:?}")))?;
-            Ok(Self { comm, stream })
+            let comm = Communicator::init_rank(id, rank, world_size, timeout, &cancel)?;
+            Ok(Self { comm, stream, timeout, cancel })
+        }
+
+        /// Whether a blocked join or all-reduce of this member can be ended by its timeout or
+        /// the cancel flag (NCCL >= 2.17: non-blocking communicator).
+        pub fn is_abortable(&self) -> bool {
+            self.comm.is_abortable()
         }
     }
 
@@ -80,9 +91,28 @@ mod imp {
             self.stream.context().bind_to_thread().map_err(|e| driver("bind the context", e.to_string()))?;
             let mut buf =
                 self.stream.clone_htod(data).map_err(|e| driver("host to device copy", e.to_string()))?;
-            self.comm
-                .all_reduce_in_place(&mut buf, &cudarc::nccl::ReduceOp::Sum)
-                .map_err(|e| driver("ncclAllReduce", format!("{e:?}")))?;
+            {
+                let (ptr, _record) = buf.device_ptr_mut(&self.stream);
+                let raw_stream = self.stream.cu_stream().cast::<std::ffi::c_void>();
+                // SAFETY: `raw_stream` is this member's live stream; `ptr` is `buf`, a live
+                // allocation of `data.len()` i64 on its device, which outlives the call (the
+                // all-reduce is waited for before it returns).
+                #[allow(unsafe_code)]
+                let mut done = || unsafe { nccl_ffi::stream_done(raw_stream) };
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                let reduced = unsafe {
+                    self.comm.all_reduce_sum_i64_in_place(
+                        ptr,
+                        data.len(),
+                        raw_stream,
+                        &mut done,
+                        self.timeout,
+                        &self.cancel,
+                    )
+                };
+                reduced.map_err(|e| driver("all-reduce", e.to_string()))?;
+            }
             self.stream.memcpy_dtoh(&buf, data).map_err(|e| driver("device to host copy", e.to_string()))?;
             self.stream.synchronize().map_err(|e| driver("synchronize", e.to_string()))
         }
@@ -92,6 +122,9 @@ mod imp {
 #[cfg(not(feature = "cuda"))]
 mod imp {
     use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
 
     use metasched_collective::Collective;
 
@@ -104,15 +137,22 @@ mod imp {
         never: Infallible,
     }
 
-    /// Always [`CudaError::FeatureDisabled`]: this build has no NCCL bindings.
-    pub fn nccl_unique_id_bytes() -> Result<Vec<u8>> {
-        Err(CudaError::FeatureDisabled("cuda"))
-    }
-
     impl NcclCollective {
-        /// Always [`CudaError::FeatureDisabled`]: this build has no NCCL bindings.
-        pub fn from_id_bytes(_rt: &CudaRuntime, _rank: usize, _world: usize, _id: &[u8]) -> Result<Self> {
+        /// Always [`CudaError::FeatureDisabled`]: this build has no device bindings.
+        pub fn join(
+            _rt: &CudaRuntime,
+            _rank: usize,
+            _world: usize,
+            _id: &[u8],
+            _timeout: Duration,
+            _cancel: Arc<AtomicBool>,
+        ) -> Result<Self> {
             Err(CudaError::FeatureDisabled("cuda"))
+        }
+
+        /// Unreachable: no value exists.
+        pub fn is_abortable(&self) -> bool {
+            match self.never {}
         }
     }
 

@@ -7,7 +7,7 @@
 //! [`CudaError::LibraryMissing`]. Once a probe has succeeded, cudarc's own `dlopen()` of the
 //! library's soname finds the already-loaded object, so it cannot panic for that reason.
 //!
-//! This module and [`crate::ffi`] are the only ones allowed `unsafe`: loading a shared
+//! This module, [`crate::ffi`] and `crate::nccl_ffi` are the only ones allowed `unsafe`: loading a shared
 //! library runs its initialisers, which Rust cannot check. NVRTC and the driver are
 //! well-behaved libraries whose initialisers have no preconditions on the caller.
 #![allow(unsafe_code)]
@@ -41,11 +41,16 @@ struct Probe {
 }
 
 fn probe(stem: &str, soname: &str, env_dir: &str, hint: &str) -> Probe {
+    probe_with(stem, soname, env_dir, hint, &[])
+}
+
+/// [`probe`] with `extra_dirs` searched (by full path) after every name has failed.
+fn probe_with(stem: &str, soname: &str, env_dir: &str, hint: &str, extra_dirs: &[PathBuf]) -> Probe {
     let mut tried = Vec::new();
     let mut candidates: Vec<String> = Vec::new();
     if let Some(dir) = std::env::var_os(env_dir) {
         let dir = PathBuf::from(dir);
-        for name in lib_name_candidates(stem) {
+        for name in names_for(stem, soname) {
             let p = dir.join(&name);
             if p.exists() {
                 candidates.push(p.display().to_string());
@@ -55,11 +60,18 @@ fn probe(stem: &str, soname: &str, env_dir: &str, hint: &str) -> Probe {
             tried.push(format!("{env_dir}={} (no {soname} there)", dir.display()));
         }
     }
-    // cudarc's names, deduplicated; on Linux only the `lib<stem>.so*` ones can exist.
-    for name in lib_name_candidates(stem) {
+    // The soname, then cudarc's names, deduplicated; on Linux only the `lib<stem>.so*` ones can
+    // exist.
+    for name in names_for(stem, soname) {
         let plausible = !cfg!(target_os = "linux") || name.starts_with(&format!("lib{stem}.so"));
         if plausible && !candidates.contains(&name) {
             candidates.push(name);
+        }
+    }
+    for dir in extra_dirs {
+        let p = dir.join(soname);
+        if p.exists() {
+            candidates.push(p.display().to_string());
         }
     }
     let mut last_error = String::from("no candidate");
@@ -97,6 +109,17 @@ fn probe(stem: &str, soname: &str, env_dir: &str, hint: &str) -> Probe {
         }),
         _lib: None,
     }
+}
+
+/// The soname first (`libnccl.so.2`, which cudarc's list lacks), then cudarc's list.
+fn names_for(stem: &str, soname: &str) -> Vec<String> {
+    let mut v = vec![soname.to_string()];
+    for n in lib_name_candidates(stem) {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v
 }
 
 /// The names `dlopen()` is tried with: cudarc's own list, so that its later `dlopen()` finds
@@ -139,20 +162,71 @@ pub fn driver_available() -> Result<LoadedLibrary> {
     DRIVER.get_or_init(|| probe("cuda", "libcuda.so.1", "METASCHED_CUDA_LIB_DIR", DRIVER_HINT)).result.clone()
 }
 
-/// Loads NCCL (once per process) and says where it is, or why it is not there. Call this
-/// before any `cudarc::nccl` function; [`crate::NcclCollective`] does.
-pub fn nccl_available() -> Result<LoadedLibrary> {
+/// Where the `nvidia-nccl-cu12` / `nvidia-nccl-cu13` wheels put `libnccl.so.2`
+/// (`<site-packages>/nvidia/nccl/lib`), for the Python environments that are cheap to find:
+/// `$VIRTUAL_ENV`, `$CONDA_PREFIX`, `~/.local` and the system's `/usr/local/lib` and `/usr/lib`.
+pub fn nccl_wheel_dirs() -> Vec<PathBuf> {
+    let mut prefixes: Vec<PathBuf> = ["VIRTUAL_ENV", "CONDA_PREFIX"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).filter(|p| !p.is_empty()))
+        .map(|p| PathBuf::from(p).join("lib"))
+        .collect();
+    if let Some(home) = std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+        prefixes.push(PathBuf::from(home).join(".local/lib"));
+    }
+    prefixes.push(PathBuf::from("/usr/local/lib"));
+    prefixes.push(PathBuf::from("/usr/lib"));
+    let mut dirs = Vec::new();
+    for prefix in prefixes {
+        let Ok(entries) = std::fs::read_dir(&prefix) else { continue };
+        let mut pythons: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("python3")))
+            .collect();
+        pythons.sort();
+        for py in pythons {
+            for packages in ["site-packages", "dist-packages"] {
+                let d = py.join(packages).join("nvidia/nccl/lib");
+                if d.is_dir() {
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    dirs
+}
+
+fn nccl_probe() -> &'static Probe {
     static NCCL: OnceLock<Probe> = OnceLock::new();
     NCCL.get_or_init(|| {
-        probe(
+        probe_with(
             "nccl",
             "libnccl.so.2",
             "METASCHED_NCCL_LIB_DIR",
-            "install NCCL (libnccl2, or pip install nvidia-nccl-cu12), or set METASCHED_NCCL_LIB_DIR",
+            "install NCCL (libnccl2, or pip install nvidia-nccl-cu12), or set METASCHED_NCCL_LIB_DIR to the \
+             directory holding libnccl.so.2",
+            &nccl_wheel_dirs(),
         )
     })
-    .result
-    .clone()
+}
+
+/// Loads NCCL (once per process) and says where it is, or why it is not there. Tried in
+/// order: `$METASCHED_NCCL_LIB_DIR/libnccl.so.2` (and cudarc's names there), `libnccl.so.2`
+/// and cudarc's names through the loader's search path, then the NCCL wheels' directories
+/// ([`nccl_wheel_dirs`]). [`crate::NcclCollective`] calls NCCL through this very handle
+/// (`crate::nccl_ffi`), never through cudarc's own `dlopen()`, which knows no `libnccl.so.2`.
+pub fn nccl_available() -> Result<LoadedLibrary> {
+    nccl_probe().result.clone()
+}
+
+/// The handle [`nccl_available`] loaded, for `crate::nccl_ffi` to resolve symbols from.
+pub(crate) fn nccl_library() -> Result<&'static libloading::Library> {
+    let p = nccl_probe();
+    match (&p.result, &p._lib) {
+        (Ok(_), Some(lib)) => Ok(lib),
+        (Err(e), _) => Err(e.clone()),
+        (Ok(_), None) => Err(CudaError::Driver("NCCL probe kept no handle".into())),
+    }
 }
 
 /// The number of CUDA devices: probes the driver library, then (only if it loaded) calls

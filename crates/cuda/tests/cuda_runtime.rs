@@ -1,11 +1,13 @@
 //! [`CudaRuntime`] on a real GPU against the emulator and the CPU engine: a kernel launch
 //! (`sgd_update_forward_f32`, with a buffer offset) and the whole meta-gradient on the default
-//! sinusoid shape and a cross-entropy shape (which launch every kernel family). Needs a GPU:
+//! sinusoid shape and a cross-entropy shape (which launch every kernel family): every tensor of
+//! `checks::meta_gradient_tensors` (J, losses, rates, theta's and every phi gradient). Needs a GPU:
 //! run with `cargo test -p metasched-cuda --test cuda_runtime -- --ignored`.
 
 mod common;
 
 use common::{ATOL, RTOL, assert_close, randn, uniform};
+use metasched_cuda::checks::meta_gradient_tensors;
 use metasched_cuda::{Arg, CudaRuntime, EmuRuntime, KernelId, Runtime, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{
@@ -82,23 +84,20 @@ fn cuda_runtime_matches_emulator() {
         let cpu = Engine::new(1).expect("engine").meta_gradient(&config, &params, &b).expect("cpu");
         let dev = device_meta_gradient(&rt, &config, &params, &b).expect("gpu meta-gradient");
         let em = device_meta_gradient(&emu, &config, &params, &b).expect("emulator meta-gradient");
+        // Every tensor, the scheduler's (phi) gradients included: the shared list of
+        // `checks::meta_gradient_tensors`, the one `meta-worker selftest` compares.
+        let got = meta_gradient_tensors(&dev);
         for (what, want) in [("engine", &cpu), ("emulator", &em)] {
-            assert_close(&format!("{label} J vs {what}"), &[dev.j], &[want.j], ATOL, RTOL);
-            assert_close(
-                &format!("{label} outer_loss vs {what}"),
-                &dev.outer_loss,
-                &want.outer_loss,
-                ATOL,
-                RTOL,
+            let want = meta_gradient_tensors(want);
+            let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&got), names(&want), "{label}: the same tensors on both sides");
+            assert!(
+                names(&got).iter().any(|n| n.starts_with("grad.phi.")),
+                "{label}: phi gradients compared"
             );
-            assert_close(&format!("{label} lr vs {what}"), &dev.lr, &want.lr, ATOL, RTOL);
-            assert_close(
-                &format!("{label} grad.theta vs {what}"),
-                &dev.grad.theta,
-                &want.grad.theta,
-                ATOL,
-                RTOL,
-            );
+            for ((name, g), (_, w)) in got.iter().zip(&want) {
+                assert_close(&format!("{label} {name} vs {what}"), g, w, ATOL, RTOL);
+            }
         }
     }
 }

@@ -13,14 +13,21 @@ fn data(rank: usize, round: usize, len: usize) -> Vec<i64> {
 #[test]
 #[ignore = "needs 2 GPUs"]
 fn nccl_all_reduce_over_two_gpus() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
     use metasched_collective::Collective;
     use metasched_cuda::{CudaRuntime, NcclCollective};
-    let id = metasched_cuda::nccl::nccl_unique_id().expect("NCCL");
+    let id = metasched_cuda::nccl::nccl_unique_id_bytes().expect("NCCL");
     let handles: Vec<_> = (0..2)
         .map(|rank| {
+            let id = id.clone();
             std::thread::spawn(move || {
                 let rt = CudaRuntime::new(rank).expect("a GPU per rank");
-                let mut c = NcclCollective::new(&rt, rank, 2, id).expect("communicator");
+                let cancel = Arc::new(AtomicBool::new(false));
+                let mut c = NcclCollective::join(&rt, rank, 2, &id, Duration::from_secs(60), cancel)
+                    .expect("communicator");
                 let mut v = data(rank, 0, 1000);
                 c.all_reduce_sum_i64(&mut v).expect("all-reduce");
                 v

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use metasched_collective::tcp::{self, Aborter, Rendezvous, TcpCollective};
@@ -50,6 +50,40 @@ pub fn create_id(kind: CollectiveKind, ip: IpAddr) -> Result<(Vec<u8>, Created)>
     }
 }
 
+/// How long [`GroupHandle::leave`] waits for a cancelled join or all-reduce to end.
+const LEAVE_GRACE: Duration = Duration::from_secs(5);
+
+/// What the member thread is doing, for [`GroupHandle::leave`] to tell whether it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    /// Joining the communicator.
+    Joining,
+    /// Waiting for an all-reduce request.
+    Idle,
+    /// In an all-reduce.
+    InFlight,
+    /// The thread ended.
+    Done,
+}
+
+/// The member thread's [`Busy`] state and whether its blocking calls honour the cancel flag.
+#[derive(Debug)]
+struct Activity {
+    state: Mutex<(Busy, bool)>,
+    changed: Condvar,
+}
+
+impl Activity {
+    fn set(&self, busy: Busy) {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = busy;
+        self.changed.notify_all();
+    }
+
+    fn set_abortable(&self, abortable: bool) {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = abortable;
+    }
+}
+
 type Reply = mpsc::Sender<Result<Vec<i64>>>;
 /// An all-reduce request: the limbs and where to send the result.
 type Request = (Vec<i64>, Reply);
@@ -61,10 +95,10 @@ pub struct GroupHandle {
     pub group: u64,
     /// This worker's rank.
     pub rank: usize,
-    kind: CollectiveKind,
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     aborter: Arc<Mutex<Option<Aborter>>>,
-    in_flight: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 /// What a join needs, in one value.
@@ -94,36 +128,65 @@ impl GroupHandle {
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
         let aborter = Arc::new(Mutex::new(None));
-        let in_flight = Arc::new(AtomicBool::new(false));
+        let cancel = Arc::new(AtomicBool::new(false));
+        // Both joins (TCP and NCCL >= 2.17) honour the cancel flag and the timeout.
+        let activity =
+            Arc::new(Activity { state: Mutex::new((Busy::Joining, true)), changed: Condvar::new() });
         let handle = Self {
             group: spec.group,
             rank: spec.rank,
-            kind,
             requests: Mutex::new(Some(tx)),
             aborter: Arc::clone(&aborter),
-            in_flight: Arc::clone(&in_flight),
+            cancel: Arc::clone(&cancel),
+            activity: Arc::clone(&activity),
         };
+        let thread_activity = Arc::clone(&activity);
         let spawn = std::thread::Builder::new().name(format!("group-{}", spec.group)).spawn(move || {
+            let activity = thread_activity;
+            // Marks the thread ended however it returns.
+            struct EndGuard(Arc<Activity>);
+            impl Drop for EndGuard {
+                fn drop(&mut self) {
+                    self.0.set(Busy::Done);
+                }
+            }
+            let _end = EndGuard(Arc::clone(&activity));
             let member: Result<Box<dyn Collective>> = match (kind, created) {
                 (CollectiveKind::Tcp, created) => {
                     let rv = match created {
                         Some(Created::Tcp(rv)) => Some(rv),
                         _ => None,
                     };
-                    TcpCollective::join(&spec.id, spec.rank, spec.world, rv, spec.timeout)
-                        .and_then(|m| {
-                            *aborter.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                                Some(m.aborter()?);
-                            Ok(Box::new(m) as Box<dyn Collective>)
-                        })
-                        .map_err(WorkerError::from)
+                    TcpCollective::join_cancellable(
+                        &spec.id,
+                        spec.rank,
+                        spec.world,
+                        rv,
+                        spec.timeout,
+                        &cancel,
+                    )
+                    .and_then(|m| {
+                        *aborter.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(m.aborter()?);
+                        Ok(Box::new(m) as Box<dyn Collective>)
+                    })
+                    .map_err(WorkerError::from)
                 }
                 (CollectiveKind::Nccl, _) => match compute.as_ref() {
-                    Compute::Cuda(rt) => {
-                        metasched_cuda::NcclCollective::from_id_bytes(rt, spec.rank, spec.world, &spec.id)
-                            .map(|m| Box::new(m) as Box<dyn Collective>)
-                            .map_err(WorkerError::from)
-                    }
+                    Compute::Cuda(rt) => metasched_cuda::NcclCollective::join(
+                        rt,
+                        spec.rank,
+                        spec.world,
+                        &spec.id,
+                        spec.timeout,
+                        Arc::clone(&cancel),
+                    )
+                    .map(|m| {
+                        // An NCCL older than 2.17 has only blocking calls.
+                        activity.set_abortable(m.is_abortable());
+                        Box::new(m) as Box<dyn Collective>
+                    })
+                    .map_err(WorkerError::from),
                     _ => Err(WorkerError::Collective(CollectiveError::Unavailable(
                         "NCCL needs a CUDA device".into(),
                     ))),
@@ -131,18 +194,20 @@ impl GroupHandle {
             };
             let mut member = match member {
                 Ok(m) => {
+                    activity.set(Busy::Idle);
                     on_joined(Ok(()));
                     m
                 }
                 Err(e) => {
+                    activity.set(Busy::Done);
                     on_joined(Err(e));
                     return;
                 }
             };
             while let Ok((mut data, reply)) = rx.recv() {
-                in_flight.store(true, Ordering::SeqCst);
+                activity.set(Busy::InFlight);
                 let out = member.all_reduce_sum_i64(&mut data).map(|_| data).map_err(WorkerError::from);
-                in_flight.store(false, Ordering::SeqCst);
+                activity.set(Busy::Idle);
                 let failed = out.is_err();
                 let _ = reply.send(out);
                 if failed {
@@ -183,16 +248,55 @@ impl GroupHandle {
         self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 
-    /// Leaves the group: no further all-reduce is accepted and one blocked on a lost member
-    /// is aborted (TCP: its sockets are shut down). An NCCL all-reduce cannot be aborted from
-    /// outside (cudarc's `Comm` aborts only when dropped, and it is borrowed by the blocked
-    /// call), so a worker blocked in one returns `false` here and should exit to be
-    /// restarted by its supervisor.
+    /// Leaves the group: no further all-reduce is accepted, and a join or all-reduce in
+    /// progress is cancelled (TCP: its sockets are shut down or its accept/connect loop stops;
+    /// NCCL >= 2.17: the non-blocking communicator is aborted with `ncclCommAbort`). Returns
+    /// `true` once the member thread is no longer joining or all-reducing (waiting at most
+    /// [`LEAVE_GRACE`]), `false` if it is still blocked after that (an NCCL older than 2.17,
+    /// whose calls cannot be aborted): the worker should then exit, without running exit
+    /// handlers while NCCL's threads spin (`libc::_exit`), to be restarted by its supervisor.
     pub fn leave(&self) -> bool {
         self.close();
+        self.cancel.store(true, Ordering::SeqCst);
         if let Some(a) = self.aborter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
             a.abort();
         }
-        !(self.kind == CollectiveKind::Nccl && self.in_flight.load(Ordering::SeqCst))
+        let state = self.activity.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (state, _) = self
+            .activity
+            .changed
+            .wait_timeout_while(state, LEAVE_GRACE, |(busy, abortable)| {
+                *abortable && matches!(busy, Busy::Joining | Busy::InFlight)
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !matches!(state.0, Busy::Joining | Busy::InFlight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A join whose peer never comes is cancelled by `leave`, which returns only once the
+    /// member stopped (so `true` is no longer said of a member still joining).
+    #[test]
+    fn leaving_cancels_a_stuck_join_and_waits_for_it() {
+        let compute = Arc::new(Compute::open(metasched_compute::Device::Cpu, 1).expect("cpu"));
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let (id, created) = create_id(CollectiveKind::Tcp, ip).expect("id");
+        let (tx, rx) = mpsc::channel();
+        let spec = JoinSpec { group: 7, id, rank: 0, world: 2, timeout: Duration::from_secs(600) };
+        let h = GroupHandle::join(CollectiveKind::Tcp, spec, Some(created), compute, move |r| {
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        assert!(h.leave(), "the join was cancelled");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let joined = rx.recv_timeout(Duration::from_secs(1)).expect("on_joined was called");
+        assert!(joined.expect_err("cancelled").contains("cancelled"));
+        assert!(h.all_reduce(vec![1]).is_err(), "a left group takes no work");
     }
 }

@@ -1,38 +1,82 @@
-//! `meta-worker --device cuda:N` where it cannot run: exit 2 with one clear line (the missing
-//! driver library, no such device, or the driver's own error), never a panic, and without
-//! trying to reach the coordinator.
+//! `meta-worker --device cuda:N`: the outcome the probe predicts, on any host, never a hang.
+//! Without a driver: exit 2 with one clear line (the missing driver library, no such device,
+//! or the driver's own error), never a panic, and without trying to reach the coordinator.
+//! With a GPU: the device opens and the absent coordinator is retried until
+//! `--give-up-after`, then exit 1. A stub driver (`crates/cuda/tests/stubs/cuda_stub.c`, one
+//! device that refuses real work) runs the "driver present" branch of the probe on every host.
 
+#[path = "../../cuda/tests/stubs/mod.rs"]
+mod stubs;
+
+use std::ffi::OsStr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn run(args: &[&str]) -> (Option<i32>, String) {
+fn run_env(args: &[&str], env: &[(&str, &OsStr)]) -> (Option<i32>, String) {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_meta-worker"))
-        .args(args)
-        .env("METASCHED_TOKEN", "test-token")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("meta-worker runs");
-    assert!(start.elapsed() < Duration::from_secs(30), "refused without waiting for a coordinator");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meta-worker"));
+    cmd.args(args).env("METASCHED_TOKEN", "test-token").env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("meta-worker runs");
+    assert!(start.elapsed() < Duration::from_secs(30), "bounded: took {:?}", start.elapsed());
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-#[test]
-fn cuda_device_is_refused_with_exit_2_and_one_clear_line() {
-    let (code, stderr) = run(&["--device", "cuda:0", "--coord", "127.0.0.1:9"]);
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    run_env(args, &[])
+}
+
+const CUDA0: [&str; 6] = ["--device", "cuda:0", "--coord", "127.0.0.1:9", "--give-up-after", "2"];
+
+/// Exit 2, no panic, exactly one line `error: --device cuda:0: ...`; returns the line.
+fn assert_refused(code: Option<i32>, stderr: &str) -> String {
     assert_eq!(code, Some(2), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line, got: {stderr}");
-    let line = lines[0];
-    assert!(line.starts_with("error: --device cuda:0: "), "{line}");
-    assert!(
-        (line.contains("no CUDA driver") && line.contains("libcuda.so.1"))
-            || line.contains("cannot start CUDA")
-            || line.contains("reports no devices")
-            || line.contains("CUDA driver: "),
-        "{line}"
-    );
+    assert!(lines[0].starts_with("error: --device cuda:0: "), "{}", lines[0]);
+    lines[0].to_string()
+}
+
+#[test]
+fn cuda_device_is_refused_without_a_driver_and_bounded_with_one() {
+    let (code, stderr) = run(&CUDA0);
+    match metasched_cuda::probe::cuda_devices() {
+        Ok(n) if n > 0 => {
+            // A GPU host: the device opened, the coordinator (port 9) never answers.
+            eprintln!("this host has {n} CUDA device(s): expecting the bounded retry");
+            assert_eq!(code, Some(1), "stderr: {stderr}");
+            assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+            assert!(stderr.contains("gave up reaching the coordinator at 127.0.0.1:9"), "{stderr}");
+        }
+        probe => {
+            eprintln!("no usable CUDA device ({probe:?}): expecting exit 2");
+            let line = assert_refused(code, &stderr);
+            assert!(
+                (line.contains("no CUDA driver") && line.contains("libcuda.so.1"))
+                    || line.contains("cannot start CUDA")
+                    || line.contains("reports no devices")
+                    || line.contains("CUDA driver: "),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cuda_device_with_a_stub_driver_is_refused_with_the_drivers_error() {
+    let stub = stubs::cuda_driver("../cuda/");
+    let env = [("LD_LIBRARY_PATH", stub.0.as_os_str()), ("STUB_CUDA_DEVICES", OsStr::new("1"))];
+    let (code, stderr) = run_env(&CUDA0, &env);
+    let line = assert_refused(code, &stderr);
+    assert!(line.contains("cannot start CUDA") && line.contains("(stub driver)"), "{line}");
+    // An ordinal the (stub) driver does not have is refused from the probe's count alone.
+    let (code, stderr) =
+        run_env(&["--device", "cuda:1", "--coord", "127.0.0.1:9", "--give-up-after", "2"], &env);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the CUDA driver reports 1 device(s)"), "{stderr}");
 }
 
 #[test]
