@@ -89,9 +89,10 @@ pub struct InnerConfig {
     /// computed).
     #[serde(default = "default_true")]
     pub learn_init: bool,
-    /// The inner optimiser (spec §3.1). Absent in a file means `sgd`, which is not written,
-    /// so sgd configurations read and write exactly as before.
-    #[serde(default, skip_serializing_if = "InnerOptimizer::is_sgd")]
+    /// The inner optimiser (spec §3.1). Absent in a file means `sgd`, so files written
+    /// before it existed read as they always did. (Always written: a skipped field would
+    /// shift every later one in the positional binary encoding of the wire.)
+    #[serde(default)]
     pub optimizer: InnerOptimizer,
 }
 

@@ -8,8 +8,11 @@ use crate::error::{EngineError, Result};
 use crate::real::Real;
 
 /// Which inner optimiser the learner is trained with, and its fixed constants.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+///
+/// In JSON and TOML it is a map with a `kind` key (`{"kind": "adam", "beta1": 0.9, ...}`,
+/// spec §5); in binary formats (bincode on the wire) an ordinary enum, because those cannot
+/// read a tagged map (see the `Serialize`/`Deserialize` impls below).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum InnerOptimizer {
     /// `d_t = g_t` (the default; what files without `inner.optimizer` mean).
     #[default]
@@ -28,6 +31,59 @@ pub enum InnerOptimizer {
         /// Added to the root of the second moment; finite and `> 0`.
         eps: f64,
     },
+}
+
+/// The spec's spelling in human-readable formats: a map tagged by `kind`.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum Tagged {
+    Sgd,
+    Momentum { mu: f64 },
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+}
+
+/// The spelling in binary formats: externally tagged, which needs no self-description.
+#[derive(Serialize, Deserialize)]
+enum Plain {
+    Sgd,
+    Momentum { mu: f64 },
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+}
+
+impl Serialize for InnerOptimizer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let human = serializer.is_human_readable();
+        match (*self, human) {
+            (Self::Sgd, true) => Tagged::Sgd.serialize(serializer),
+            (Self::Momentum { mu }, true) => Tagged::Momentum { mu }.serialize(serializer),
+            (Self::Adam { beta1, beta2, eps }, true) => {
+                Tagged::Adam { beta1, beta2, eps }.serialize(serializer)
+            }
+            (Self::Sgd, false) => Plain::Sgd.serialize(serializer),
+            (Self::Momentum { mu }, false) => Plain::Momentum { mu }.serialize(serializer),
+            (Self::Adam { beta1, beta2, eps }, false) => {
+                Plain::Adam { beta1, beta2, eps }.serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InnerOptimizer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        Ok(if deserializer.is_human_readable() {
+            match Tagged::deserialize(deserializer)? {
+                Tagged::Sgd => Self::Sgd,
+                Tagged::Momentum { mu } => Self::Momentum { mu },
+                Tagged::Adam { beta1, beta2, eps } => Self::Adam { beta1, beta2, eps },
+            }
+        } else {
+            match Plain::deserialize(deserializer)? {
+                Plain::Sgd => Self::Sgd,
+                Plain::Momentum { mu } => Self::Momentum { mu },
+                Plain::Adam { beta1, beta2, eps } => Self::Adam { beta1, beta2, eps },
+            }
+        })
+    }
 }
 
 impl InnerOptimizer {

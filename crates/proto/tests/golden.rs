@@ -23,10 +23,10 @@ const TO_WORKER_GOLDEN: &[(&str, &str)] = &[
     (
         "welcome",
         // variant 1, worker_id 7; config: layers [1, 40, 40, 1], relu, mse; inner: 5 steps,
-        // first_order false, learn_init true; scheduler: lstm, hidden 20, lr_min 0.0,
-        // lr_max 0.1, lr_fixed 0.01 (f64); tasks: sinusoid, 10 shots, 10 query, 1 way, seed 7;
-        // threads 2; heartbeat_s 2.0.
-        "01 07 04 01 28 28 01 00 00 05 00 01 00 14 0000000000000000 9a9999999999b93f \
+        // first_order false, learn_init true, optimizer sgd (variant 0, protocol 3); scheduler:
+        // lstm, hidden 20, lr_min 0.0, lr_max 0.1, lr_fixed 0.01 (f64); tasks: sinusoid, 10
+        // shots, 10 query, 1 way, seed 7; threads 2; heartbeat_s 2.0.
+        "01 07 04 01 28 28 01 00 00 05 00 01 00 00 14 0000000000000000 9a9999999999b93f \
          7b14ae47e17a843f 00 0a 0a 01 07 02 0000000000000040",
     ),
     ("refused", "02 15 61757468656e7469636174696f6e206661696c6564"),

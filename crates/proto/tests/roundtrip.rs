@@ -139,3 +139,21 @@ fn gradient_sums_of_every_size_round_trip() {
         }
     }
 }
+
+/// Every inner optimiser crosses the wire inside the run's setup (bincode cannot read the
+/// tagged map checkpoints use, so the binary spelling is an ordinary enum).
+#[test]
+fn run_setups_with_every_inner_optimizer_round_trip() {
+    use metasched_engine::InnerOptimizer;
+    for optimizer in [
+        InnerOptimizer::Sgd,
+        InnerOptimizer::Momentum { mu: 0.9 },
+        InnerOptimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    ] {
+        let mut setup = common::setup();
+        setup.config.inner.optimizer = optimizer;
+        let msg = ToWorker::Welcome { worker_id: 3, setup };
+        let back: ToWorker = decode(&encode(&msg).expect("encode")).expect("decode");
+        assert_eq!(back, msg, "{optimizer:?}");
+    }
+}
