@@ -6,9 +6,13 @@
 //! reader and a writer task that turn its socket into events. The coordinator thread drives
 //! each meta-step: it splits the tasks into contiguous parts, one per live worker, sends each
 //! its part with the parameters it lacks, and waits. A worker that disconnects, goes silent
-//! past the heartbeat timeout, fails a job, or sends anything malformed is dropped and its
-//! parts go to the others; a part still pending after the step deadline is sent a second time
-//! (the first answer wins). Because parts are summed exactly, a step's result does not depend
+//! past the heartbeat timeout, fails a job, or sends anything malformed — including an answer
+//! that does not fit the job it answers ([`super::pool::check_answer`]) — is dropped with the
+//! reason logged and its parts go to the others; a part still pending after the step deadline
+//! is sent a second time (the first answer wins; later duplicates are ignored and counted). A
+//! worker counts as live from its first message after the handshake (it sends one as soon as it
+//! has set the run up, or a [`metasched_proto::SETUP_FAILED_JOB`] failure saying why it cannot),
+//! and time the coordinator spent not polling (a pause) is not counted as workers' silence. Because parts are summed exactly, a step's result does not depend
 //! on who computed what: a fault never changes a bit, and no step is lost or applied twice.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -465,15 +469,16 @@ impl RemotePool {
         }
     }
 
-    /// Drops the workers (among `among`, or all) silent past the heartbeat timeout, after
+    /// Drops the live workers (among `among`, or all) silent past the heartbeat timeout, after
     /// reading whatever they already sent.
     fn drop_silent(&mut self, among: Option<&[u32]>) {
         self.drain_events();
         let timeout = self.timeouts.heartbeat;
+        // Joining workers are not judged: they hold no job, and setting up a run (a large task
+        // directory, a device) may take longer than a heartbeat timeout.
         let silent: Vec<u32> = self
             .live
             .iter()
-            .chain(self.joining.iter())
             .filter(|(id, w)| among.is_none_or(|a| a.contains(id)) && w.last_seen.elapsed() > timeout)
             .map(|(&id, _)| id)
             .collect();
