@@ -85,7 +85,7 @@ impl Run {
 
     fn wait_for_step(&self, child: &mut Child, step: u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.metrics().last().and_then(|v| v["step"].as_u64()).is_some_and(|s| s >= step) {
+        while self.metrics().last().and_then(|v| v["step"].as_u64()).is_none_or(|s| s < step) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("coordinator ended ({status}) before step {step}");
             }
