@@ -32,7 +32,8 @@ pub use frame::{FRAME_HEADER_BYTES, decode_frame, encode_frame, read_frame, read
 pub use handshake::{HANDSHAKE_MAX_BYTES, coordinator_handshake, worker_handshake};
 pub use job::{EvalResult, Job, JobResult, StepResult};
 pub use message::{
-    Capabilities, CollectiveKind, DeviceKind, NONCE_LEN, ParamsBlob, RunSetup, ToCoord, ToWorker,
+    Capabilities, CollectiveKind, DeviceKind, NONCE_LEN, ParamsBlob, RunSetup, SETUP_FAILED_JOB, ToCoord,
+    ToWorker,
 };
 pub use session::{Opener, Sealer, Session, TAG_BYTES, read_sealed, write_sealed};
 pub use task_spec::{Split, TaskFamily, TaskSpec};

@@ -23,6 +23,12 @@ use crate::task_spec::TaskSpec;
 use metasched_engine::Config;
 use serde::{Deserialize, Serialize};
 
+/// The job id of a [`ToCoord::Failed`] that answers no job: the worker was welcomed but cannot
+/// set up the run (a task directory it cannot list, a device it cannot open); its message says
+/// why. It is the worker's first message after the handshake; the coordinator logs the reason,
+/// drops the connection and does not count the worker as live (no job id ever reaches it).
+pub const SETUP_FAILED_JOB: u64 = u64::MAX;
+
 /// Length of the handshake nonces and of HMAC-SHA256 tags, in bytes.
 pub const NONCE_LEN: usize = 32;
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use metasched_compute::{Compute, Executor, TaskSource};
 use metasched_engine::{FixedSum, Params};
 use metasched_proto::{
-    Capabilities, DeviceKind, Job, JobResult, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup, ToCoord,
-    ToWorker, Token, read_sealed, worker_handshake, write_sealed,
+    Capabilities, DeviceKind, Job, JobResult, MAX_FRAME_BYTES, ParamsBlob, ProtoError, RunSetup,
+    SETUP_FAILED_JOB, ToCoord, ToWorker, Token, read_sealed, worker_handshake, write_sealed,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -63,6 +63,8 @@ pub enum ClientError {
 enum Session {
     Stopped,
     Lost(String),
+    /// Welcomed, but the run cannot be set up here (told to the coordinator).
+    SetupFailed(String),
 }
 
 fn capabilities(name: &str, threads: usize, compute: &Compute) -> Capabilities {
@@ -110,7 +112,6 @@ pub async fn run(opts: ClientOptions, token: Token) -> Result<(), ClientError> {
                 match worker_handshake(&mut stream, &token, caps, opts.handshake).await {
                     Ok((id, setup, sealing)) => {
                         tracing::info!(coord = %opts.coord, worker = id, "joined the run");
-                        backoff = Duration::from_millis(200);
                         match serve(stream, setup, sealing, &opts).await {
                             Session::Stopped => {
                                 tracing::info!("coordinator said stop: exiting");
@@ -118,8 +119,20 @@ pub async fn run(opts: ClientOptions, token: Token) -> Result<(), ClientError> {
                             }
                             Session::Lost(reason) => {
                                 tracing::warn!(coord = %opts.coord, "connection lost: {reason}; reconnecting");
+                                backoff = Duration::from_millis(200);
                                 since = Instant::now();
                                 reason
+                            }
+                            Session::SetupFailed(reason) => {
+                                // Retrying at once cannot help (the coordinator has been told
+                                // why): keep backing off, and let --give-up-after count from
+                                // the last session that worked.
+                                tracing::error!(
+                                    coord = %opts.coord,
+                                    "cannot set up the run: {reason}; retrying in {:.1} s",
+                                    backoff.as_secs_f64()
+                                );
+                                format!("cannot set up the run: {reason}")
                             }
                         }
                     }
@@ -236,6 +249,22 @@ async fn runner(
     }
 }
 
+/// Tells the coordinator why this worker cannot take part in the run (a [`ToCoord::Failed`]
+/// for [`SETUP_FAILED_JOB`]), then ends the session.
+async fn setup_failed(
+    mut stream: TcpStream,
+    sealer: &mut metasched_proto::Sealer,
+    message: String,
+) -> Session {
+    let msg = ToCoord::Failed { job_id: SETUP_FAILED_JOB, message: message.clone() };
+    let told = tokio::time::timeout(Duration::from_secs(5), write_sealed(&mut stream, sealer, &msg)).await;
+    if let Ok(Ok(())) = told {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    Session::SetupFailed(message)
+}
+
 /// One session with the coordinator; every frame is sealed with `sealing`'s halves.
 async fn serve(
     stream: TcpStream,
@@ -254,8 +283,8 @@ async fn serve(
     .await;
     let exec = match exec {
         Ok(Ok(e)) => Arc::new(e),
-        Ok(Err(e)) => return Session::Lost(format!("cannot set up the run: {e}")),
-        Err(e) => return Session::Lost(format!("set-up task failed: {e}")),
+        Ok(Err(e)) => return setup_failed(stream, &mut sealer, e).await,
+        Err(e) => return setup_failed(stream, &mut sealer, format!("set-up task failed: {e}")).await,
     };
     // Peers of a group reach rank 0 at the address this worker reaches the coordinator from.
     let local_ip = stream.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
@@ -268,6 +297,9 @@ async fn serve(
             }
         }
     });
+    // The first message after the handshake: set up, ready for jobs (the coordinator counts
+    // a worker as live from it on).
+    let _ = tx.send(ToCoord::Heartbeat { seq: 0 });
     let beat_tx = tx.clone();
     let period = Duration::from_secs_f64(setup.heartbeat_s.clamp(0.05, 60.0));
     let heartbeat = tokio::spawn(async move {

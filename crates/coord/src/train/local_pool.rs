@@ -15,6 +15,7 @@ use metasched_compute::{Compute, Device, Executor, TaskSource};
 use metasched_engine::{Config, Params};
 use metasched_proto::{Job, JobResult, TaskSpec};
 
+use super::pool::{AnswerShape, check_answer};
 use super::transport::{Gathered, Transport};
 
 type Request = (Job, Arc<Params<f32>>);
@@ -29,6 +30,7 @@ struct LocalWorker {
 /// A pool of in-process workers, each an [`Executor`] on its own thread.
 pub struct LocalPool {
     workers: Vec<LocalWorker>,
+    shape: AnswerShape,
 }
 
 impl LocalPool {
@@ -80,7 +82,7 @@ impl LocalPool {
         }
         let on = shared.as_deref().map_or_else(|| "cpu".to_string(), Compute::describe);
         tracing::info!(workers, threads, device = %on, "local workers started");
-        Ok(Self { workers: out })
+        Ok(Self { workers: out, shape: AnswerShape::of(config) })
     }
 }
 
@@ -108,8 +110,12 @@ impl Transport for LocalPool {
         }
         let mut parts = Vec::with_capacity(jobs.len());
         for (i, w) in self.workers.iter().take(jobs.len()).enumerate() {
-            let reply = w.rx.recv().map_err(|_| anyhow!("a local worker thread has died"))?;
-            parts.push((i as u32, reply?));
+            let reply = w.rx.recv().map_err(|_| anyhow!("a local worker thread has died"))??;
+            // In-process workers run this binary's own code: a wrong answer is a bug, not a
+            // fault to survive.
+            check_answer(&self.shape, &jobs[i], &reply)
+                .map_err(|e| anyhow!("local worker {i} answered {e}"))?;
+            parts.push((i as u32, reply));
         }
         Ok(Gathered { parts, ..Gathered::default() })
     }

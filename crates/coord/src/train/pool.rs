@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use metasched_engine::{FixedSum, Params};
+use metasched_engine::{Config, FixedSum, LossKind, Params};
 use metasched_proto::{EvalResult, Job, JobResult, Split, StepResult};
 
 use super::transport::{Gathered, Transport};
@@ -103,12 +103,22 @@ pub trait WorkerPool: Transport {
         {
             let mut out =
                 reduce_step(gathered, step, version, len).map_err(|e| anyhow!("reduction group: {e}"))?;
+            if out.outer_loss.len() != batch {
+                return Err(anyhow!(
+                    "the group's parts of step {step} cover {} of {batch} tasks",
+                    out.outer_loss.len()
+                ));
+            }
             out.group_reduced = true;
             return Ok(out);
         }
         let parts = self.ready()?;
         let gathered = self.dispatch_gather(&jobs(parts), params, version)?;
-        reduce_step(gathered, step, version, len)
+        let out = reduce_step(gathered, step, version, len)?;
+        if out.outer_loss.len() != batch {
+            return Err(anyhow!("the parts of step {step} cover {} of {batch} tasks", out.outer_loss.len()));
+        }
+        Ok(out)
     }
 
     /// Query losses on fresh tasks.
@@ -126,7 +136,15 @@ pub trait WorkerPool: Transport {
             })
             .collect();
         let gathered = self.dispatch_gather(&jobs, params, version)?;
-        reduce_eval(gathered)
+        let out = reduce_eval(gathered)?;
+        if out.outer_loss.len() != spec.tasks {
+            return Err(anyhow!(
+                "the evaluation parts cover {} of {} tasks",
+                out.outer_loss.len(),
+                spec.tasks
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -147,6 +165,98 @@ pub fn split_range(n: usize, parts: usize) -> Vec<Range<usize>> {
         at += len;
     }
     out
+}
+
+/// What a correct answer of a run's model looks like: the lengths every answer is checked
+/// against before it is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerShape {
+    /// Values in a parameter set (the length of a meta-gradient sum).
+    pub params: usize,
+    /// Rates per task, `T·G`.
+    pub lr_per_task: usize,
+    /// Whether evaluations report an accuracy per task (classification) or none (regression).
+    pub classification: bool,
+}
+
+impl AnswerShape {
+    /// The shape of answers for `config`.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            params: Params::<f32>::zeros(config).buffers().iter().map(|b| b.len()).sum(),
+            lr_per_task: config.inner.steps * config.groups(),
+            classification: config.model.loss == LossKind::CrossEntropy,
+        }
+    }
+}
+
+/// Checks one answer against the job it answers, before it is used: the same kind, the same
+/// step, version and first task, per-task results of `count` entries (rates `count·T·G`,
+/// accuracies `count` for classification and none for regression), a gradient sum of the
+/// model's length that `count` real tasks could have produced ([`FixedSum::is_plausible_sum_of`])
+/// and a finite, non-negative compute time. `Err` says what is wrong: the transport then drops
+/// the worker that sent it and gives its part to another, so a broken or hostile worker costs
+/// time, never a bit of the result.
+pub fn check_answer(shape: &AnswerShape, job: &Job, answer: &JobResult) -> Result<(), String> {
+    check_answer_parts(shape, job, answer, true)
+}
+
+/// [`check_answer`], checking the gradient sum only when `with_sum` (a grouped member's sum
+/// is checked by the group code: rank 0 carries the whole group's).
+pub fn check_answer_parts(
+    shape: &AnswerShape,
+    job: &Job,
+    answer: &JobResult,
+    with_sum: bool,
+) -> Result<(), String> {
+    let per_task = |what: &str, got: usize, per: usize, count: usize| -> Result<(), String> {
+        match count.checked_mul(per) {
+            Some(want) if want == got => Ok(()),
+            _ => Err(format!("{got} {what} for {count} task(s) (expected {})", count.saturating_mul(per))),
+        }
+    };
+    let time = |s: f64| -> Result<(), String> {
+        if s.is_finite() && s >= 0.0 { Ok(()) } else { Err(format!("a compute time of {s} s")) }
+    };
+    match (job, answer) {
+        (Job::MetaGrad { step, version, first, count }, JobResult::Step(r)) => {
+            if (r.step, r.version) != (*step, *version) {
+                return Err(format!("step {} v{} for step {step} v{version}", r.step, r.version));
+            }
+            if r.first != *first {
+                return Err(format!("first task {} for first task {first}", r.first));
+            }
+            per_task("losses", r.outer_loss.len(), 1, *count)?;
+            per_task("rates", r.lr.len(), shape.lr_per_task, *count)?;
+            time(r.compute_s)?;
+            if with_sum {
+                if r.sum.len() != shape.params {
+                    return Err(format!(
+                        "a gradient sum of {} values for a model of {}",
+                        r.sum.len(),
+                        shape.params
+                    ));
+                }
+                // An overflowed sum is legitimate (a task's non-finite meta-gradient: the step
+                // is skipped, as in the fault-free run); one out of range is not.
+                if !r.sum.is_plausible_sum_of(*count) {
+                    return Err(format!("a gradient sum no {count} task(s) can produce (out of range)"));
+                }
+            }
+            Ok(())
+        }
+        (Job::Eval { first, count, .. }, JobResult::Eval(r)) => {
+            if r.first != *first {
+                return Err(format!("first task {} for first task {first}", r.first));
+            }
+            per_task("losses", r.outer_loss.len(), 1, *count)?;
+            per_task("rates", r.lr.len(), shape.lr_per_task, *count)?;
+            per_task("accuracies", r.accuracy.len(), usize::from(shape.classification), *count)?;
+            time(r.compute_s)
+        }
+        (Job::MetaGrad { .. }, JobResult::Eval(_)) => Err("an evaluation for a meta-gradient job".into()),
+        (Job::Eval { .. }, JobResult::Step(_)) => Err("a meta-gradient for an evaluation job".into()),
+    }
 }
 
 /// Checks that every part answers meta-step `step` at parameter version `version` (a worker
@@ -209,6 +319,100 @@ fn reduce_eval(gathered: Gathered) -> anyhow::Result<EvalOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHAPE: AnswerShape = AnswerShape { params: 7, lr_per_task: 6, classification: false };
+
+    fn step_job() -> Job {
+        Job::MetaGrad { step: 4, version: 4, first: 3, count: 2 }
+    }
+
+    fn good_step() -> StepResult {
+        StepResult {
+            step: 4,
+            version: 4,
+            first: 3,
+            sum: FixedSum::zeros(7),
+            outer_loss: vec![0.5; 2],
+            lr: vec![0.01; 12],
+            compute_s: 0.1,
+        }
+    }
+
+    fn eval_job() -> Job {
+        Job::Eval { split: Split::Test, stream: 1, first: 0, count: 3, shots: 5, query: 5 }
+    }
+
+    fn good_eval() -> EvalResult {
+        EvalResult {
+            first: 0,
+            outer_loss: vec![0.5; 3],
+            lr: vec![0.01; 18],
+            accuracy: vec![],
+            compute_s: 0.1,
+        }
+    }
+
+    #[test]
+    fn every_wrong_part_of_an_answer_is_refused() {
+        let check = |job: &Job, r: JobResult| check_answer(&SHAPE, job, &r);
+        assert_eq!(check(&step_job(), JobResult::Step(good_step())), Ok(()));
+        assert_eq!(check(&eval_job(), JobResult::Eval(good_eval())), Ok(()));
+        let bad_steps: Vec<fn(&mut StepResult)> = vec![
+            |r| r.step += 1,
+            |r| r.version += 1,
+            |r| r.first = 0,
+            |r| r.sum = FixedSum::zeros(6),
+            |r| r.sum = FixedSum::zeros(8),
+            |r| {
+                let mut limbs = r.sum.to_limbs();
+                limbs[2] = 1 << 30; // far more than two tasks' worth
+                r.sum = FixedSum::from_limbs(&limbs).expect("limbs");
+            },
+            |r| {
+                r.outer_loss.pop();
+            },
+            |r| r.outer_loss.push(0.0),
+            |r| r.lr.truncate(6),
+            |r| r.lr.push(0.0),
+            |r| r.compute_s = f64::NAN,
+            |r| r.compute_s = -1.0,
+        ];
+        for (i, spoil) in bad_steps.iter().enumerate() {
+            let mut r = good_step();
+            spoil(&mut r);
+            assert!(check(&step_job(), JobResult::Step(r)).is_err(), "wrong step answer {i} accepted");
+        }
+        let bad_evals: Vec<fn(&mut EvalResult)> = vec![
+            |r| r.first = 1,
+            |r| r.outer_loss.truncate(2),
+            |r| r.outer_loss.push(0.0),
+            |r| {
+                r.lr.pop();
+            },
+            |r| r.accuracy = vec![1.0; 3], // accuracy for regression
+            |r| r.compute_s = f64::INFINITY,
+        ];
+        for (i, spoil) in bad_evals.iter().enumerate() {
+            let mut r = good_eval();
+            spoil(&mut r);
+            assert!(check(&eval_job(), JobResult::Eval(r)).is_err(), "wrong evaluation answer {i} accepted");
+        }
+        assert!(check(&step_job(), JobResult::Eval(good_eval())).is_err());
+        assert!(check(&eval_job(), JobResult::Step(good_step())).is_err());
+        // Classification: one accuracy per task, no fewer.
+        let cls = AnswerShape { classification: true, ..SHAPE };
+        let mut r = good_eval();
+        assert!(check_answer(&cls, &eval_job(), &JobResult::Eval(r.clone())).is_err());
+        r.accuracy = vec![1.0; 3];
+        assert_eq!(check_answer(&cls, &eval_job(), &JobResult::Eval(r)), Ok(()));
+        // A non-finite gradient (an overflowed sum) is a legitimate answer: the step is skipped.
+        let mut r = good_step();
+        let mut limbs = r.sum.to_limbs();
+        *limbs.last_mut().expect("flag") = 1;
+        r.sum = FixedSum::from_limbs(&limbs).expect("limbs");
+        assert!(r.sum.overflowed());
+        assert_eq!(check(&step_job(), JobResult::Step(r)), Ok(()));
+    }
 
     #[test]
     fn ranges_cover_everything_in_order() {

@@ -6,12 +6,16 @@
 //! reader and a writer task that turn its socket into events. The coordinator thread drives
 //! each meta-step: it splits the tasks into contiguous parts, one per live worker, sends each
 //! its part with the parameters it lacks, and waits. A worker that disconnects, goes silent
-//! past the heartbeat timeout, fails a job, or sends anything malformed is dropped and its
-//! parts go to the others; a part still pending after the step deadline is sent a second time
-//! (the first answer wins). Because parts are summed exactly, a step's result does not depend
+//! past the heartbeat timeout, fails a job, or sends anything malformed — including an answer
+//! that does not fit the job it answers ([`super::pool::check_answer`]) — is dropped with the
+//! reason logged and its parts go to the others; a part still pending after the step deadline
+//! is sent a second time (the first answer wins; later duplicates are ignored and counted). A
+//! worker counts as live from its first message after the handshake (it sends one as soon as it
+//! has set the run up, or a [`metasched_proto::SETUP_FAILED_JOB`] failure saying why it cannot),
+//! and time the coordinator spent not polling (a pause) is not counted as workers' silence. Because parts are summed exactly, a step's result does not depend
 //! on who computed what: a fault never changes a bit, and no step is lost or applied twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,17 +23,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use metasched_engine::Params;
 use metasched_proto::{
-    Capabilities, Job, JobResult, MAX_FRAME_BYTES, ParamsBlob, RunSetup, Session, ToCoord, ToWorker, Token,
-    coordinator_handshake, read_sealed, write_sealed,
+    Capabilities, Job, JobResult, MAX_FRAME_BYTES, ParamsBlob, RunSetup, SETUP_FAILED_JOB, Session, ToCoord,
+    ToWorker, Token, coordinator_handshake, read_sealed, write_sealed,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+use super::pool::{AnswerShape, check_answer};
 use super::transport::{Gathered, Transport};
 
 mod group;
+mod handshakes;
 pub use group::CollectiveMode;
 
 /// Timing knobs of the distributed pool.
@@ -62,6 +68,15 @@ impl Default for RemoteTimeouts {
     }
 }
 
+/// The shortest heartbeat timeout the pool applies, whatever it is given: below it every
+/// worker would be dropped at once, over and over.
+const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The coordinator thread not polling its workers for longer than this (a SIGSTOP, a long
+/// checkpoint write, a slow machine) is a pause: the silence it could not observe is not
+/// counted against the workers.
+const PAUSE: Duration = Duration::from_millis(500);
+
 /// What the socket tasks tell the coordinator.
 enum Event {
     Joined { id: u32, caps: Capabilities, tx: mpsc::UnboundedSender<ToWorker>, tasks: [AbortHandle; 2] },
@@ -84,12 +99,12 @@ struct Pending {
     sent: Instant,
 }
 
-/// A job's answer when it is of the kind asked for (`step`: a meta-gradient, else an
-/// evaluation), with its job id; `None` for any other message.
-fn answer(msg: ToCoord, step: bool) -> Option<(u64, JobResult)> {
+/// A job's answer (a meta-gradient or an evaluation) with its job id; `None` for any other
+/// message.
+fn answer_of(msg: ToCoord) -> Option<(u64, JobResult)> {
     match msg {
-        ToCoord::StepDone { job_id, result } if step => Some((job_id, JobResult::Step(result))),
-        ToCoord::EvalDone { job_id, result } if !step => Some((job_id, JobResult::Eval(result))),
+        ToCoord::StepDone { job_id, result } => Some((job_id, JobResult::Step(result))),
+        ToCoord::EvalDone { job_id, result } => Some((job_id, JobResult::Eval(result))),
         _ => None,
     }
 }
@@ -98,7 +113,21 @@ fn answer(msg: ToCoord, step: bool) -> Option<(u64, JobResult)> {
 pub struct RemotePool {
     rt: tokio::runtime::Runtime,
     events: mpsc::UnboundedReceiver<Event>,
+    /// Workers that are set up and take jobs.
     live: BTreeMap<u32, Live>,
+    /// Workers past the handshake that have not said yet that they are set up (their first
+    /// message); they get no job and do not count as live.
+    joining: BTreeMap<u32, Live>,
+    /// Messages read from the events while judging silence, not yet handled.
+    inbox: VecDeque<(u32, ToCoord)>,
+    /// When the coordinator thread last polled the events.
+    last_poll: Instant,
+    /// What answers of this run's model look like.
+    shape: AnswerShape,
+    /// Answers that came after their part was already answered (or of an earlier call): ignored.
+    stale_answers: u64,
+    /// Why the last worker that could not set up the run could not, for the no-worker message.
+    last_setup_failure: Option<String>,
     addr: SocketAddr,
     timeouts: RemoteTimeouts,
     next_job: u64,
@@ -115,6 +144,7 @@ fn blob(params: &Params<f32>, version: u64) -> ParamsBlob {
     ParamsBlob { version, values: params.buffers().iter().flat_map(|b| b.iter().copied()).collect() }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -123,15 +153,31 @@ async fn serve_connection(
     setup: Arc<RunSetup>,
     deadline: Duration,
     events: mpsc::UnboundedSender<Event>,
+    slot: handshakes::Slot,
 ) {
-    let (caps, Session { mut sealer, mut opener }) =
-        match coordinator_handshake(&mut stream, &token, &setup, id, deadline).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(%peer, "connection refused: {e}");
-                return;
-            }
-        };
+    let handshake = async {
+        // A peer that has not sent its first byte within the pre-hello deadline is idle: its
+        // slot goes back before the full handshake deadline.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(deadline.min(handshakes::PRE_HELLO), stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => return Err("closed before its hello".to_string()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no hello within the pre-hello deadline".to_string()),
+        }
+        slot.speaking();
+        coordinator_handshake(&mut stream, &token, &setup, id, deadline).await.map_err(|e| e.to_string())
+    };
+    let result = handshake.await;
+    // The slot is free once the handshake is over, whatever its outcome.
+    drop(slot);
+    let (caps, Session { mut sealer, mut opener }) = match result {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, "connection refused: {e}");
+            return;
+        }
+    };
     tracing::info!(
         %peer,
         worker = id,
@@ -197,6 +243,17 @@ impl RemotePool {
         setup: RunSetup,
         timeouts: RemoteTimeouts,
     ) -> anyhow::Result<Self> {
+        let mut timeouts = timeouts;
+        let floor = MIN_HEARTBEAT_TIMEOUT.max(timeouts.heartbeat_interval * 4);
+        if timeouts.heartbeat < floor {
+            tracing::warn!(
+                "a heartbeat timeout of {:.3} s would drop every worker at once: using {:.3} s",
+                timeouts.heartbeat.as_secs_f64(),
+                floor.as_secs_f64()
+            );
+            timeouts.heartbeat = floor;
+        }
+        let shape = AnswerShape::of(&setup.config);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("metasched-net")
@@ -210,8 +267,7 @@ impl RemotePool {
         let token = Arc::new(token);
         let setup = Arc::new(setup);
         let handshake = timeouts.handshake;
-        // At most this many connections may be in their handshake at once.
-        let slots = Arc::new(Semaphore::new(64));
+        let table = handshakes::Table::new();
         let accept = rt.spawn(async move {
             let mut next_id = 0u32;
             loop {
@@ -223,22 +279,24 @@ impl RemotePool {
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::warn!(%peer, "too many connections in handshake: dropped");
-                    continue;
-                };
                 let _ = stream.set_nodelay(true);
                 let (token, setup, tx) = (Arc::clone(&token), Arc::clone(&setup), tx.clone());
                 let id = next_id;
                 next_id = next_id.wrapping_add(1);
                 let span = tracing::info_span!("worker", id, %peer);
-                tokio::spawn(
-                    async move {
-                        serve_connection(stream, peer, id, token, setup, handshake, tx).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+                let wait = table.wait_before_admitting(peer.ip());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                table.admit(peer, |slot| {
+                    tokio::spawn(
+                        async move {
+                            serve_connection(stream, peer, id, token, setup, handshake, tx, slot).await;
+                        }
+                        .instrument(span),
+                    )
+                    .abort_handle()
+                });
             }
         });
         tracing::info!(%addr, "coordinator listening");
@@ -246,6 +304,12 @@ impl RemotePool {
             rt,
             events,
             live: BTreeMap::new(),
+            joining: BTreeMap::new(),
+            inbox: VecDeque::new(),
+            last_poll: Instant::now(),
+            shape,
+            stale_answers: 0,
+            last_setup_failure: None,
             addr,
             timeouts,
             next_job: 0,
@@ -279,12 +343,21 @@ impl RemotePool {
         let since = *since.get_or_insert_with(Instant::now);
         if since.elapsed() > self.timeouts.no_workers {
             return Err(anyhow!(
-                "{what} {:.0} s (listening on {}); stopping",
+                "{what} {:.0} s (listening on {}){}; stopping",
                 self.timeouts.no_workers.as_secs_f64(),
-                self.addr
+                self.addr,
+                self.setup_failure_note()
             ));
         }
         Ok(())
+    }
+
+    /// Why workers left before taking part, for the no-worker messages (empty if none did).
+    fn setup_failure_note(&self) -> String {
+        match &self.last_setup_failure {
+            Some(r) => format!("; the last worker to join could not set up the run: {r}"),
+            None => String::new(),
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -293,7 +366,7 @@ impl RemotePool {
     }
 
     fn drop_worker(&mut self, id: u32, reason: &str) {
-        if let Some(w) = self.live.remove(&id) {
+        if let Some(w) = self.live.remove(&id).or_else(|| self.joining.remove(&id)) {
             for t in &w.tasks {
                 t.abort();
             }
@@ -305,7 +378,7 @@ impl RemotePool {
     fn absorb(&mut self, ev: Event) -> Option<(u32, ToCoord)> {
         match ev {
             Event::Joined { id, caps, tx, tasks } => {
-                self.live.insert(
+                self.joining.insert(
                     id,
                     Live { caps, tx, tasks, last_seen: Instant::now(), version: None, pending: 0 },
                 );
@@ -316,8 +389,21 @@ impl RemotePool {
                 None
             }
             Event::Msg { id, msg } => {
+                if let ToCoord::Failed { job_id: SETUP_FAILED_JOB, message } = &msg {
+                    tracing::error!(worker = id, "the worker cannot set up the run: {message}");
+                    self.last_setup_failure = Some(message.clone());
+                    self.drop_worker(id, &format!("cannot set up the run: {message}"));
+                    return None;
+                }
+                if let Some(w) = self.joining.remove(&id) {
+                    // Its first message: set up and ready for jobs.
+                    tracing::info!(worker = id, name = %w.caps.name, "worker ready");
+                    self.live.insert(id, w);
+                }
                 if let Some(w) = self.live.get_mut(&id) {
                     w.last_seen = Instant::now();
+                } else {
+                    return None; // a message of a worker already dropped
                 }
                 match msg {
                     ToCoord::Heartbeat { .. } => None,
@@ -334,11 +420,76 @@ impl RemotePool {
     /// The next message that is not a heartbeat, waiting at most `wait` (joins and losses are
     /// applied on the way).
     fn next_message(&mut self, wait: Duration) -> Option<(u32, ToCoord)> {
+        self.credit_unobserved();
+        if let Some(m) = self.inbox.pop_front() {
+            return Some(m);
+        }
+        let started = Instant::now();
         let ev = self.rt.block_on(async { tokio::time::timeout(wait, self.events.recv()).await });
+        // Returning much later than asked means the process was paused while waiting.
+        self.credit_pause(started.elapsed().saturating_sub(wait));
+        self.last_poll = Instant::now();
         match ev {
             Ok(Some(ev)) => self.absorb(ev),
             _ => None,
         }
+    }
+
+    /// Does not count `gap`, a time the coordinator could not hear its workers, as their
+    /// silence, when it is a pause.
+    fn credit_pause(&mut self, gap: Duration) {
+        if gap <= PAUSE {
+            return;
+        }
+        tracing::warn!(
+            "the coordinator did not poll its workers for {:.1} s: not counted as their silence",
+            gap.as_secs_f64()
+        );
+        let now = Instant::now();
+        for w in self.live.values_mut().chain(self.joining.values_mut()) {
+            w.last_seen = (w.last_seen + gap).min(now);
+        }
+    }
+
+    /// Credits the time since the last poll (see [`RemotePool::credit_pause`]).
+    fn credit_unobserved(&mut self) {
+        let gap = self.last_poll.elapsed();
+        self.last_poll = Instant::now();
+        self.credit_pause(gap);
+    }
+
+    /// Applies every event already queued (heartbeats refresh their senders; other messages wait
+    /// in the inbox), so that silence is judged on everything received so far.
+    fn drain_events(&mut self) {
+        self.credit_unobserved();
+        while let Ok(ev) = self.events.try_recv() {
+            if let Some(m) = self.absorb(ev) {
+                self.inbox.push_back(m);
+            }
+        }
+    }
+
+    /// Drops the live workers (among `among`, or all) silent past the heartbeat timeout, after
+    /// reading whatever they already sent.
+    fn drop_silent(&mut self, among: Option<&[u32]>) {
+        self.drain_events();
+        let timeout = self.timeouts.heartbeat;
+        // Joining workers are not judged: they hold no job, and setting up a run (a large task
+        // directory, a device) may take longer than a heartbeat timeout.
+        let silent: Vec<u32> = self
+            .live
+            .iter()
+            .filter(|(id, w)| among.is_none_or(|a| a.contains(id)) && w.last_seen.elapsed() > timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            self.drop_worker(id, "no heartbeat within the timeout");
+        }
+    }
+
+    /// Answers that arrived after their part was answered, or after the call that sent them.
+    pub fn stale_answers(&self) -> u64 {
+        self.stale_answers
     }
 
     /// Waits until `n` workers are connected, or `timeout` passes with at least one.
@@ -350,7 +501,11 @@ impl RemotePool {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 if self.live.is_empty() {
-                    return Err(anyhow!("no worker connected within {:.0} s", timeout.as_secs_f64()));
+                    return Err(anyhow!(
+                        "no worker connected within {:.0} s{}",
+                        timeout.as_secs_f64(),
+                        self.setup_failure_note()
+                    ));
                 }
                 tracing::warn!(
                     connected = self.live.len(),
@@ -392,6 +547,13 @@ impl RemotePool {
         w.version = Some(version);
         w.pending += 1;
         Some(job_id)
+    }
+
+    /// Counts an answer that came too late to be used (its part was answered first by another
+    /// worker): normal with re-dispatched parts, never a fault.
+    fn note_stale(&mut self, id: u32, job_id: u64) {
+        self.stale_answers += 1;
+        tracing::debug!(worker = id, job_id, total = self.stale_answers, "late duplicate answer ignored");
     }
 
     /// The live worker with the fewest pending jobs, other than those in `avoid` if possible.
@@ -488,15 +650,7 @@ impl Transport for RemotePool {
                 }
             }
             // Workers that stopped answering are dropped.
-            let silent: Vec<u32> = self
-                .live
-                .iter()
-                .filter(|(_, w)| w.last_seen.elapsed() > self.timeouts.heartbeat)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in silent {
-                self.drop_worker(id, "no heartbeat within the timeout");
-            }
+            self.drop_silent(None);
             if self.live.is_empty() {
                 self.give_up_without_workers(
                     &mut no_worker_since,
@@ -521,20 +675,48 @@ impl Transport for RemotePool {
                 }
                 continue;
             }
-            match answer(msg, step) {
-                Some((job_id, r)) => {
-                    if let Some(w) = self.live.get_mut(&id) {
-                        w.pending = w.pending.saturating_sub(1);
-                    }
-                    if let Some(&i) = pending.get(&job_id)
-                        && answers[i].is_none()
-                    {
-                        answers[i] = Some((id, r));
-                        first_done.get_or_insert_with(Instant::now);
-                    }
-                }
-                None => self.drop_worker(id, "protocol violation: unexpected message"),
+            let Some((job_id, r)) = answer_of(msg) else {
+                self.drop_worker(id, "protocol violation: unexpected message");
+                continue;
+            };
+            if job_id >= self.next_job {
+                self.drop_worker(id, &format!("protocol violation: an answer to job {job_id}, never sent"));
+                continue;
             }
+            if let Some(w) = self.live.get_mut(&id) {
+                w.pending = w.pending.saturating_sub(1);
+            }
+            let Some(&i) = pending.get(&job_id) else {
+                // A late duplicate of a part re-sent in an earlier call (maybe of the other
+                // kind, answered during an evaluation): its first answer was already used.
+                self.note_stale(id, job_id);
+                continue;
+            };
+            if !parts[i].workers.contains(&id) {
+                self.drop_worker(
+                    id,
+                    &format!("protocol violation: an answer to job {job_id}, sent to another worker"),
+                );
+                continue;
+            }
+            if answers[i].is_some() {
+                self.note_stale(id, job_id);
+                continue;
+            }
+            if !matches!((step, &r), (true, JobResult::Step(_)) | (false, JobResult::Eval(_))) {
+                parts[i].workers.retain(|&w| w != id);
+                let kind = if step { "an evaluation" } else { "a meta-gradient" };
+                self.drop_worker(id, &format!("wrong answer to {:?}: {kind}", jobs[i]));
+                continue;
+            }
+            if let Err(e) = check_answer(&self.shape, &jobs[i], &r) {
+                // Only this worker's answer is wrong: drop it, give its part to another.
+                parts[i].workers.retain(|&w| w != id);
+                self.drop_worker(id, &format!("wrong answer to {:?}: {e}", jobs[i]));
+                continue;
+            }
+            answers[i] = Some((id, r));
+            first_done.get_or_insert_with(Instant::now);
         }
         Ok(Gathered {
             parts: answers.into_iter().flatten().collect(),
@@ -565,10 +747,74 @@ impl Transport for RemotePool {
 impl Drop for RemotePool {
     fn drop(&mut self) {
         self.accept.abort();
-        for w in self.live.values() {
+        if self.stale_answers > 0 {
+            tracing::info!(stale = self.stale_answers, "late duplicate answers ignored during the run");
+        }
+        for w in self.live.values().chain(self.joining.values()) {
             for t in &w.tasks {
                 t.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metasched_proto::{TaskFamily, TaskSpec};
+
+    fn pool(heartbeat: Duration) -> RemotePool {
+        let setup = RunSetup {
+            config: metasched_engine::Config::sinusoid_default(),
+            tasks: TaskSpec { family: TaskFamily::Sinusoid, shots: 5, query: 5, ways: 1, seed: 0 },
+            threads: 1,
+            heartbeat_s: 0.05,
+        };
+        let timeouts = RemoteTimeouts {
+            heartbeat,
+            heartbeat_interval: Duration::from_millis(50),
+            ..RemoteTimeouts::default()
+        };
+        RemotePool::start("127.0.0.1:0", Token::random(), setup, timeouts).expect("pool")
+    }
+
+    #[test]
+    fn a_zero_heartbeat_timeout_is_raised_to_a_floor() {
+        assert_eq!(pool(Duration::ZERO).timeouts.heartbeat, MIN_HEARTBEAT_TIMEOUT);
+        assert_eq!(pool(Duration::from_secs(7)).timeouts.heartbeat, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_pause_of_the_coordinator_is_not_the_workers_silence() {
+        let mut p = pool(Duration::from_secs(3));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let idle = p.rt.spawn(std::future::pending::<()>()).abort_handle();
+        let caps = Capabilities {
+            device: metasched_proto::DeviceKind::Cpu,
+            device_count: 1,
+            cores: 1,
+            build_version: String::new(),
+            name: "test".into(),
+            collective: None,
+        };
+        let live = |at: Instant| Live {
+            caps: caps.clone(),
+            tx: tx.clone(),
+            tasks: [idle.clone(), idle.clone()],
+            last_seen: at,
+            version: None,
+            pending: 0,
+        };
+        // Heard from 1 s before the coordinator stopped polling, then a 6 s pause.
+        let now = Instant::now();
+        p.last_poll = now - Duration::from_secs(6);
+        p.live.insert(0, live(now - Duration::from_secs(7)));
+        p.drop_silent(None);
+        assert!(p.live.contains_key(&0), "a pause of the coordinator dropped a worker");
+        // Without a pause, 4 s of silence is silence.
+        p.live.get_mut(&0).expect("worker").last_seen = Instant::now() - Duration::from_secs(4);
+        p.drop_silent(None);
+        assert!(p.live.is_empty());
+        idle.abort();
     }
 }

@@ -17,6 +17,7 @@ use metasched_engine::{FixedSum, Params};
 use metasched_proto::{CollectiveKind, Job, JobResult, StepResult, ToCoord, ToWorker};
 
 use super::RemotePool;
+use crate::train::pool::check_answer_parts;
 use crate::train::transport::Gathered;
 
 /// Whether device workers may reduce meta-gradients among themselves.
@@ -212,14 +213,7 @@ impl RemotePool {
         let mut answers: Vec<Option<(u32, bool, StepResult)>> = vec![None; members.len()];
         while answers.iter().any(Option::is_none) {
             self.check_stop()?;
-            let silent: Vec<u32> = members
-                .iter()
-                .copied()
-                .filter(|m| self.live.get(m).is_some_and(|w| w.last_seen.elapsed() > self.timeouts.heartbeat))
-                .collect();
-            for id in silent {
-                self.drop_worker(id, "no heartbeat within the timeout");
-            }
+            self.drop_silent(Some(&members));
             if let Some(lost) = members.iter().find(|m| !self.live.contains_key(m)) {
                 self.dissolve_group(&format!("worker {lost} was lost during step {step}"));
                 return Ok(None);
@@ -246,19 +240,35 @@ impl RemotePool {
             }
         }
         let len: usize = params.buffers().iter().map(|b| b.len()).sum();
+        let total: usize =
+            jobs.iter().map(|j| if let Job::MetaGrad { count, .. } = j { *count } else { 0 }).sum();
         let mut parts = Vec::with_capacity(members.len());
         for (rank, answer) in answers.into_iter().enumerate() {
-            let Some((w, root, mut r)) = answer else { continue };
-            if root != (rank == 0) || (root && r.sum.len() != len) || (!root && !r.sum.is_empty()) {
-                self.dissolve_group(&format!(
-                    "worker {w} answered as the wrong rank or with a malformed sum"
-                ));
+            let Some((w, root, r)) = answer else { continue };
+            let mut r = JobResult::Step(r);
+            let checked = check_answer_parts(&self.shape, &jobs[rank], &r, false).and_then(|()| {
+                let JobResult::Step(s) = &r else { unreachable!("built above") };
+                if root != (rank == 0) {
+                    Err(format!("as rank {} for rank {rank}", usize::from(!root)))
+                } else if root && s.sum.len() != len {
+                    Err(format!("a reduced sum of {} values for a model of {len}", s.sum.len()))
+                } else if root && !s.sum.is_plausible_sum_of(total) {
+                    Err(format!("a reduced sum no {total} task(s) can produce (out of range)"))
+                } else if !root && !s.sum.is_empty() {
+                    Err("a sum from a rank other than 0".into())
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = checked {
+                self.drop_worker(w, &format!("wrong answer to {:?}: {e}", jobs[rank]));
+                self.dissolve_group(&format!("worker {w} answered wrongly"));
                 return Ok(None);
             }
-            if !root {
-                r.sum = FixedSum::zeros(len);
+            if !root && let JobResult::Step(s) = &mut r {
+                s.sum = FixedSum::zeros(len);
             }
-            parts.push((w, JobResult::Step(r)));
+            parts.push((w, r));
         }
         let straggler_s = first_done.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         Ok(Some(Gathered { parts, straggler_s, redispatched: 0 }))
