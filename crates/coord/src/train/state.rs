@@ -142,7 +142,7 @@ impl TrainState {
             m: moments(M_PREFIX)?,
             v: moments(V_PREFIX)?,
         };
-        if let Some(v) = adam.v.values().find(|v| !(**v >= 0.0)) {
+        if let Some(v) = adam.v.values().find(|v| v.is_nan() || **v < 0.0) {
             return Err(BadInput(format!(
                 "checkpoint {}: Adam state `{V_PREFIX}*` holds {v}: a second moment must be >= 0",
                 path.display()
