@@ -56,3 +56,29 @@ pub fn check_memory_against(needs: &[Need], total: f64) -> Result<(), String> {
         human(total)
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_for_people_and_absurd_ones_do_not_overflow() {
+        assert_eq!(human(512.0), "512.0 B");
+        assert_eq!(human(3.0 * 1024.0 * 1024.0 * 1024.0), "3.0 GiB");
+        assert!(human(1e30).ends_with(" B"), "{}", human(1e30));
+        let needs = [
+            Need { bytes: 10.0, what: "small (--a)".into() },
+            Need { bytes: f64::INFINITY, what: "huge (--b)".into() },
+        ];
+        let e = check_memory_against(&needs, 1e12).expect_err("refused");
+        assert!(e.contains("--b") && e.contains("this machine has"), "{e}");
+        assert!(check_memory_against(&needs[..1], 1e12).is_ok());
+    }
+
+    #[test]
+    fn this_machine_reports_its_memory() {
+        if cfg!(target_os = "linux") {
+            assert!(total_memory().is_some_and(|m| m > 1e6));
+        }
+    }
+}

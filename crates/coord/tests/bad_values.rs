@@ -513,3 +513,23 @@ fn stale_temporary_checkpoints_are_removed_on_resume_and_on_write() {
     assert!(!stale.exists());
     assert_eq!(std::fs::read(&target).expect("read"), b"data");
 }
+
+#[test]
+fn init_refuses_sizes_that_cannot_fit_and_rates_out_of_range() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (i, (args, needle)) in [
+        (vec!["--hidden", "100000"], "--hidden"),
+        (vec!["--layers", "1,100000,100000,1"], "--layers"),
+        (vec!["--scheduler", "fixed", "--lr-fixed", "1e30"], "--lr-fixed"),
+        (vec!["--lr-max", "NaN"], "--lr-max"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tmp.path().join(format!("init-{i}.safetensors"));
+        let mut all = vec!["init", "--out", s(&out)];
+        all.extend(args.iter().copied());
+        let o = common::run(&all);
+        assert_refused(&format!("init {}", args.join(" ")), &o, needle, &out, None);
+    }
+}
