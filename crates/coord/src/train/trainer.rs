@@ -41,11 +41,11 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
     args.transport.validate()?;
     if let Some(dir) = &args.resume {
         let mut state = TrainState::load(dir, args)?;
-        preflight(&mut state.meta.config, &args.given, false)?;
+        preflight(&mut state.meta.config, &args.given)?;
         return Ok((dir.clone(), state));
     }
     let mut cfg = args.resolve()?;
-    preflight(&mut cfg, &args.given, true)?;
+    preflight(&mut cfg, &args.given)?;
     let dir = args.out.clone().unwrap_or_else(|| default_out(&cfg));
     if checkpoint_path(&dir).exists() {
         return Err(BadInput(format!(
@@ -63,14 +63,11 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
 /// Opens the run's tasks once and samples one training and one evaluation task, so that
 /// every problem with them (a bad or missing task file, a learner of the wrong widths, more
 /// digits classes or shots than the data holds, a meta-batch above the files' `B`) is
-/// refused before anything is written. Task files fix `K` and `Q`: a new run takes them
-/// from the files unless `--shots` / `--query` were typed, and a value that differs from
-/// the files' is refused rather than reported wrongly.
-fn preflight(
-    cfg: &mut TrainConfig,
-    given: &crate::settings::GivenFlags,
-    new_run: bool,
-) -> anyhow::Result<()> {
+/// refused before anything is written. Task files fix `K` and `Q`: a run takes them from
+/// the files unless `--shots` / `--query` were typed (a value typed that differs from the
+/// files' is refused rather than reported wrongly); they change no number, only what the
+/// reports say (a run resumed from before this rule is corrected the same way).
+fn preflight(cfg: &mut TrainConfig, given: &crate::settings::GivenFlags) -> anyhow::Result<()> {
     let model = cfg.model_config()?;
     let source = TaskSource::open(&cfg.task_spec()?, &model)?;
     if let TaskSource::Files { files, .. } = &source {
@@ -79,7 +76,7 @@ fn preflight(
         let task = &mut cfg.trajectory.task;
         for (field, value, file) in [("shots", &mut task.shots, k), ("query", &mut task.query, q)] {
             if *value != file {
-                if new_run && !given.contains(field) {
+                if !given.contains(field) {
                     *value = file;
                 } else {
                     return Err(super::config::bad(
