@@ -533,3 +533,39 @@ fn init_refuses_sizes_that_cannot_fit_and_rates_out_of_range() {
         assert_refused(&format!("init {}", args.join(" ")), &o, needle, &out, None);
     }
 }
+
+#[test]
+fn eval_and_metagrad_refuse_sizes_that_cannot_fit_and_too_many_threads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt = tmp.path().join("c.safetensors");
+    let o = common::run(&["init", "--out", s(&ckpt), "--layers", "1,8,1", "--hidden", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for (i, (args, needle)) in [
+        (vec!["--tasks", "1000000000000"], "--tasks"),
+        (vec!["--tasks", "10", "--query", "100000000000"], "--query"),
+        (vec!["--tasks", "10", "--threads", "100000"], "--threads"),
+        (vec!["--tasks", "10", "--threads", HUGE], "--threads"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tmp.path().join(format!("eval-{i}.safetensors"));
+        let mut all = vec!["eval", "--checkpoint", s(&ckpt), "--task", "sinusoid", "--out", s(&out)];
+        all.extend(args.iter().copied());
+        let o = common::run(&all);
+        assert_refused(&format!("eval {}", args.join(" ")), &o, needle, &out, None);
+    }
+    let out = tmp.path().join("e.safetensors");
+    let o = common::run(&[
+        "eval",
+        "--checkpoint",
+        s(&ckpt),
+        "--task",
+        "sinusoid",
+        "--tasks",
+        "3",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
