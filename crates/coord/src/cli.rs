@@ -161,3 +161,43 @@ pub struct SampleTasksArgs {
     #[arg(long)]
     pub out: PathBuf,
 }
+
+/// A command-line error as one line (clap writes the usage and a hint on further lines):
+/// bad input is one line on stderr, like every other error of the binaries.
+pub fn one_line_clap_error(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect();
+    lines.join(" ")
+}
+
+/// Parses the command line of a binary whose commands are `C`: negative numbers are taken
+/// as values (`--lr-fixed -1` is refused by the setting's own check, naming it, rather than
+/// taken for an unknown flag); `--help` and `--version` print as usual; any other error is
+/// one line on stderr and exit code 2.
+pub fn parse_or_exit<C: clap::Parser>() -> C {
+    fn negative_numbers(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+        names.into_iter().fold(cmd.allow_negative_numbers(true), |c, n| c.mut_subcommand(n, negative_numbers))
+    }
+    let result = negative_numbers(C::command()).try_get_matches().and_then(|m| C::from_arg_matches(&m));
+    match result {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            eprintln!("{}", one_line_clap_error(&e));
+            std::process::exit(crate::exit::EXIT_BAD_INPUT);
+        }
+    }
+}

@@ -15,6 +15,7 @@ use metasched_compute::{Compute, ComputeError};
 /// Opens the device `--device` names with `--threads` threads. A device that cannot be opened
 /// here (no CUDA driver, no such GPU) is bad input: exit 2 with the probe's one-line reason.
 pub fn open(device: Device, threads: usize) -> anyhow::Result<Compute> {
+    crate::settings::check_threads("--threads", threads).map_err(crate::exit::BadInput)?;
     match Compute::open(device, threads) {
         Ok(c) => Ok(c),
         Err(ComputeError::DeviceUnavailable(why)) => Err(crate::exit::BadInput(why).into()),

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod device;
 pub mod exit;
+pub mod resources;
 pub mod settings;
 pub mod stats;
 pub mod train;

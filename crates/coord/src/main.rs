@@ -1,6 +1,5 @@
 //! `meta-coord`: the metasched coordinator's command line.
 
-use clap::Parser;
 use metasched_coord::cli::{Cli, Command};
 use metasched_coord::{commands, exit, train};
 use tracing_subscriber::EnvFilter;
@@ -18,7 +17,7 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
-    let cli = Cli::parse();
+    let cli: Cli = metasched_coord::cli::parse_or_exit();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)

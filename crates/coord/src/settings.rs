@@ -364,9 +364,174 @@ pub fn model_config(
     Ok(config)
 }
 
-/// An error naming the setting at fault (exit 2).
+/// An error naming the setting at fault, by its file key and its flag (exit 2).
 pub fn bad(field: &str, reason: impl std::fmt::Display) -> anyhow::Error {
-    BadInput(format!("training option `{field}`: {reason}")).into()
+    let flag = format!("--{}", field.replace('_', "-"));
+    BadInput(format!("training option `{field}` ({flag}): {reason}")).into()
+}
+
+/// The largest learning rate (`--lr-min`, `--lr-max`, `--lr-init`, `--lr-fixed`) a run
+/// accepts: far above any rate that trains, low enough that a typo (`1e30`) is caught.
+pub const MAX_RATE: f64 = 100.0;
+/// The largest Adam learning rate (`--meta-lr`) a run accepts.
+pub const MAX_META_LR: f64 = 1.0;
+/// The most engine threads a process may start (`--threads`, and `--workers` × `--threads`):
+/// far above any machine's cores, well below what stalls thread creation.
+pub const MAX_THREADS: usize = 1024;
+
+/// Refuses a rate outside `[0, MAX_RATE]` (NaN included).
+fn check_rate(field: &str, v: f64) -> anyhow::Result<()> {
+    if !(v.is_finite() && (0.0..=MAX_RATE).contains(&v)) {
+        return Err(bad(field, format!("{v} is out of range: a rate must lie in [0, {MAX_RATE}]")));
+    }
+    Ok(())
+}
+
+impl TaskSettings {
+    /// Checks the task sizes (the family's own limits are checked when its tasks are
+    /// opened; the memory they need by [`crate::train::TrainConfig::validate`]).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.family()?;
+        if self.shots == 0 {
+            return Err(bad("shots", "must be at least 1"));
+        }
+        if self.query == 0 {
+            return Err(bad("query", "must be at least 1"));
+        }
+        if self.ways == 0 {
+            return Err(bad("ways", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl LearnerSettings {
+    /// Checks the widths (the engine checks the rest of the model).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(pos) = self.layers.iter().position(|&d| d == 0) {
+            return Err(bad("layers", format!("width {pos} is 0: every width must be at least 1")));
+        }
+        if !self.layers.is_empty() && self.layers.len() < 2 {
+            return Err(bad("layers", "needs at least an input and an output width"));
+        }
+        Ok(())
+    }
+}
+
+impl SchedulerSettings {
+    /// Checks every rate against `[0, MAX_RATE]` and their order.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_rate("lr_min", self.lr_min)?;
+        check_rate("lr_max", self.lr_max)?;
+        check_rate("lr_init", self.lr_init)?;
+        check_rate("lr_fixed", self.lr_fixed)?;
+        if self.lr_max <= self.lr_min {
+            return Err(bad(
+                "lr_max",
+                format!("{} must be greater than lr_min = {}", self.lr_max, self.lr_min),
+            ));
+        }
+        if self.scheduler == SchedulerKind::Lstm && self.hidden == 0 {
+            return Err(bad("hidden", "the lstm scheduler needs at least 1"));
+        }
+        if self.scheduler != SchedulerKind::Fixed
+            && !(self.lr_init > self.lr_min && self.lr_init < self.lr_max)
+        {
+            return Err(bad(
+                "lr_init",
+                format!("{} must lie strictly inside ({}, {})", self.lr_init, self.lr_min, self.lr_max),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl InnerSettings {
+    /// Checks the number of inner steps.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.inner_steps == 0 {
+            return Err(bad("inner_steps", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl OuterSettings {
+    /// Checks the batch, the Adam rate and the clipping norm.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.meta_batch == 0 {
+            return Err(bad("meta_batch", "must be at least 1"));
+        }
+        if !(self.meta_lr.is_finite() && self.meta_lr > 0.0 && self.meta_lr <= MAX_META_LR) {
+            return Err(bad(
+                "meta_lr",
+                format!("{} is out of range: the Adam rate must lie in (0, {MAX_META_LR}]", self.meta_lr),
+            ));
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm >= 0.0) {
+            return Err(bad(
+                "clip_norm",
+                format!("{} must be a finite number >= 0 (0: off)", self.clip_norm),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Trajectory {
+    /// Every trajectory setting's own check (see [`crate::train::TrainConfig::validate`]
+    /// for the checks across settings).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.task.validate()?;
+        self.learner.validate()?;
+        self.scheduler.validate()?;
+        self.inner.validate()?;
+        self.outer.validate()
+    }
+}
+
+/// The cores of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Refuses a thread count above [`MAX_THREADS`], naming `flag`.
+pub fn check_threads(flag: &str, threads: usize) -> Result<(), String> {
+    if threads > MAX_THREADS {
+        return Err(format!(
+            "{flag} {threads}: at most {MAX_THREADS} threads (this machine has {} cores)",
+            cores()
+        ));
+    }
+    Ok(())
+}
+
+impl RunSettings {
+    /// Checks the cadences and the thread counts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.log_every == 0 {
+            return Err(bad("log_every", "must be at least 1"));
+        }
+        check_threads("--threads", self.threads).map_err(|e| bad("threads", e))?;
+        check_threads("--workers", self.workers).map_err(|e| bad("workers", e))?;
+        let total = self.workers.max(1).saturating_mul(self.threads.max(1));
+        if total > MAX_THREADS {
+            return Err(bad(
+                "threads",
+                format!(
+                    "--workers {} × --threads {} = {total} engine threads: at most {MAX_THREADS}",
+                    self.workers, self.threads
+                ),
+            ));
+        }
+        if self.eval_every > 0 && self.eval_tasks == 0 {
+            return Err(bad("eval_tasks", "must be at least 1 when --eval-every is on"));
+        }
+        if self.final_eval_tasks == 0 {
+            return Err(bad("final_eval_tasks", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// The ids (= field names = file keys) of the arguments given on the command line rather

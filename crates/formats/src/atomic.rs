@@ -24,6 +24,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    remove_stale_temps(&dir, &name.to_string_lossy());
     let (tmp, file) = create_temp(&dir, &name.to_string_lossy())?;
     match fill_and_rename(file, &tmp, path, bytes) {
         Ok(()) => {
@@ -36,6 +37,36 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
             Err(e)
         }
     }
+}
+
+/// Removes the temporary files `.<name>.tmp.<pid>.<n>` of the same target left by writers
+/// that died before renaming them (a SIGKILL during a checkpoint write): those of a process
+/// that no longer exists (Linux: no `/proc/<pid>`; elsewhere: older than a day). Another
+/// live process's, and this process's own, are left alone. Best effort: a failure to list or
+/// remove never fails the write.
+pub fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp.");
+    let own = std::process::id();
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let mut parts = rest.split('.');
+        let (Some(pid), Some(n), None) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else { continue };
+        if pid != own && !process_alive(pid, &entry) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether the writer `pid` of the temporary file `entry` may still be running.
+fn process_alive(pid: u32, entry: &fs::DirEntry) -> bool {
+    if cfg!(target_os = "linux") {
+        return Path::new("/proc").join(pid.to_string()).exists();
+    }
+    let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+    age.is_none_or(|a| a < std::time::Duration::from_secs(24 * 3600))
 }
 
 /// Creates a fresh temporary file next to the target, never reusing an existing name.

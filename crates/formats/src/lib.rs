@@ -16,7 +16,7 @@ pub mod outputs;
 pub mod task_file;
 pub mod tensor_io;
 
-pub use atomic::write_atomic;
+pub use atomic::{remove_stale_temps, write_atomic};
 pub use checkpoint::{
     CONFIG_KEY, Checkpoint, OPTIM_PREFIX, parse_checkpoint, read_checkpoint, write_checkpoint,
 };

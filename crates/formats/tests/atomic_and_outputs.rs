@@ -161,3 +161,22 @@ fn output_bytes_are_deterministic() {
     let (n, _) = SafeTensors::read_metadata(&files[0]).expect("header");
     assert_eq!(n % 8, 0, "header not padded to 8 bytes");
 }
+
+#[test]
+fn write_atomic_removes_stale_temps_of_the_same_target_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("checkpoint.safetensors");
+    // A dead writer's (no process has a pid above pid_max), a live one's (this process,
+    // another counter), another target's, and a name that only looks similar.
+    let dead = dir.path().join(".checkpoint.safetensors.tmp.999999999.7");
+    let live = dir.path().join(format!(".checkpoint.safetensors.tmp.{}.999999", std::process::id()));
+    let other = dir.path().join(".metrics.jsonl.tmp.999999999.7");
+    let odd = dir.path().join(".checkpoint.safetensors.tmp.notapid.7");
+    for p in [&dead, &live, &other, &odd] {
+        std::fs::write(p, b"x").expect("write");
+    }
+    metasched_formats::write_atomic(&target, b"new").expect("write");
+    assert!(!dead.exists(), "a dead writer's temporary file is left");
+    assert!(live.exists() && other.exists() && odd.exists());
+    assert_eq!(std::fs::read(&target).expect("read"), b"new");
+}

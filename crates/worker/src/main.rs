@@ -69,8 +69,73 @@ enum Cmd {
     },
 }
 
+/// The most engine threads `--threads` accepts: far above any machine's cores, well below
+/// what stalls thread creation (the coordinator's bound too).
+const MAX_THREADS: usize = 1024;
+/// The most seconds `--give-up-after` accepts (about 11.6 days; the default keeps trying).
+const MAX_SECONDS: f64 = 1e6;
+
+/// A command-line error as one line (clap adds the usage and a hint on further lines).
+fn one_line_clap_error(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect();
+    lines.join(" ")
+}
+
+/// Parses the command line: negative numbers are values (refused by the checks below,
+/// naming the flag); `--help` / `--version` print as usual; any other error is one line and
+/// exit code 2.
+fn parse_args() -> Args {
+    use clap::{CommandFactory, FromArgMatches};
+    let result = Args::command()
+        .allow_negative_numbers(true)
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m));
+    match result {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            eprintln!("{}", one_line_clap_error(&e));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Checks the numeric flags before anything starts: a bad value is one line and exit 2.
+fn validate(args: &Args) -> Result<Option<Duration>, (i32, String)> {
+    if args.threads > MAX_THREADS {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return Err((
+            2,
+            format!(
+                "--threads {}: at most {MAX_THREADS} threads (this machine has {cores} cores)",
+                args.threads
+            ),
+        ));
+    }
+    match args.give_up_after {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 && v <= MAX_SECONDS => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => {
+            Err((2, format!("--give-up-after {v}: out of range: seconds must lie in (0, {MAX_SECONDS}]")))
+        }
+    }
+}
+
 fn main() {
-    let mut args = Args::parse();
+    let mut args = parse_args();
     if let Some(Cmd::Selftest { device }) = &args.command {
         let code = match run_selftest(*device) {
             Ok(true) => 0,
@@ -115,6 +180,7 @@ fn open_device(device: Device, threads: usize) -> Result<Compute, (i32, String)>
 }
 
 fn real_main(args: Args) -> Result<(), (i32, String)> {
+    let give_up_after = validate(&args)?;
     let compute = std::sync::Arc::new(open_device(args.device, args.threads)?);
     let coord = args.coord.ok_or_else(|| (2, "--coord HOST:PORT is required".to_string()))?;
     let token = Token::resolve(args.token_file.as_deref())
@@ -126,7 +192,7 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
     let opts = ClientOptions {
         coord,
         threads: args.threads,
-        give_up_after: args.give_up_after.map(Duration::from_secs_f64),
+        give_up_after,
         handshake: Duration::from_secs(10),
         name: args.name.unwrap_or_else(|| format!("{host}:{}", std::process::id())),
         compute,

@@ -35,6 +35,7 @@ fn sampled_inputs(args: &EvalArgs, task: &str) -> Result<Inputs> {
         return Err(BadInput("--tasks must be at least 1".into()).into());
     }
     let ckpt = read_checkpoint(&args.checkpoint)?;
+    check_memory(args, n, &ckpt.config)?;
     let family = task.parse().map_err(|e: String| BadInput(format!("--task: {e}")))?;
     let spec = TaskSpec { family, shots: args.shots, query: args.query, ways: args.ways, seed: args.seed };
     let source = TaskSource::open(&spec, &ckpt.config)?;
@@ -47,6 +48,36 @@ fn sampled_inputs(args: &EvalArgs, task: &str) -> Result<Inputs> {
         args.query,
     )?;
     Ok(Inputs { ckpt, batch, compute })
+}
+
+/// Refuses `--tasks` × `--shots` / `--query` that cannot fit in memory: the tasks are
+/// sampled at once (`n (K + Q) (d_in + d_out)` values and `n (T G + 2)` outputs, 4 bytes
+/// each), and each task in flight (one per thread) keeps its unrolled inner loop
+/// (`(T + 1) (3 P_theta + 2 (K + Q) Σ d)` values of 8 bytes), as
+/// [`crate::train::TrainConfig::memory_needs`] estimates for training.
+fn check_memory(args: &EvalArgs, n: usize, config: &metasched_engine::Config) -> Result<()> {
+    use crate::resources::Need;
+    let f = |v: usize| v as f64;
+    let w: Vec<f64> = config.model.layers.iter().map(|&d| f(d)).collect();
+    let theta: f64 = w.windows(2).map(|p| p[0] * p[1] + p[1]).sum();
+    let (d_in, d_out) = (w.first().copied().unwrap_or(1.0), w.last().copied().unwrap_or(1.0));
+    let (n, k, q, steps, g) = (f(n), f(args.shots), f(args.query), f(config.inner.steps), f(config.groups()));
+    let threads =
+        if args.compute.threads == 0 { f(crate::settings::cores()) } else { f(args.compute.threads) };
+    let needs = [
+        Need {
+            bytes: n * (k + q) * (d_in + d_out) * 4.0 + n * (steps * g + 2.0) * 4.0,
+            what: "the evaluation tasks (--tasks × --shots, --query)".into(),
+        },
+        Need {
+            bytes: n.min(threads)
+                * (steps + 1.0)
+                * (3.0 * theta + 2.0 * (k + q) * w.iter().sum::<f64>())
+                * 8.0,
+            what: "the tasks in flight (--threads × --shots, --query)".into(),
+        },
+    ];
+    crate::resources::check_memory(&needs).map_err(|e| BadInput(format!("eval: {e}")).into())
 }
 
 fn report(args: &EvalArgs, ckpt: &Checkpoint, batch: &TaskBatch<f32>, compute: &Compute) -> Result<()> {

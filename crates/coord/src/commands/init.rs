@@ -17,6 +17,21 @@ pub fn run(args: &InitArgs) -> Result<()> {
         ))
         .into());
     }
+    // The same checks as `train`'s: rates in range, and parameters that fit in memory
+    // (checked before they are allocated).
+    args.learner.validate()?;
+    args.scheduler.validate()?;
+    args.inner.validate()?;
+    let sizes = crate::train::TrainConfig {
+        trajectory: crate::settings::Trajectory {
+            learner: args.learner.clone(),
+            scheduler: args.scheduler.clone(),
+            inner: args.inner.clone(),
+            ..Default::default()
+        },
+        run: crate::settings::RunSettings::default(),
+    };
+    crate::resources::check_memory(&sizes.memory_needs()[..1]).map_err(|e| BadInput(format!("init: {e}")))?;
     // No task here: an unset --layers / --loss means the default task's (sinusoid), as for
     // `train`.
     let config = crate::settings::model_config(

@@ -314,33 +314,149 @@ impl TrainConfig {
         crate::settings::model_config(&t.learner, &t.scheduler, &t.inner, &self.family()?, t.task.ways)
     }
 
-    /// Checks the values that no other layer checks.
+    /// Checks every setting (each concern's own `validate`, then the model, then what the
+    /// run would need of the machine), for flags, `--config`, `run.toml` and checkpoints
+    /// alike, before anything is allocated or written.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.trajectory.validate()?;
+        self.run.validate()?;
+        self.check_memory()?;
         self.model_config()?;
-        let (t, o) = (&self.trajectory, &self.trajectory.outer);
-        if o.meta_batch == 0 {
-            return Err(bad("meta_batch", "must be at least 1"));
-        }
-        if !(o.meta_lr.is_finite() && o.meta_lr > 0.0) {
-            return Err(bad("meta_lr", "must be a positive number"));
-        }
-        if !(o.clip_norm.is_finite() && o.clip_norm >= 0.0) {
-            return Err(bad("clip_norm", "must be >= 0"));
-        }
-        if t.task.shots == 0 || t.task.query == 0 {
-            return Err(bad("shots", "--shots and --query must be at least 1"));
-        }
-        if self.run.log_every == 0 {
-            return Err(bad("log_every", "must be at least 1"));
-        }
-        let s = &t.scheduler;
-        if s.scheduler != metasched_engine::SchedulerKind::Fixed
-            && !(s.lr_init > s.lr_min && s.lr_init < s.lr_max)
+        Ok(())
+    }
+
+    /// Refuses a run whose dominant buffers cannot fit in this machine's memory. The
+    /// estimate (bytes, in `f64` so that no request overflows) adds:
+    /// - the parameters `P` (theta: `Σ d_l d_{l+1} + d_{l+1}`; phi: `4h (3 + h + 2) + G (h + 1)`
+    ///   for the LSTM, `T G` for LSLR), which the coordinator holds as values, gradient and
+    ///   Adam's two moments (4 bytes each) and as one fixed-point part sum per worker (16
+    ///   bytes each);
+    /// - the task data of a meta-step, `B (K + Q) (d_in + d_out)` values, and its per-task
+    ///   outputs `B (T G + 1)`;
+    /// - the working memory of each task in flight (one per engine thread, at most `B`): the
+    ///   unrolled inner loop keeps, per inner step, the learner's parameters and gradients
+    ///   (`3 P_theta`) and the activations of the support and query points
+    ///   (`2 (K + Q) Σ d`), counted as 8-byte values;
+    /// - the larger evaluation (`--eval-tasks` / `--final-eval-tasks` tasks of `K + Q_eval`
+    ///   points, sampled at once, and their rates `n (T G + 2)`).
+    ///
+    /// It is an order of magnitude, not an exact account: it exists to refuse requests that
+    /// cannot possibly fit, not to tune the borderline.
+    pub fn memory_needs(&self) -> Vec<crate::resources::Need> {
+        use crate::resources::Need;
+        let t = &self.trajectory;
+        let f = |v: usize| v as f64;
+        let layers: Vec<f64> = if t.learner.layers.is_empty() {
+            match self.family() {
+                Ok(TaskFamily::Digits) => vec![64.0, 64.0, 64.0, f(t.task.ways)],
+                _ => vec![1.0, 40.0, 40.0, 1.0],
+            }
+        } else {
+            t.learner.layers.iter().map(|&d| f(d)).collect()
+        };
+        let theta: f64 = layers.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+        let widths: f64 = layers.iter().sum();
+        let (d_in, d_out) = (layers.first().copied().unwrap_or(1.0), layers.last().copied().unwrap_or(1.0));
+        let g = 2.0 * (layers.len().max(1) - 1) as f64;
+        let (h, steps) = (f(t.scheduler.hidden), f(t.inner.inner_steps));
+        let phi = match t.scheduler.scheduler {
+            metasched_engine::SchedulerKind::Lstm => 4.0 * h * (3.0 + h + 2.0) + g * (h + 1.0),
+            metasched_engine::SchedulerKind::Lslr => steps * g,
+            metasched_engine::SchedulerKind::Fixed => 0.0,
+        };
+        let params = theta + phi;
+        let workers = f(self.run.workers.max(1));
+        let threads = if self.run.threads == 0 { f(crate::settings::cores()) } else { f(self.run.threads) };
+        let (b, k, q) = (f(t.outer.meta_batch), f(t.task.shots), f(t.task.query));
+        let eval_q = f(self.eval_query());
+        let eval_n =
+            f(self.run.final_eval_tasks.max(if self.run.eval_every > 0 { self.run.eval_tasks } else { 0 }));
+        let in_flight = |n: f64| n.min(workers * threads);
+        let per_task = |points: f64| (steps + 1.0) * (3.0 * theta + 2.0 * points * widths) * 8.0;
+        let step =
+            b * (k + q) * (d_in + d_out) * 4.0 + b * (steps * g + 1.0) * 4.0 + in_flight(b) * per_task(k + q);
+        let eval = eval_n * (k + eval_q) * (d_in + d_out) * 4.0
+            + eval_n * (steps * g + 2.0) * 4.0
+            + in_flight(eval_n) * per_task(k + eval_q);
+        vec![
+            Need {
+                bytes: params * (16.0 + 16.0 * workers),
+                what: "the parameters (--layers, --hidden)".into(),
+            },
+            if step >= eval {
+                Need {
+                    bytes: step,
+                    what: "the tasks of a meta-step (--meta-batch × --shots, --query, --inner-steps, --layers; one in flight per --threads)".into(),
+                }
+            } else {
+                Need {
+                    bytes: eval,
+                    what: "the evaluation tasks (--final-eval-tasks, --eval-tasks × --shots, --eval-query, --inner-steps, --layers)".into(),
+                }
+            },
+        ]
+    }
+
+    /// [`TrainConfig::memory_needs`] against this machine's memory.
+    pub fn check_memory(&self) -> anyhow::Result<()> {
+        crate::resources::check_memory(&self.memory_needs())
+            .map_err(|e| BadInput(format!("training options: {e}")).into())
+    }
+}
+
+/// The most seconds a timeout flag accepts (about 11.6 days).
+pub const MAX_SECONDS: f64 = 1e6;
+/// The most worker processes `--spawn-workers` starts.
+pub const MAX_SPAWN: usize = 256;
+/// The most workers `--expect-workers` waits for.
+pub const MAX_EXPECT: usize = 100_000;
+
+/// Refuses seconds outside `(0, MAX_SECONDS]` (NaN included), naming `flag`.
+pub fn check_seconds(flag: &str, v: f64) -> Result<std::time::Duration, String> {
+    if !(v.is_finite() && v > 0.0 && v <= MAX_SECONDS) {
+        return Err(format!("{flag} {v}: out of range: seconds must lie in (0, {MAX_SECONDS}]"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
+impl TransportArgs {
+    /// Checks the transport flags before anything is written: timeouts in range, worker
+    /// counts, a listen address that parses, and a token where one is needed.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |e: String| anyhow::Error::from(BadInput(e));
+        check_seconds("--worker-timeout", self.worker_timeout).map_err(bad)?;
+        check_seconds("--heartbeat-timeout", self.heartbeat_timeout).map_err(bad)?;
+        check_seconds("--step-deadline", self.step_deadline).map_err(bad)?;
+        if let Some(n) = self.spawn_workers
+            && !(1..=MAX_SPAWN).contains(&n)
         {
-            return Err(bad(
-                "lr_init",
-                format!("{} must lie strictly inside ({}, {})", s.lr_init, s.lr_min, s.lr_max),
-            ));
+            return Err(bad(format!(
+                "--spawn-workers {n}: out of range: start between 1 and {MAX_SPAWN} workers"
+            )));
+        }
+        if self.expect_workers > MAX_EXPECT {
+            return Err(bad(format!(
+                "--expect-workers {}: out of range: wait for at most {MAX_EXPECT} workers",
+                self.expect_workers
+            )));
+        }
+        if let Some(spec) = &self.listen {
+            use std::net::ToSocketAddrs;
+            let addr = listen_address(spec);
+            match addr.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(bad(format!("--listen {spec}: `{addr}` resolves to no address"))),
+                Err(e) => {
+                    return Err(bad(format!(
+                        "--listen {spec}: `{addr}` is not an address ([ADDR:]PORT, port 0-65535): {e}"
+                    )));
+                }
+            }
+            if metasched_proto::Token::resolve(self.token_file.as_deref())?.is_none() {
+                return Err(
+                    bad("--listen needs a shared token: --token-file FILE or METASCHED_TOKEN".into()),
+                );
+            }
         }
         Ok(())
     }

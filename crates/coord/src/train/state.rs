@@ -96,6 +96,8 @@ impl TrainState {
             return Err(BadInput(format!("{}: no checkpoint to resume from", path.display())).into());
         }
         let ckpt = read_checkpoint(&path)?;
+        // Temporary files of a checkpoint write that a SIGKILL interrupted.
+        metasched_formats::remove_stale_temps(dir, CHECKPOINT_FILE);
         let train = ckpt.config_json.get("train").cloned().ok_or_else(|| {
             BadInput(format!(
                 "checkpoint {}: config field `train` missing: not a training checkpoint",
@@ -110,6 +112,9 @@ impl TrainState {
         }
         let meta: TrainMeta = serde_json::from_value(train)
             .map_err(|e| BadInput(format!("checkpoint {}: config field `train`: {e}", path.display())))?;
+        meta.config
+            .validate()
+            .with_context(|| format!("checkpoint {}: config field `train.config`", path.display()))?;
         let model = meta.config.model_config()?;
         if model != ckpt.config {
             return Err(BadInput(format!(
@@ -137,6 +142,13 @@ impl TrainState {
             m: moments(M_PREFIX)?,
             v: moments(V_PREFIX)?,
         };
+        if let Some(v) = adam.v.values().find(|v| v.is_nan() || **v < 0.0) {
+            return Err(BadInput(format!(
+                "checkpoint {}: Adam state `{V_PREFIX}*` holds {v}: a second moment must be >= 0",
+                path.display()
+            ))
+            .into());
+        }
         if adam.m.present_slots(&model) != ckpt.params.present_slots(&model) {
             return Err(BadInput(format!(
                 "checkpoint {}: Adam state does not cover every parameter",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use metasched_compute::TaskSource;
 use metasched_engine::{UpdateMask, clip_grad_norm};
 use metasched_proto::{RunSetup, Split, Token};
 
@@ -32,12 +33,19 @@ pub fn default_out(cfg: &TrainConfig) -> PathBuf {
     PathBuf::from("runs").join(format!("{task}-{kind}-k{shots}-seed{seed}"))
 }
 
-/// Builds or resumes the run `args` describe.
+/// Builds or resumes the run `args` describe, checking everything that can be checked
+/// before anything is written: the transport flags, every setting, and the tasks themselves
+/// (opened and sampled once). Nothing is created here: [`write_run_files`] creates the
+/// directory once the workers have started.
 pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
+    args.transport.validate()?;
     if let Some(dir) = &args.resume {
-        return Ok((dir.clone(), TrainState::load(dir, args)?));
+        let mut state = TrainState::load(dir, args)?;
+        preflight(&mut state.meta.config, &args.given)?;
+        return Ok((dir.clone(), state));
     }
-    let cfg = args.resolve()?;
+    let mut cfg = args.resolve()?;
+    preflight(&mut cfg, &args.given)?;
     let dir = args.out.clone().unwrap_or_else(|| default_out(&cfg));
     if checkpoint_path(&dir).exists() {
         return Err(BadInput(format!(
@@ -46,8 +54,69 @@ pub fn prepare(args: &TrainArgs) -> anyhow::Result<(PathBuf, TrainState)> {
         ))
         .into());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if dir.exists() && !dir.is_dir() {
+        return Err(BadInput(format!("--out {}: exists and is not a directory", dir.display())).into());
+    }
     Ok((dir, TrainState::new(cfg)?))
+}
+
+/// Opens the run's tasks once and samples one training and one evaluation task, so that
+/// every problem with them (a bad or missing task file, a learner of the wrong widths, more
+/// digits classes or shots than the data holds, a meta-batch above the files' `B`) is
+/// refused before anything is written. Task files fix `K` and `Q`: a run takes them from
+/// the files unless `--shots` / `--query` were typed (a value typed that differs from the
+/// files' is refused rather than reported wrongly); they change no number, only what the
+/// reports say (a run resumed from before this rule is corrected the same way).
+fn preflight(cfg: &mut TrainConfig, given: &crate::settings::GivenFlags) -> anyhow::Result<()> {
+    let model = cfg.model_config()?;
+    let source = TaskSource::open(&cfg.task_spec()?, &model)?;
+    if let TaskSource::Files { files, .. } = &source {
+        let (b, k, q) = (files.tasks_per_file(), files.support_points(), files.query_points());
+        let dir = files.dir().display().to_string();
+        let task = &mut cfg.trajectory.task;
+        for (field, value, file) in [("shots", &mut task.shots, k), ("query", &mut task.query, q)] {
+            if *value != file {
+                if !given.contains(field) {
+                    *value = file;
+                } else {
+                    return Err(super::config::bad(
+                        field,
+                        format!(
+                            "{value}, but the task files in {dir} hold {file} per task (the files fix it)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if cfg.run.eval_query != 0 && cfg.run.eval_query != q {
+            return Err(super::config::bad(
+                "eval_query",
+                format!("{}, but the task files in {dir} hold {q} query points per task", cfg.run.eval_query),
+            ));
+        }
+        let batch = cfg.trajectory.outer.meta_batch;
+        if batch > b {
+            return Err(super::config::bad(
+                "meta_batch",
+                format!("{batch} is more than the {b} tasks of each task file in {dir}"),
+            ));
+        }
+        cfg.validate()?;
+    }
+    let t = &cfg.trajectory.task;
+    source.sample(Split::Train, 0, 0, 1)?;
+    source.sample_with(Split::Test, 0, 0, 1, t.shots, cfg.eval_query())?;
+    Ok(())
+}
+
+/// Creates the run directory and writes the resolved configuration, `run.toml`: done once
+/// the workers have started, so that a run refused for its input leaves `--out` untouched.
+fn write_run_files(dir: &Path, cfg: &TrainConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let toml = toml::to_string(cfg).context("cannot serialise the run configuration")?;
+    let run_toml = dir.join(super::state::RUN_TOML);
+    metasched_formats::write_atomic(&run_toml, toml.as_bytes())
+        .with_context(|| format!("cannot write {}", run_toml.display()))
 }
 
 /// Workers and engine threads per worker for this machine: by default one worker whose
@@ -64,10 +133,6 @@ pub fn parallelism(cfg: &TrainConfig) -> (usize, usize) {
 pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     let (dir, mut state) = prepare(args)?;
     let cfg = state.meta.config.clone();
-    let toml = toml::to_string(&cfg).context("cannot serialise the run configuration")?;
-    let run_toml = dir.join(super::state::RUN_TOML);
-    metasched_formats::write_atomic(&run_toml, toml.as_bytes())
-        .with_context(|| format!("cannot write {}", run_toml.display()))?;
     let (workers, threads) = parallelism(&cfg);
     let from_step = state.meta.step;
     let describe = |how: String| {
@@ -86,11 +151,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
     let t = &args.transport;
     if t.listen.is_none() && t.spawn_workers.is_none() {
         let mut pool = LocalPool::start_on(&state.model, &cfg.task_spec()?, workers, threads, t.device)?;
+        write_run_files(&dir, &cfg)?;
         describe(format!("{workers} local worker(s) × {threads} thread(s) on {}", t.device));
         return train_loop(&mut state, &mut pool, &dir, &stop);
     }
     let (listen, token, expect) = match (&t.listen, t.spawn_workers) {
         (Some(addr), _) => {
+            // Checked by `prepare` (`TransportArgs::validate`).
             let token = Token::resolve(t.token_file.as_deref())?.ok_or_else(|| {
                 BadInput("--listen needs a shared token: --token-file FILE or METASCHED_TOKEN".into())
             })?;
@@ -106,14 +173,17 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
         threads: if cfg.run.threads == 0 { 0 } else { cfg.run.threads as u32 },
         heartbeat_s: (t.heartbeat_timeout / 10.0).clamp(0.05, 2.0),
     };
+    let seconds = |flag: &str, v: f64| super::config::check_seconds(flag, v).map_err(BadInput);
+    let worker_timeout = seconds("--worker-timeout", t.worker_timeout)?;
     let timeouts = RemoteTimeouts {
-        heartbeat: Duration::from_secs_f64(t.heartbeat_timeout),
+        heartbeat: seconds("--heartbeat-timeout", t.heartbeat_timeout)?,
         heartbeat_interval: Duration::from_secs_f64(setup.heartbeat_s),
-        step_deadline: Duration::from_secs_f64(t.step_deadline),
-        no_workers: Duration::from_secs_f64(t.worker_timeout),
+        step_deadline: seconds("--step-deadline", t.step_deadline)?,
+        no_workers: worker_timeout,
         ..RemoteTimeouts::default()
     };
     let mut pool = RemotePool::start(&listen, token, setup, timeouts)?;
+    write_run_files(&dir, &cfg)?;
     pool.set_stop_flag(stop.clone());
     pool.set_collective(t.collective);
     let addr = pool.local_addr();
@@ -128,7 +198,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
-    let result = pool.wait_for_workers(expect, Duration::from_secs_f64(t.worker_timeout)).and_then(|()| {
+    let result = pool.wait_for_workers(expect, worker_timeout).and_then(|()| {
         describe(format!("{} remote worker(s) at {addr}", pool.size()));
         train_loop(&mut state, &mut pool, &dir, &stop)
     });
