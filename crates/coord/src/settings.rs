@@ -447,10 +447,21 @@ impl SchedulerSettings {
 }
 
 impl InnerSettings {
-    /// Checks the number of inner steps.
+    /// Checks the number of inner steps and every inner-optimiser constant (also those of an
+    /// optimiser not chosen: a typo there is still a typo).
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.inner_steps == 0 {
             return Err(bad("inner_steps", "must be at least 1"));
+        }
+        for (key, x) in
+            [("momentum", self.momentum), ("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)]
+        {
+            if !(0.0..1.0).contains(&x) {
+                return Err(bad(key, format!("{x} is not in [0, 1)")));
+            }
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0 && self.adam_eps <= 1.0) {
+            return Err(bad("adam_eps", format!("{} is not in (0, 1]", self.adam_eps)));
         }
         Ok(())
     }

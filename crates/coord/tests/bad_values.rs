@@ -122,7 +122,7 @@ type Row = (&'static str, &'static [&'static str], [Expect; 5]);
 
 /// Every numeric flag of `meta-coord train`. Integer flags refuse NaN, inf and negatives at
 /// parsing (naming the flag); `--steps` gets no huge value (a long run is legitimate).
-const TABLE: [Row; 28] = [
+const TABLE: [Row; 32] = [
     ("--shots", &[], [Refused, Refused, Refused, Refused, Refused]),
     ("--query", &[], [Refused, Refused, Refused, Refused, Refused]),
     ("--ways", &[], [Refused, Refused, Refused, Refused, Works]),
@@ -151,6 +151,10 @@ const TABLE: [Row; 28] = [
     ("--heartbeat-timeout", &[], [Refused, Refused, Refused, Refused, Refused]),
     ("--step-deadline", &[], [Refused, Refused, Refused, Refused, Refused]),
     ("--layers", &[], [Refused, Refused, Refused, Refused, Refused]),
+    ("--momentum", &["--inner-optimizer", "momentum"], [Refused, Refused, Refused, Works, Refused]),
+    ("--adam-beta1", &["--inner-optimizer", "adam"], [Refused, Refused, Refused, Works, Refused]),
+    ("--adam-beta2", &["--inner-optimizer", "adam"], [Refused, Refused, Refused, Works, Refused]),
+    ("--adam-eps", &["--inner-optimizer", "adam"], [Refused, Refused, Refused, Refused, Refused]),
 ];
 
 /// The value of a column for a flag: floats get `1e30` as the huge value, integers
@@ -163,6 +167,10 @@ fn value(flag: &str, column: usize) -> String {
             | "--lr-init"
             | "--lr-fixed"
             | "--meta-lr"
+            | "--momentum"
+            | "--adam-beta1"
+            | "--adam-beta2"
+            | "--adam-eps"
             | "--clip-norm"
             | "--worker-timeout"
             | "--heartbeat-timeout"
