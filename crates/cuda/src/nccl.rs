@@ -10,6 +10,16 @@
 
 pub use imp::NcclCollective;
 
+/// Ends the process at once with `code`, without exit handlers or flushing: the CUDA
+/// runtime's teardown can block behind an NCCL kernel spinning on a lost peer, so a worker
+/// that cannot abort its communicator (NCCL older than 2.17) leaves this way, for its
+/// supervisor to restart it.
+#[allow(unsafe_code)]
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` takes no pointers, touches no Rust state and never returns.
+    unsafe { libc::_exit(code) }
+}
+
 /// A new NCCL unique id (128 bytes), to be shared by rank 0 with every member (through the
 /// coordinator), after probing for the NCCL library. Without the `cuda` feature:
 /// [`CudaError::FeatureDisabled`].

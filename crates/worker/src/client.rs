@@ -385,7 +385,7 @@ async fn serve(
                             "an NCCL all-reduce is blocked on a lost member and cannot be aborted: \
                              exiting so that the supervisor restarts this worker"
                         );
-                        std::process::exit(3);
+                        metasched_cuda::nccl::exit_now(3);
                     }
                 }
             }
