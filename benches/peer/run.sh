@@ -15,7 +15,7 @@ py="$venv/bin/python"
 cd "$root/benches/peer"
 if [ "${1:-}" = "--check" ]; then
     shift
-    (cd "$root" && cargo build --release --quiet --bin meta-coord)
+    (cd "$root" && cargo build --release --quiet -p metasched-coord --bin meta-coord)
     mc="$root/target/release/meta-coord"
     dir="$root/target/peer-check"
     rm -rf "$dir" && mkdir -p "$dir"
