@@ -158,6 +158,9 @@ pub struct CompareArgs {
 pub enum SampleFamily {
     /// MAML's sinusoid regression (1 input, 1 output, mse).
     Sinusoid,
+    /// N-way K-shot classification of the embedded 8x8 digits (64 inputs, N outputs,
+    /// cross_entropy; --shots and --query per class), from the meta-train split.
+    Digits,
 }
 
 /// `meta-coord sample-tasks`.
@@ -181,6 +184,9 @@ pub struct SampleTasksArgs {
     /// Meta-step whose tasks to draw (tasks are a function of seed, step and index).
     #[arg(long, default_value_t = 0)]
     pub step: u64,
+    /// Classes per task (digits only).
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
     /// Where to write the task file.
     #[arg(long)]
     pub out: PathBuf,
