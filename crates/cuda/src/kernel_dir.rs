@@ -347,55 +347,59 @@ mod tests {
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("metasched-kdir-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir_all(&d).expect("test setup");
         d
     }
 
     /// A directory holding fake PTX for mlp.cu (sm_80) and a cubin (sm_90), hashed right.
     fn fake_dir(name: &str) -> PathBuf {
         let d = tmpdir(name);
-        std::fs::write(d.join("mlp.sm_80.ptx"), "//\n.version 8.4\n.target sm_80\n").unwrap();
-        std::fs::write(d.join("mlp.sm_90.cubin"), [0x7f, b'E', b'L', b'F', 1, 2, 3]).unwrap();
-        let src = builtin_source_sha256("mlp.cu").unwrap();
+        std::fs::write(d.join("mlp.sm_80.ptx"), "//\n.version 8.4\n.target sm_80\n").expect("test setup");
+        std::fs::write(d.join("mlp.sm_90.cubin"), [0x7f, b'E', b'L', b'F', 1, 2, 3]).expect("test setup");
+        let src = builtin_source_sha256("mlp.cu").expect("test setup");
         let mut m = Manifest::default();
-        m.add(&d, "mlp.sm_80.ptx", "mlp.cu", &src, "sm_80", "12.4").unwrap();
-        m.add(&d, "mlp.sm_90.cubin", "mlp.cu", &src, "sm_90", "12.4").unwrap();
-        std::fs::write(d.join(MANIFEST), m.render()).unwrap();
+        m.add(&d, "mlp.sm_80.ptx", "mlp.cu", &src, "sm_80", "12.4").expect("test setup");
+        m.add(&d, "mlp.sm_90.cubin", "mlp.cu", &src, "sm_90", "12.4").expect("test setup");
+        std::fs::write(d.join(MANIFEST), m.render()).expect("test setup");
         d
     }
 
     #[test]
     fn manifest_round_trips() {
         let d = fake_dir("roundtrip");
-        let kd = KernelDir::open(&d).unwrap();
+        let kd = KernelDir::open(&d).expect("test setup");
         assert_eq!(kd.manifest().entries.len(), 2);
         assert_eq!(kd.manifest().entries[0].ptx_isa, "8.4");
-        let again = Manifest::parse(&kd.manifest().render(), &d.join(MANIFEST)).unwrap();
+        let again = Manifest::parse(&kd.manifest().render(), &d.join(MANIFEST)).expect("test setup");
         assert_eq!(&again, kd.manifest());
     }
 
     #[test]
     fn picks_the_cubin_for_its_arch_and_ptx_otherwise() {
         let d = fake_dir("pick");
-        let kd = KernelDir::open(&d).unwrap();
-        assert!(matches!(kd.load("mlp.cu", "sm_90").unwrap().image, KernelImage::Cubin(_)));
-        let k = kd.load("mlp.cu", "sm_80").unwrap();
+        let kd = KernelDir::open(&d).expect("test setup");
+        assert!(matches!(kd.load("mlp.cu", "sm_90").expect("test setup").image, KernelImage::Cubin(_)));
+        let k = kd.load("mlp.cu", "sm_80").expect("test setup");
         assert!(matches!(k.image, KernelImage::Ptx(ref t) if t.contains(".target sm_80")));
         // A newer GPU gets the highest PTX not above it; the sm_90 cubin is not for it.
-        assert_eq!(kd.load("mlp.cu", "sm_100").unwrap().entry.file, "mlp.sm_80.ptx");
-        let e = kd.load("mlp.cu", "sm_75").unwrap_err().to_string();
+        assert_eq!(kd.load("mlp.cu", "sm_100").expect("test setup").entry.file, "mlp.sm_80.ptx");
+        let e = kd.load("mlp.cu", "sm_75").expect_err("must fail").to_string();
         assert!(e.contains("no kernel of mlp.cu for sm_75") && e.contains("mlp.sm_80.ptx"), "{e}");
-        let e = kd.load("loss.cu", "sm_80").unwrap_err().to_string();
+        let e = kd.load("loss.cu", "sm_80").expect_err("must fail").to_string();
         assert!(e.contains("listed: none"), "{e}");
     }
 
     #[test]
     fn stale_sources_are_refused() {
         let d = fake_dir("stale");
-        let text = std::fs::read_to_string(d.join(MANIFEST)).unwrap();
-        let real = builtin_source_sha256("mlp.cu").unwrap();
-        std::fs::write(d.join(MANIFEST), text.replace(&real, &"0".repeat(64))).unwrap();
-        let e = KernelDir::open(&d).unwrap().load("mlp.cu", "sm_80").unwrap_err().to_string();
+        let text = std::fs::read_to_string(d.join(MANIFEST)).expect("test setup");
+        let real = builtin_source_sha256("mlp.cu").expect("test setup");
+        std::fs::write(d.join(MANIFEST), text.replace(&real, &"0".repeat(64))).expect("test setup");
+        let e = KernelDir::open(&d)
+            .expect("test setup")
+            .load("mlp.cu", "sm_80")
+            .expect_err("must fail")
+            .to_string();
         assert!(
             e.contains("mlp.sm_80.ptx: stale") && e.contains("000000000000…") && e.contains(&real[..12]),
             "{e}"
@@ -406,27 +410,37 @@ mod tests {
     #[test]
     fn modified_files_are_refused() {
         let d = fake_dir("modified");
-        std::fs::write(d.join("mlp.sm_80.ptx"), "//\n.version 8.4\n.target sm_80\n// edited\n").unwrap();
-        let e = KernelDir::open(&d).unwrap().load("mlp.cu", "sm_80").unwrap_err().to_string();
+        std::fs::write(d.join("mlp.sm_80.ptx"), "//\n.version 8.4\n.target sm_80\n// edited\n")
+            .expect("test setup");
+        let e = KernelDir::open(&d)
+            .expect("test setup")
+            .load("mlp.cu", "sm_80")
+            .expect_err("must fail")
+            .to_string();
         assert!(e.contains("mlp.sm_80.ptx") && e.contains("modified or truncated"), "{e}");
     }
 
     #[test]
     fn missing_or_bad_manifests_are_clear() {
         let d = tmpdir("nomanifest");
-        let e = KernelDir::open(&d).unwrap_err().to_string();
+        let e = KernelDir::open(&d).expect_err("must fail").to_string();
         assert!(e.contains("cannot read manifest.tsv") && e.contains("compile-kernels"), "{e}");
-        std::fs::write(d.join(MANIFEST), "hello\n").unwrap();
-        assert!(KernelDir::open(&d).unwrap_err().to_string().contains("not a metasched kernels manifest"));
-        std::fs::write(d.join(MANIFEST), format!("{HEADER}\na\tb\n")).unwrap();
-        let e = KernelDir::open(&d).unwrap_err().to_string();
+        std::fs::write(d.join(MANIFEST), "hello\n").expect("test setup");
+        assert!(
+            KernelDir::open(&d)
+                .expect_err("must fail")
+                .to_string()
+                .contains("not a metasched kernels manifest")
+        );
+        std::fs::write(d.join(MANIFEST), format!("{HEADER}\na\tb\n")).expect("test setup");
+        let e = KernelDir::open(&d).expect_err("must fail").to_string();
         assert!(e.contains("line 2") && e.contains("found 2"), "{e}");
     }
 
     #[test]
     fn driver_refusals_name_file_and_versions() {
         let d = fake_dir("refusal");
-        let k = KernelDir::open(&d).unwrap().load("mlp.cu", "sm_80").unwrap();
+        let k = KernelDir::open(&d).expect("test setup").load("mlp.cu", "sm_80").expect("test setup");
         let e = load_error(&k, "DriverError(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, \"...\")", Some(12020))
             .to_string();
         assert!(e.contains("mlp.sm_80.ptx"), "{e}");
@@ -442,5 +456,31 @@ mod tests {
         assert_eq!(configured_dir(), Some(PathBuf::from("/x/kernels")));
         set_kernels_dir(None);
         assert_eq!(configured_dir(), std::env::var_os(ENV_DIR).filter(|v| !v.is_empty()).map(PathBuf::from));
+    }
+
+    /// The real output of `meta-worker compile-kernels --arch sm_80,sm_90` (with ptxas), when
+    /// `METASCHED_KERNELS_CHECK_DIR` names it (`kernels/check_ptx.sh` sets it): every kernel
+    /// file loads, fresh, as a cubin for sm_80 and sm_90 and as sm_90 PTX for a newer GPU.
+    #[test]
+    fn compile_kernels_output_loads_when_given() {
+        let Some(dir) = std::env::var_os("METASCHED_KERNELS_CHECK_DIR") else {
+            eprintln!("METASCHED_KERNELS_CHECK_DIR unset: skipped (kernels/check_ptx.sh runs it)");
+            return;
+        };
+        let kd = KernelDir::open(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+        for file in crate::compile::kernel_files() {
+            for arch in ["sm_80", "sm_90"] {
+                let k = kd.load(file, arch).unwrap_or_else(|e| panic!("{e}"));
+                assert!(
+                    matches!(k.image, KernelImage::Cubin(ref b) if b.starts_with(b"\x7fELF")),
+                    "{file} {arch}"
+                );
+                assert!(k.entry.nvrtc.split('.').all(|p| p.parse::<u32>().is_ok()), "{:?}", k.entry);
+            }
+            let k = kd.load(file, "sm_100").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(k.entry.arch, "sm_90");
+            assert!(matches!(k.image, KernelImage::Ptx(ref t) if t.contains(".visible .entry")), "{file}");
+            assert!(k.entry.ptx_isa.contains('.'), "{:?}", k.entry);
+        }
     }
 }
