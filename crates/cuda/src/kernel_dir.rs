@@ -303,7 +303,7 @@ pub fn cuda_version_text(v: i32) -> String {
 pub fn load_error(kernel: &LoadedKernel, driver_error: &str, driver_version: Option<i32>) -> CudaError {
     let driver = driver_version.map_or_else(|| "unknown".to_string(), cuda_version_text);
     let e = &kernel.entry;
-    let why = if driver_error.contains("UNSUPPORTED_PTX_VERSION") {
+    let why = if driver_error.contains("UNSUPPORTED_PTX_VERSION") && !e.is_cubin() {
         format!(
             "PTX ISA {} written by NVRTC {} is newer than this driver supports (driver CUDA {driver}): use an NVRTC no newer than the driver (or a cubin for {}), or update the driver",
             e.ptx_isa, e.nvrtc, e.arch
