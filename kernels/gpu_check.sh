@@ -131,17 +131,6 @@ SKIPS=$((SKIPS-1))
 # ---- selftest
 check selftest 150 "$WORKER" selftest --device "$DEV"
 
-# ---- compute-sanitizer
-for tool in memcheck racecheck synccheck; do
-    if [ "$DEV" = emu ]; then
-        row SKIP "sanitizer-$tool" 0 "needs a GPU (on the emulator, selftest itself checks barriers, shuffles and shared memory)"
-    elif ! command -v compute-sanitizer >/dev/null 2>&1; then
-        row SKIP "sanitizer-$tool" 0 "compute-sanitizer not installed"
-    else
-        check "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 1 "$WORKER" selftest --device "$DEV"
-    fi
-done
-
 # ---- metagrad on the device vs the CPU engine
 if [ $SMALL = 1 ]; then MB=3; else MB=25; fi
 "$COORD" sample-tasks --task sinusoid --tasks "$MB" --seed 7 --out "$W/sin.safetensors" > "$L/sample-tasks.log" 2>&1
@@ -217,6 +206,17 @@ timing() {
     return $ok
 }
 check timing 200 timing
+
+# ---- compute-sanitizer (last: racecheck is slow; the budget goes to the checks above first)
+for tool in memcheck racecheck synccheck; do
+    if [ "$DEV" = emu ]; then
+        row SKIP "sanitizer-$tool" 0 "needs a GPU (on the emulator, selftest itself checks barriers, shuffles and shared memory)"
+    elif ! command -v compute-sanitizer >/dev/null 2>&1; then
+        row SKIP "sanitizer-$tool" 0 "compute-sanitizer not installed"
+    else
+        check "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 1 "$WORKER" selftest --device "$DEV"
+    fi
+done
 
 # ---- NCCL
 row SKIP nccl-2-ranks-one-gpu 0 "TODO: not written yet (crates/cuda/tests/nccl.rs needs 2 GPUs)"
