@@ -47,6 +47,12 @@ for f in lstm_cell sgd_update mlp loss scheduler; do
     done
 done
 
+echo "== manifest.tsv: every file listed, fresh, loadable by the kernels-directory loader"
+[ -s "$out/manifest.tsv" ] || fail "compile-kernels wrote no $out/manifest.tsv"
+[ "$(grep -vc '^#' "$out/manifest.tsv")" -eq 20 ] || fail "$out/manifest.tsv: expected 20 files (5 sources x 2 archs x ptx+cubin)"
+METASCHED_KERNELS_CHECK_DIR="$out" cargo test --release --locked -p metasched-cuda --lib --quiet kernel_dir::tests \
+    || fail "kernel_dir tests on the compile-kernels output in $out"
+
 echo "== a broken kernel must be rejected"
 set +e
 log="$("$worker" compile-kernels --arch sm_80 --out "$out/broken" --kernels-dir "$root/kernels/fixtures/broken_compile.cu" 2>&1)"

@@ -27,5 +27,8 @@ pub use compute::Compute;
 pub use device::Device;
 pub use error::{ComputeError, Result};
 pub use executor::Executor;
+/// Where `cuda:N` devices take their kernels from (`--kernels DIR`; default
+/// `$METASCHED_KERNELS_DIR`, else NVRTC at run time).
+pub use metasched_cuda::kernel_dir::set_kernels_dir;
 pub use part_sum::PartSum;
 pub use task_source::TaskSource;

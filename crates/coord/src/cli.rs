@@ -29,6 +29,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a task-batch file sampled from a task family.
     SampleTasks(SampleTasksArgs),
+    /// Compare every tensor of two tensor files (a device's output against the CPU engine's).
+    Compare(CompareArgs),
     /// Meta-train a learned learning-rate scheduler (and initialisation).
     Train(Box<crate::train::TrainArgs>),
 }
@@ -67,6 +69,10 @@ pub struct ComputeArgs {
     /// CPU threads (0: one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// With --device cuda:N: precompiled kernels (`meta-worker compile-kernels --out DIR`)
+    /// instead of NVRTC at run time (default: $METASCHED_KERNELS_DIR, else NVRTC).
+    #[arg(long, value_name = "DIR")]
+    pub kernels: Option<PathBuf>,
 }
 
 /// `meta-coord metagrad`.
@@ -128,12 +134,33 @@ pub struct InspectArgs {
     pub checkpoint: PathBuf,
 }
 
+/// `meta-coord compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The file checked (e.g. a device's `metagrad` output).
+    pub a: PathBuf,
+    /// The reference (e.g. the CPU engine's output): same tensor names and shapes.
+    pub b: PathBuf,
+    /// Absolute tolerance: |a - b| <= atol + rtol * |b|.
+    #[arg(long, default_value_t = 1e-5)]
+    pub atol: f64,
+    /// Relative tolerance.
+    #[arg(long, default_value_t = 1e-4)]
+    pub rtol: f64,
+    /// Require bitwise equality instead.
+    #[arg(long)]
+    pub exact: bool,
+}
+
 /// The task families `sample-tasks` can write task files of: a flag value, unlike
 /// [`metasched_proto::TaskFamily`], which names what a training run's workers generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SampleFamily {
     /// MAML's sinusoid regression (1 input, 1 output, mse).
     Sinusoid,
+    /// N-way K-shot classification of the embedded 8x8 digits (64 inputs, N outputs,
+    /// cross_entropy; --shots and --query per class), from the meta-train split.
+    Digits,
 }
 
 /// `meta-coord sample-tasks`.
@@ -157,6 +184,9 @@ pub struct SampleTasksArgs {
     /// Meta-step whose tasks to draw (tasks are a function of seed, step and index).
     #[arg(long, default_value_t = 0)]
     pub step: u64,
+    /// Classes per task (digits only).
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
     /// Where to write the task file.
     #[arg(long)]
     pub out: PathBuf,

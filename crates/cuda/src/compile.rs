@@ -116,6 +116,28 @@ fn nvrtc_compile(name: &str, text: &str, cc: u32, arch: &str) -> Result<String> 
     }
 }
 
+/// The version of the NVRTC library loaded (`12.4`); a missing NVRTC gives
+/// [`CudaError::LibraryMissing`], a build without the `cuda` feature
+/// [`CudaError::FeatureDisabled`].
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+pub fn nvrtc_version() -> Result<String> {
+    probe::nvrtc_available()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the probe loaded NVRTC; nvrtcVersion writes two ints.
+    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if status != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(CudaError::Runtime(format!("nvrtcVersion failed: {status:?}")));
+    }
+    Ok(format!("{major}.{minor}"))
+}
+
+/// Without the `cuda` feature there is no NVRTC.
+#[cfg(not(feature = "cuda"))]
+pub fn nvrtc_version() -> Result<String> {
+    Err(CudaError::FeatureDisabled("cuda"))
+}
+
 /// The PTX of one of the built-in kernel files (`mlp.cu`, …, see [`kernel_files`]) for
 /// `arch`, compiled on first request and cached for the life of the process per (file, arch).
 pub fn kernel_ptx(file: &str, arch: &str) -> Result<Arc<str>> {

@@ -16,6 +16,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{CudaError, Result};
+use crate::kernel_dir::{KernelDir, KernelImage, load_error};
 use crate::kernels::{ArgValue, KernelId};
 use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime};
 
@@ -47,6 +48,17 @@ pub struct CudaRuntime {
     arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// Precompiled kernels (`--kernels`, `$METASCHED_KERNELS_DIR`); `None`: NVRTC.
+    kernels: Option<KernelDir>,
+}
+
+/// The CUDA version the driver supports (`cuDriverGetVersion`, e.g. 12040), when it answers.
+pub fn driver_version() -> Option<i32> {
+    crate::probe::driver_available().ok()?;
+    let mut v = 0;
+    // SAFETY: the probe loaded the driver; cuDriverGetVersion writes one int.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
 }
 
 impl CudaRuntime {
@@ -62,18 +74,45 @@ impl CudaRuntime {
         let ctx = CudaContext::new(index).map_err(|e| driver("cannot create a context", e))?;
         let (major, minor) = ctx.compute_capability().map_err(|e| driver("compute capability", e))?;
         let stream = ctx.default_stream();
-        Ok(Self {
+        let kernels = crate::kernel_dir::configured_dir().map(|d| KernelDir::open(&d)).transpose()?;
+        let rt = Self {
             ctx,
             stream,
             arch: format!("sm_{major}{minor}"),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
-        })
+            kernels,
+        };
+        // Precompiled kernels are all checked and loaded now, so a stale or refused file is an
+        // error at start-up, not in the middle of a run.
+        if let Some(kd) = &rt.kernels {
+            for file in crate::compile::kernel_files() {
+                let m = rt.load_precompiled(kd, file)?;
+                rt.modules.lock().map_err(|_| poisoned())?.insert(file, m);
+            }
+        }
+        Ok(rt)
     }
 
     /// The stream every launch and copy goes to.
     pub fn stream(&self) -> Arc<CudaStream> {
         Arc::clone(&self.stream)
+    }
+
+    /// The precompiled kernels directory in use, `None` when kernels come from NVRTC.
+    pub fn kernels_dir(&self) -> Option<&std::path::Path> {
+        self.kernels.as_ref().map(KernelDir::dir)
+    }
+
+    /// The module of `file` from the precompiled directory, checked (manifest, staleness) and
+    /// loaded; a driver refusal is one line naming the file and both versions.
+    fn load_precompiled(&self, kd: &KernelDir, file: &str) -> Result<Arc<CudaModule>> {
+        let k = kd.load(file, &self.arch)?;
+        let image = match &k.image {
+            KernelImage::Ptx(text) => Ptx::from_src(text.clone()),
+            KernelImage::Cubin(bytes) => Ptx::from_binary(bytes.clone()),
+        };
+        self.ctx.load_module(image).map_err(|e| load_error(&k, &format!("{e:?}"), driver_version()))
     }
 
     /// The architecture the kernels are compiled for (`sm_90`, …).
@@ -90,6 +129,12 @@ impl CudaRuntime {
             let mut modules = self.modules.lock().map_err(|_| poisoned())?;
             match modules.get(file) {
                 Some(m) => Arc::clone(m),
+                None if self.kernels.is_some() => {
+                    let kd = self.kernels.as_ref().ok_or_else(poisoned)?;
+                    let m = self.load_precompiled(kd, file)?;
+                    modules.insert(file, Arc::clone(&m));
+                    m
+                }
                 None => {
                     let ptx = match crate::compile::kernel_ptx(file, &self.arch) {
                         Ok(ptx) => ptx,

@@ -87,6 +87,11 @@ pub enum CudaError {
     /// so that CPU-only builds compile and fail clearly at run time.
     #[error("built without the `{0}` feature of metasched-cuda")]
     FeatureDisabled(&'static str),
+    /// A precompiled kernels directory (`--kernels`, `$METASCHED_KERNELS_DIR`) that cannot be
+    /// used: no manifest, a stale or modified file, or a file the driver refuses; one line
+    /// naming the file (and the versions involved).
+    #[error("{0}")]
+    Kernels(String),
     /// The runtime itself failed (out of memory, internal error).
     #[error("device runtime failure: {0}")]
     Runtime(String),

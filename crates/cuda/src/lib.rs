@@ -42,6 +42,7 @@ pub mod device_metagrad;
 pub mod emu;
 pub mod error;
 mod ffi;
+pub mod kernel_dir;
 pub mod kernels;
 pub mod learner;
 pub mod nccl;

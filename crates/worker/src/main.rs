@@ -42,6 +42,10 @@ struct Args {
     /// Name in the coordinator's logs (default: host name and pid).
     #[arg(long)]
     name: Option<String>,
+    /// With --device cuda:N: precompiled kernels (`compile-kernels --out DIR`) instead of
+    /// NVRTC at run time (default: $METASCHED_KERNELS_DIR, else NVRTC).
+    #[arg(long, value_name = "DIR")]
+    kernels: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +70,10 @@ enum Cmd {
         /// emu (the CPU emulator of the kernels), or cuda:N.
         #[arg(long, default_value = "emu")]
         device: Device,
+        /// With cuda:N: precompiled kernels (`compile-kernels --out DIR`) instead of NVRTC
+        /// (default: $METASCHED_KERNELS_DIR, else NVRTC).
+        #[arg(long, value_name = "DIR")]
+        kernels: Option<PathBuf>,
     },
 }
 
@@ -136,7 +144,10 @@ fn validate(args: &Args) -> Result<Option<Duration>, (i32, String)> {
 
 fn main() {
     let mut args = parse_args();
-    if let Some(Cmd::Selftest { device }) = &args.command {
+    if let Some(Cmd::Selftest { device, kernels }) = &args.command {
+        if kernels.is_some() {
+            metasched_compute::set_kernels_dir(kernels.clone());
+        }
         let code = match run_selftest(*device) {
             Ok(true) => 0,
             Ok(false) => 1,
@@ -181,6 +192,9 @@ fn open_device(device: Device, threads: usize) -> Result<Compute, (i32, String)>
 
 fn real_main(args: Args) -> Result<(), (i32, String)> {
     let give_up_after = validate(&args)?;
+    if args.kernels.is_some() {
+        metasched_compute::set_kernels_dir(args.kernels.clone());
+    }
     let compute = std::sync::Arc::new(open_device(args.device, args.threads)?);
     let coord = args.coord.ok_or_else(|| (2, "--coord HOST:PORT is required".to_string()))?;
     let token = Token::resolve(args.token_file.as_deref())
@@ -241,6 +255,7 @@ mod compile_kernels {
     use metasched_cuda::compile::{
         KernelResources, compile_source, kernel_files, parse_arch, ptxas_resources,
     };
+    use metasched_cuda::kernel_dir::{MANIFEST, Manifest, sha256_hex};
     use metasched_cuda::{CudaError, kernel_source, probe};
 
     /// A source to compile: its file name, text and directory (for its includes).
@@ -300,6 +315,8 @@ mod compile_kernels {
             "NVRTC: {}",
             nvrtc.path.as_deref().map_or(nvrtc.loaded_as.clone(), |p| p.display().to_string())
         );
+        let nvrtc_version = metasched_cuda::compile::nvrtc_version().map_err(|e| (2, e.to_string()))?;
+        eprintln!("NVRTC version: {nvrtc_version}");
         let sources = sources(kernels_dir)?;
         std::fs::create_dir_all(out).map_err(|e| (2, format!("cannot create {}: {e}", out.display())))?;
         let mut failures = 0usize;
@@ -313,7 +330,15 @@ mod compile_kernels {
                         std::fs::write(&path, ptx)
                             .map_err(|e| (1, format!("cannot write {}: {e}", path.display())))?;
                         eprintln!("compiled {} for {arch} -> {}", src.name, path.display());
-                        written.push((path, arch.clone()));
+                        let source_hash = sha256_hex(
+                            metasched_cuda::compile::expand_includes(
+                                &src.name,
+                                &src.text,
+                                src.dir.as_deref(),
+                            )
+                            .as_bytes(),
+                        );
+                        written.push((path, arch.clone(), src.name.clone(), source_hash));
                     }
                     Err(CudaError::Compile { file, arch, status, log }) => {
                         failures += 1;
@@ -331,13 +356,13 @@ mod compile_kernels {
         }
         let Some(ptxas) = probe::find_ptxas(ptxas) else {
             eprintln!(
-                "ptxas not found (pass --ptxas, set PTXAS, or pip install nvidia-cuda-nvcc-cu12): skipped the register/spill check"
+                "ptxas not found (pass --ptxas, set PTXAS, or pip install nvidia-cuda-nvcc-cu12): skipped the register/spill check and the cubins"
             );
-            return Ok(());
+            return write_manifest(out, &written, &nvrtc_version, false);
         };
         eprintln!("ptxas: {}", ptxas.display());
         let mut rows: Vec<(String, String, KernelResources)> = Vec::new();
-        for (ptx, arch) in &written {
+        for (ptx, arch, _, _) in &written {
             let cubin = ptx.with_extension("cubin");
             let res = ptxas_resources(&ptxas, ptx, arch, &cubin).map_err(|e| (1, e.to_string()))?;
             let file = ptx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -359,9 +384,37 @@ mod compile_kernels {
                 spilled.push(format!("{} ({arch})", r.kernel));
             }
         }
+        write_manifest(out, &written, &nvrtc_version, true)?;
         if !spilled.is_empty() {
             return Err((1, format!("register spills in: {}", spilled.join(", "))));
         }
+        Ok(())
+    }
+
+    /// Writes `out/manifest.tsv`: every PTX written (and its cubin when `cubins`), with the
+    /// hash of the source it came from, the architecture and the NVRTC version, so that a
+    /// runtime loading the directory (`--kernels`) refuses stale files.
+    fn write_manifest(
+        out: &Path,
+        written: &[(PathBuf, String, String, String)],
+        nvrtc: &str,
+        cubins: bool,
+    ) -> Result<(), (i32, String)> {
+        let mut m = Manifest::default();
+        for (ptx, arch, source, source_hash) in written {
+            let mut files = vec![ptx.clone()];
+            if cubins {
+                files.push(ptx.with_extension("cubin"));
+            }
+            for f in files.iter().filter(|f| f.exists()) {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                m.add(out, &name, source, source_hash, arch, nvrtc).map_err(|e| (1, e.to_string()))?;
+            }
+        }
+        let path = out.join(MANIFEST);
+        std::fs::write(&path, m.render())
+            .map_err(|e| (1, format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("wrote {} ({} files)", path.display(), m.entries.len());
         Ok(())
     }
 }

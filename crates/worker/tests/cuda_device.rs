@@ -97,3 +97,60 @@ fn compile_kernels_is_a_subcommand_that_excludes_worker_flags() {
     assert_eq!(code, Some(2), "stderr: {stderr}");
     assert!(stderr.contains("unknown GPU architecture"), "{stderr}");
 }
+
+/// A kernels directory of fake PTX for sm_80 whose manifest says NVRTC 12.6 / ISA 8.5, fresh
+/// (the real source hashes) unless `stale`.
+fn fake_kernels_dir(name: &str, stale: bool) -> std::path::PathBuf {
+    use metasched_cuda::kernel_dir::{MANIFEST, Manifest, builtin_source_sha256};
+    let d = std::env::temp_dir().join(format!("metasched-worker-kdir-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    let mut m = Manifest::default();
+    for file in metasched_cuda::compile::kernel_files() {
+        let stem = file.trim_end_matches(".cu");
+        let ptx = format!("{stem}.sm_80.ptx");
+        std::fs::write(d.join(&ptx), ".version 8.5\n.target sm_80\n").expect("write ptx");
+        let hash = if stale { "0".repeat(64) } else { builtin_source_sha256(file).expect("hash") };
+        m.add(&d, &ptx, file, &hash, "sm_80", "12.6").expect("manifest entry");
+    }
+    std::fs::write(d.join(MANIFEST), m.render()).expect("manifest");
+    d
+}
+
+/// Precompiled kernels through a stub driver that opens a context (sm_86, CUDA 12.4) and
+/// refuses every module with CUDA_ERROR_UNSUPPORTED_PTX_VERSION: `--kernels DIR` and
+/// `$METASCHED_KERNELS_DIR` are used, a refusal is one line naming the file and both versions,
+/// and a stale directory is refused before the driver sees it.
+#[test]
+fn precompiled_kernels_refused_by_the_driver_or_stale_are_one_line() {
+    let stub = stubs::cuda_driver("../cuda/");
+    let env = [
+        ("LD_LIBRARY_PATH", stub.0.as_os_str()),
+        ("STUB_CUDA_CONTEXT", OsStr::new("1")),
+        ("STUB_CUDA_CC", OsStr::new("86")),
+        ("STUB_CUDA_VERSION", OsStr::new("12040")),
+    ];
+    let dir = fake_kernels_dir("refused", false);
+    let kernels = dir.to_str().expect("utf-8");
+    let (code, stderr) = run_env(&["selftest", "--device", "cuda:0", "--kernels", kernels], &env);
+    let line = assert_refused(code, &stderr);
+    assert!(line.contains("lstm_cell.sm_80.ptx: the driver refused it"), "{line}");
+    assert!(line.contains("CUDA_ERROR_UNSUPPORTED_PTX_VERSION"), "{line}");
+    assert!(
+        line.contains("PTX ISA 8.5 written by NVRTC 12.6") && line.contains("driver CUDA 12.4"),
+        "{line}"
+    );
+    let mut with_var = env.to_vec();
+    with_var.push(("METASCHED_KERNELS_DIR", dir.as_os_str()));
+    let (code, stderr) = run_env(&CUDA0, &with_var);
+    assert!(assert_refused(code, &stderr).contains("lstm_cell.sm_80.ptx: the driver refused it"), "{stderr}");
+
+    let stale = fake_kernels_dir("stale", true);
+    let (code, stderr) =
+        run_env(&["selftest", "--device", "cuda:0", "--kernels", stale.to_str().expect("utf-8")], &env);
+    let line = assert_refused(code, &stderr);
+    assert!(
+        line.contains("lstm_cell.sm_80.ptx: stale") && line.contains("rerun meta-worker compile-kernels"),
+        "{line}"
+    );
+}

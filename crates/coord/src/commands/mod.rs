@@ -1,5 +1,6 @@
 //! One module per `meta-coord` subcommand.
 
+pub mod compare;
 pub mod eval;
 pub mod init;
 pub mod inspect;
@@ -29,6 +30,9 @@ pub struct Inputs {
 
 /// Reads and validates everything before any computation, so a bad input fails fast.
 pub fn load_inputs(checkpoint: &Path, tasks: &Path, compute: &ComputeArgs) -> Result<Inputs> {
+    if let Some(dir) = &compute.kernels {
+        metasched_compute::set_kernels_dir(Some(dir.clone()));
+    }
     let device = crate::device::open(compute.device, compute.threads)?;
     let ckpt = read_checkpoint(checkpoint)?;
     let batch = read_task_batch(tasks, &ckpt.config)?;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use metasched_formats::write_task_batch;
-use metasched_tasks::Sinusoid;
+use metasched_tasks::{Digits, Sinusoid, Split};
 
 use crate::cli::{SampleFamily, SampleTasksArgs};
 use crate::exit::BadInput;
@@ -16,6 +16,9 @@ pub fn run(args: &SampleTasksArgs) -> Result<()> {
         SampleFamily::Sinusoid => {
             Sinusoid::default().sample(args.seed, args.step, 0, args.tasks, args.shots, args.query)
         }
+        SampleFamily::Digits => Digits::load()?
+            .sample(Split::Train, args.seed, args.step, 0, args.tasks, args.ways, args.shots, args.query)
+            .map_err(|e| BadInput(e.to_string()))?,
     };
     crate::commands::ensure_parent(&args.out)?;
     write_task_batch(&args.out, &batch)?;
