@@ -31,11 +31,10 @@ pub fn rate_logit(config: &Config, lr_init: f64) -> Result<f64> {
     Ok((p / (1.0 - p)).ln())
 }
 
-/// New parameters for `config`: learner layers `U(±1/√fan_in)` (weights and biases, as
-/// `nn.Linear`), LSTM tensors `U(±1/√H)` (as `nn.LSTM`), head weight `U(±0.1/√H)` and head bias
-/// (or every LSLR entry) at the logit of `lr_init`. `lr_init` is ignored by `fixed`.
-pub fn init_params(config: &Config, seed: u64, lr_init: f64) -> Result<Params<f32>> {
-    config.validate()?;
+/// A freshly initialised learner, PyTorch's `nn.Linear` default (`U(±1/√fan_in)` for weights
+/// and biases): how `init_params` starts theta, and how every `train-mlp` run starts its
+/// learner from its own seed (spec §7).
+pub fn init_theta(config: &Config, seed: u64) -> Vec<f32> {
     let layout = ThetaLayout::new(config);
     let mut theta = Vec::with_capacity(layout.len());
     for l in 0..layout.n_linear() {
@@ -45,6 +44,15 @@ pub fn init_params(config: &Config, seed: u64, lr_init: f64) -> Result<Params<f3
         theta.extend(uniform(&mut rng, fan_out * fan_in, bound));
         theta.extend(uniform(&mut rng, fan_out, bound));
     }
+    theta
+}
+
+/// New parameters for `config`: learner layers `U(±1/√fan_in)` (weights and biases, as
+/// `nn.Linear`), LSTM tensors `U(±1/√H)` (as `nn.LSTM`), head weight `U(±0.1/√H)` and head bias
+/// (or every LSLR entry) at the logit of `lr_init`. `lr_init` is ignored by `fixed`.
+pub fn init_params(config: &Config, seed: u64, lr_init: f64) -> Result<Params<f32>> {
+    config.validate()?;
+    let theta = init_theta(config, seed);
     let mut params = Params { theta, lstm: None, lslr: None };
     let g = config.groups();
     match config.scheduler.kind {

@@ -34,6 +34,7 @@ pub mod lstm_cell;
 pub mod metagrad;
 pub mod mlp;
 pub mod rng;
+pub mod horizon;
 pub mod scheduler;
 
 pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};
