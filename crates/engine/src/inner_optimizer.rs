@@ -143,9 +143,12 @@ pub(crate) struct OptimizerTrace<T> {
     opt: InnerOptimizer,
     p: usize,
     keep: bool,
-    /// `m_t` (momentum and adam), `[T, P]` when kept, else `[P]`.
+    /// Global index of the first step (bias corrections count from the run's start).
+    t0: usize,
+    /// `m` (momentum and adam): the state before the first step in slot 0, then `m_t` in slot
+    /// `t + 1` when kept; one slot updated in place otherwise.
     m: Vec<T>,
-    /// `s_t` (adam), likewise.
+    /// `s` (adam), likewise.
     s: Vec<T>,
     /// The direction of the current step (adam; momentum's is `m_t`, sgd's `g_t`).
     d: Vec<T>,
@@ -154,19 +157,55 @@ pub(crate) struct OptimizerTrace<T> {
 impl<T: Real> OptimizerTrace<T> {
     /// A zero state for `steps` steps of `p` parameters; `keep` stores every step's state.
     pub(crate) fn new(opt: InnerOptimizer, steps: usize, p: usize, keep: bool) -> Self {
-        let per = if keep { steps * p } else { p };
-        let (m, s, d) = match opt {
+        Self::starting(opt, steps, p, keep, 0, None)
+    }
+
+    /// The state for `steps` steps starting at global step `t0` from `start = (m, s)` (zero
+    /// when `None`; a slice the optimiser has no use for is ignored): a window of a long run.
+    pub(crate) fn starting(
+        opt: InnerOptimizer,
+        steps: usize,
+        p: usize,
+        keep: bool,
+        t0: usize,
+        start: Option<(&[T], &[T])>,
+    ) -> Self {
+        let per = if keep { (steps + 1) * p } else { p };
+        let (mut m, mut s, d) = match opt {
             InnerOptimizer::Sgd => (Vec::new(), Vec::new(), Vec::new()),
             InnerOptimizer::Momentum { .. } => (vec![T::zero(); per], Vec::new(), Vec::new()),
             InnerOptimizer::Adam { .. } => (vec![T::zero(); per], vec![T::zero(); per], vec![T::zero(); p]),
         };
-        Self { opt, p, keep, m, s, d }
+        if let Some((m0, s0)) = start {
+            if !m.is_empty() {
+                m[..p].copy_from_slice(&m0[..p]);
+            }
+            if !s.is_empty() {
+                s[..p].copy_from_slice(&s0[..p]);
+            }
+        }
+        Self { opt, p, keep, t0, m, s, d }
     }
 
-    /// The range of step `t`'s state in `m`/`s`.
+    /// The range of step `t`'s state (`m_t`, `s_t`) in `m`/`s`.
     fn at(&self, t: usize) -> std::ops::Range<usize> {
+        let k = if self.keep { t + 1 } else { 0 };
+        k * self.p..(k + 1) * self.p
+    }
+
+    /// The range of the state step `t` starts from.
+    fn before(&self, t: usize) -> std::ops::Range<usize> {
         let k = if self.keep { t } else { 0 };
         k * self.p..(k + 1) * self.p
+    }
+
+    /// The state `(m, s)` after the last step taken (empty slices where the optimiser keeps
+    /// none): what a long run carries into its next window.
+    pub(crate) fn state_after(&self, t: usize) -> (&[T], &[T]) {
+        let r = self.at(t);
+        let m = if self.m.is_empty() { &self.m[..] } else { &self.m[r.clone()] };
+        let s = if self.s.is_empty() { &self.s[..] } else { &self.s[r] };
+        (m, s)
     }
 
     /// Advances the state with `g_t` and returns the direction `d_t` (spec §3.1).
@@ -175,23 +214,21 @@ impl<T: Real> OptimizerTrace<T> {
             InnerOptimizer::Sgd => g,
             InnerOptimizer::Momentum { mu } => {
                 let mu = T::of(mu);
-                let (cur, prev) = (self.at(t), t.checked_sub(1).map(|u| self.at(u)));
+                let (cur, prev) = (self.at(t), self.before(t));
                 for (i, &gi) in g.iter().enumerate() {
-                    let before = prev.as_ref().map_or(T::zero(), |r| self.m[r.start + i]);
+                    let before = self.m[prev.start + i];
                     self.m[cur.start + i] = mu * before + gi;
                 }
                 &self.m[cur]
             }
             InnerOptimizer::Adam { beta1, beta2, eps } => {
-                let (c1, c2) = corrections(beta1, beta2, t);
+                let (c1, c2) = corrections(beta1, beta2, self.t0 + t);
                 let (b1, b2, e) = (T::of(beta1), T::of(beta2), T::of(eps));
                 let (inv1, inv2) = (T::of(1.0 / c1), T::of(1.0 / c2));
                 let (one_b1, one_b2) = (T::of(1.0 - beta1), T::of(1.0 - beta2));
-                let (cur, prev) = (self.at(t), t.checked_sub(1).map(|u| self.at(u)));
+                let (cur, prev) = (self.at(t), self.before(t));
                 for (i, &gi) in g.iter().enumerate() {
-                    let (m0, s0) = prev
-                        .as_ref()
-                        .map_or((T::zero(), T::zero()), |r| (self.m[r.start + i], self.s[r.start + i]));
+                    let (m0, s0) = (self.m[prev.start + i], self.s[prev.start + i]);
                     let m = b1 * m0 + one_b1 * gi;
                     let s = b2 * s0 + one_b2 * gi * gi;
                     self.m[cur.start + i] = m;
@@ -209,7 +246,7 @@ impl<T: Real> OptimizerTrace<T> {
             InnerOptimizer::Sgd => g,
             InnerOptimizer::Momentum { .. } => &self.m[self.at(t)],
             InnerOptimizer::Adam { beta1, beta2, eps } => {
-                let (c1, c2) = corrections(beta1, beta2, t);
+                let (c1, c2) = corrections(beta1, beta2, self.t0 + t);
                 let (inv1, inv2, e) = (T::of(1.0 / c1), T::of(1.0 / c2), T::of(eps));
                 let r = self.at(t);
                 for i in 0..self.p {
@@ -236,7 +273,7 @@ impl<T: Real> OptimizerTrace<T> {
                 }
             }
             InnerOptimizer::Adam { beta1, beta2, eps } => {
-                let (c1, c2) = corrections(beta1, beta2, t);
+                let (c1, c2) = corrections(beta1, beta2, self.t0 + t);
                 let (b1, b2, e) = (T::of(beta1), T::of(beta2), T::of(eps));
                 let (inv1, inv2) = (T::of(1.0 / c1), T::of(1.0 / c2));
                 let (one_b1, two_b2) = (T::of(1.0 - beta1), T::of(2.0 * (1.0 - beta2)));

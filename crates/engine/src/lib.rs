@@ -25,6 +25,7 @@ pub use task::{SetRef, Targets, TargetsRef, TaskBatch, TaskRef};
 pub mod activation;
 pub mod adam;
 pub mod fixed_sum;
+pub mod horizon;
 pub mod init;
 pub mod inner_loop;
 pub mod inner_optimizer;
@@ -34,7 +35,6 @@ pub mod lstm_cell;
 pub mod metagrad;
 pub mod mlp;
 pub mod rng;
-pub mod horizon;
 pub mod scheduler;
 
 pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};

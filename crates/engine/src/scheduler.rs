@@ -10,6 +10,9 @@ use crate::real::Real;
 #[derive(Debug, Clone)]
 pub struct SchedulerTrace<T> {
     kind: SchedulerKind,
+    /// Global index of the trace's first step (a window of a long run starts mid-run; the
+    /// LSLR table is indexed by global step).
+    t0: usize,
     groups: usize,
     hidden: usize,
     lr_min: T,
@@ -34,11 +37,24 @@ pub struct SchedulerTrace<T> {
 impl<T: Real> SchedulerTrace<T> {
     /// An empty trace for one inner run of `config`.
     pub fn new(config: &Config) -> Self {
+        Self::window(config, 0, config.inner.steps, None)
+    }
+
+    /// An empty trace for `steps` steps of a run starting at global step `t0`, the LSTM
+    /// starting from `start = (h, c)` (zero when `None`): one window of a long run (spec §8).
+    pub fn window(config: &Config, t0: usize, steps: usize, start: Option<(&[T], &[T])>) -> Self {
         let s = &config.scheduler;
-        let (steps, g) = (config.inner.steps, config.groups());
+        let g = config.groups();
         let h = if s.kind == SchedulerKind::Lstm { s.hidden } else { 0 };
+        let mut hs = vec![T::zero(); (steps + 1) * h];
+        let mut cs = vec![T::zero(); (steps + 1) * h];
+        if let Some((h0, c0)) = start {
+            hs[..h].copy_from_slice(&h0[..h]);
+            cs[..h].copy_from_slice(&c0[..h]);
+        }
         Self {
             kind: s.kind,
+            t0,
             groups: g,
             hidden: h,
             lr_min: T::of(s.lr_min),
@@ -47,8 +63,8 @@ impl<T: Real> SchedulerTrace<T> {
             sig: vec![T::zero(); steps * g],
             rates: vec![T::zero(); steps * g],
             xs: vec![[T::zero(); FEATURES]; steps],
-            hs: vec![T::zero(); (steps + 1) * h],
-            cs: vec![T::zero(); (steps + 1) * h],
+            hs,
+            cs,
             gates: vec![T::zero(); steps * 4 * h],
             tanh_c: vec![T::zero(); steps * h],
         }
@@ -64,7 +80,8 @@ impl<T: Real> SchedulerTrace<T> {
         match self.kind {
             SchedulerKind::Fixed => rates.fill(self.lr_fixed),
             SchedulerKind::Lslr => {
-                let z = &params.lslr.as_ref().expect("validated: lslr table present")[t * g..(t + 1) * g];
+                let row = self.t0 + t;
+                let z = &params.lslr.as_ref().expect("validated: lslr table present")[row * g..(row + 1) * g];
                 for ((r, s), &z) in rates.iter_mut().zip(sig.iter_mut()).zip(z) {
                     *s = sigmoid(z);
                     *r = self.lr_min + self.lr_span * *s;
@@ -106,6 +123,13 @@ impl<T: Real> SchedulerTrace<T> {
         &self.rates[t * self.groups..(t + 1) * self.groups]
     }
 
+    /// The LSTM state `(h, c)` after the last step (empty for the other kinds): what a long
+    /// run carries into its next window.
+    pub fn last_state(&self) -> (&[T], &[T]) {
+        let (h, n) = (self.hidden, self.xs.len());
+        (&self.hs[n * h..(n + 1) * h], &self.cs[n * h..(n + 1) * h])
+    }
+
     /// The features of every step, as fed to the scheduler.
     pub fn features(&self) -> &[[T; FEATURES]] {
         &self.xs
@@ -126,7 +150,7 @@ impl<T: Real> SchedulerTrace<T> {
                 let gz = grad.lslr.as_mut().expect("gradient has the lslr slot");
                 for t in 0..steps {
                     for k in 0..g {
-                        gz[t * g + k] += dz(t, k);
+                        gz[(self.t0 + t) * g + k] += dz(t, k);
                     }
                 }
             }
