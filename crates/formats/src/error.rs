@@ -16,6 +16,8 @@ pub enum FileKind {
     TaskFile,
     /// An output file of `metagrad` / `eval`, or any other tensor file.
     Output,
+    /// A user dataset of the `train-mlp` family (spec §7.1).
+    Dataset,
 }
 
 impl fmt::Display for FileKind {
@@ -24,6 +26,7 @@ impl fmt::Display for FileKind {
             Self::Checkpoint => "checkpoint",
             Self::TaskFile => "task file",
             Self::Output => "output file",
+            Self::Dataset => "dataset file",
         })
     }
 }

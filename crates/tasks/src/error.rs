@@ -84,6 +84,28 @@ pub enum TaskError {
         /// That file's `(B, K, Q)`.
         expected: (usize, usize, usize),
     },
+    /// A `train-mlp` dataset does not fit the learner configuration (spec §7.1): input or
+    /// output width, or loss kind.
+    #[error("train-mlp {dataset} dataset: config field `{field}`: {reason}")]
+    ConfigMismatch {
+        /// The dataset, e.g. `digits`.
+        dataset: &'static str,
+        /// The configuration field at fault, e.g. `model.layers`.
+        field: &'static str,
+        /// What the dataset needs.
+        reason: String,
+    },
+    /// A `train-mlp` dataset file (spec §7.1) holds a tensor that is malformed or does not fit
+    /// the others or the configuration.
+    #[error("dataset file {}: tensor `{tensor}`: {reason}", path.display())]
+    DatasetFile {
+        /// The file.
+        path: PathBuf,
+        /// The tensor at fault, e.g. `val.labels`.
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A range of tasks beyond what a task file holds.
     #[error("task file {}: {count} tasks from task {first} requested but it holds {available}", path.display())]
     TaskRange {
@@ -111,6 +133,8 @@ impl TaskError {
             | Self::Dir { .. }
             | Self::NoTaskFiles { .. }
             | Self::FileShape { .. }
+            | Self::ConfigMismatch { .. }
+            | Self::DatasetFile { .. }
             | Self::TaskRange { .. } => true,
         }
     }
