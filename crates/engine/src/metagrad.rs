@@ -57,6 +57,12 @@ impl Engine {
         Ok(Self { pool })
     }
 
+    /// Runs `f` on the engine's thread pool (parallel work of other modules, e.g. the
+    /// windows of a population of long runs).
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     /// Number of threads of the pool.
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()

@@ -30,11 +30,11 @@ pub use codec::{decode, encode};
 pub use error::{ProtoError, Result};
 pub use frame::{FRAME_HEADER_BYTES, decode_frame, encode_frame, read_frame, read_msg, write_msg};
 pub use handshake::{HANDSHAKE_MAX_BYTES, coordinator_handshake, worker_handshake};
-pub use job::{EvalResult, Job, JobResult, StepResult};
+pub use job::{EvalResult, Job, JobResult, MemberJob, StepResult, WindowResult};
 pub use message::{
     Capabilities, CollectiveKind, DeviceKind, NONCE_LEN, ParamsBlob, RunSetup, SETUP_FAILED_JOB, ToCoord,
     ToWorker,
 };
 pub use session::{Opener, Sealer, Session, TAG_BYTES, read_sealed, write_sealed};
-pub use task_spec::{Split, TaskFamily, TaskSpec};
+pub use task_spec::{LongRuns, Split, TaskFamily, TaskSpec};
 pub use version::{MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -18,7 +18,7 @@
 //! losses and rates. On any fault the coordinator dissolves the group ([`ToWorker::LeaveGroup`])
 //! and redoes the step with coordinator-side reduction.
 
-use crate::job::{EvalResult, Job, StepResult};
+use crate::job::{EvalResult, Job, StepResult, WindowResult};
 use crate::task_spec::TaskSpec;
 use metasched_engine::Config;
 use serde::{Deserialize, Serialize};
@@ -249,6 +249,13 @@ pub enum ToCoord {
         /// The part's per-task losses and rates (and, from rank 0, the reduced sum).
         result: StepResult,
     },
+    /// A finished window of long-run members.
+    WindowDone {
+        /// The job's id.
+        job_id: u64,
+        /// The result.
+        result: WindowResult,
+    },
 }
 
 impl ToWorker {
@@ -285,6 +292,7 @@ impl ToCoord {
             Self::GroupJoined { .. } => "GroupJoined",
             Self::GroupFailed { .. } => "GroupFailed",
             Self::GroupStepDone { .. } => "GroupStepDone",
+            Self::WindowDone { .. } => "WindowDone",
         }
     }
 }

@@ -7,7 +7,7 @@
 /// shapes would misread each other instead of failing cleanly. Bump it on every change of a
 /// message's shape, of the codec's encoding or of the framing (the golden-bytes tests in
 /// `tests/golden.rs` fail on any such change, as a reminder).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame payload, in bytes, that either side writes or accepts (64 MiB).
 ///

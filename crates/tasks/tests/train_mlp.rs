@@ -545,3 +545,113 @@ fn bad_parameters_and_configs_are_refused_naming_them() {
     let err = TrainRun::<f32>::open(&d, &digits_config(3), 0, RunStream::Train, 0, 4).expect_err("config");
     check(&err, &["model.loss"]);
 }
+
+// ---- spec §7.1, reimplemented from its text ----
+
+fn spec_mix(mut z: u64) -> u64 {
+    z ^= z >> 30;
+    z = z.wrapping_mul(0xBF58476D1CE4E5B9);
+    z ^= z >> 27;
+    z = z.wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+const GAMMA: u64 = 0x9E3779B97F4A7C15;
+
+struct SpecStream {
+    key: u64,
+    i: u64,
+}
+
+impl SpecStream {
+    fn new(seed: u64, ids: &[u64]) -> Self {
+        let mut key = spec_mix(seed ^ 0x6D65746173636864);
+        for &id in ids {
+            key = spec_mix(key ^ spec_mix(id.wrapping_add(GAMMA)));
+        }
+        Self { key, i: 0 }
+    }
+    fn next(&mut self) -> u64 {
+        self.i += 1;
+        spec_mix(self.key.wrapping_add(self.i.wrapping_mul(GAMMA)))
+    }
+    fn uniform_in(&mut self, a: f64, b: f64) -> f64 {
+        a + (b - a) * ((self.next() >> 11) as f64 * 2f64.powi(-53))
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        loop {
+            let u = self.next();
+            if u < u64::MAX - u64::MAX % n {
+                return u % n;
+            }
+        }
+    }
+}
+
+fn spec_perm(rho: u64, e: u64, n: u64, j: u64) -> u64 {
+    let mut k = 2;
+    while (1u64 << k) < n {
+        k += 2;
+    }
+    let (h, mask) = (k / 2, (1u64 << (k / 2)) - 1);
+    let mut s = SpecStream::new(rho, &[2, e]);
+    let keys: Vec<u64> = (0..4).map(|_| s.next()).collect();
+    let enc = |x: u64| {
+        let (mut l, mut r) = (x >> h, x & mask);
+        for &key in &keys {
+            (l, r) = (r, l ^ (spec_mix(r ^ key) & mask));
+        }
+        (l << h) | r
+    };
+    let mut x = enc(j);
+    while x >= n {
+        x = enc(x);
+    }
+    x
+}
+
+#[test]
+fn the_spec_text_reproduces_runs() {
+    let c = sin_config();
+    let d = open(&TrainMlpData::Sinusoid { train_points: 37, val_points: 5 }, &c);
+    let r = TrainRun::<f32>::open(&d, &c, 9, RunStream::Tune, 4, 10).expect("run");
+    let rho = SpecStream::new(9, &[0x747261696E2D6D6C, 1, 4]).next();
+    assert_eq!(r.run_seed(), rho);
+    for t in [0, 3, 4, 250] {
+        let want: Vec<usize> = (0..10u64)
+            .map(|i| {
+                let p = t as u64 * 10 + i;
+                spec_perm(rho, p / 37, 37, p % 37) as usize
+            })
+            .collect();
+        assert_eq!(r.batch_indices(t), want, "step {t}");
+    }
+    let mut s = SpecStream::new(rho, &[1]);
+    let a = s.uniform_in(0.1, 5.0);
+    let phase = s.uniform_in(0.0, std::f64::consts::PI);
+    assert_eq!(*r.content(), RunContent::Sinusoid { amplitude: a, phase });
+    let x0 = s.uniform_in(-5.0, 5.0);
+    assert_eq!(r.train_set().x[0], x0 as f32);
+    assert_eq!(values(&r.train_set().y)[0], (a * (x0 - phase).sin()) as f32);
+    // Digits labels.
+    let c = digits_config(4);
+    let d = open(&TrainMlpData::Digits { classes: 4 }, &c);
+    let r = TrainRun::<f32>::open(&d, &c, 9, RunStream::Train, 2, 10).expect("run");
+    let mut s = SpecStream::new(r.run_seed(), &[1]);
+    let mut order: Vec<usize> = (0..10).collect();
+    for i in 0..4 {
+        let j = i + s.below(10 - i as u64) as usize;
+        order.swap(i, j);
+    }
+    assert_eq!(*r.content(), RunContent::Digits { classes: order[..4].to_vec() });
+    // File split.
+    let mut s = SpecStream::new(0x66696C6573706C74, &[50]);
+    let mut idx: Vec<usize> = (0..50).collect();
+    for i in (1..50).rev() {
+        let j = s.below(i as u64 + 1) as usize;
+        idx.swap(i, j);
+    }
+    let mut val = idx[..10].to_vec();
+    val.sort_unstable();
+    assert_eq!(FileDataset::split_rows(50).1, val);
+}

@@ -3,6 +3,7 @@
 
 pub mod objective;
 pub mod pes;
+pub mod population;
 pub mod rate_rule;
 pub mod run_data;
 pub mod run_state;
@@ -10,6 +11,7 @@ mod segment;
 pub mod window;
 
 pub use objective::{Objective, ObjectiveMode};
+pub use population::{Estimator, Member, MemberOutcome, WindowItem, WindowSpec};
 pub use pes::{PesOutcome, PesPair, pes_window, phi_len};
 pub use rate_rule::RateRule;
 pub use run_data::{Batch, RunData};

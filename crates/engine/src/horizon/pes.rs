@@ -17,7 +17,7 @@ use super::window::{WindowOutcome, advance};
 
 /// One antithetic pair of a PES population: the run with `phi + ε` and the one with
 /// `phi − ε` (same data, same init), and the perturbations `ξ = Σ ε` they accumulated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PesPair<T> {
     /// The `+` particle.
     pub plus: RunState<T>,

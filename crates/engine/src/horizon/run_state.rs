@@ -9,7 +9,7 @@ use crate::layout::ThetaLayout;
 use crate::real::Real;
 
 /// Learner weights, optimiser state, scheduler LSTM state and the step of one run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunState<T> {
     /// The global step `t` the next window starts at (`0 <= t <= H`; `H` means finished).
     pub step: usize,
