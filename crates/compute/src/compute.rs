@@ -4,7 +4,8 @@
 //! messages are the same everywhere.
 
 use metasched_cuda::{CudaError, CudaRuntime, EmuRuntime, Runtime};
-use metasched_engine::{Config, Engine, Evaluation, MetaGradient, Params, TaskBatch};
+use metasched_engine::horizon::{MemberOutcome, RunData, RunReport, WindowItem, WindowSpec};
+use metasched_engine::{Config, Engine, Evaluation, FixedSum, MetaGradient, Params, TaskBatch};
 
 use crate::device::Device;
 use crate::error::{ComputeError, Result};
@@ -127,6 +128,40 @@ impl Compute {
             Self::Emu(rt) => on(rt, config, params, batch),
             Self::Cuda(rt) => on(rt.as_ref(), config, params, batch),
         }
+    }
+
+    /// The CPU engine, for what only it implements (long runs, spec §7-8).
+    fn cpu_only(&self, what: &str) -> Result<&Engine> {
+        match self {
+            Self::Cpu(e) => Ok(e),
+            Self::Emu(_) | Self::Cuda(_) => Err(ComputeError::Unsupported(format!(
+                "--device {}: {what} runs on --device cpu only (the CUDA kernels implement the \
+                 few-shot inner loop)",
+                if matches!(self, Self::Emu(_)) { "emu" } else { "cuda" }
+            ))),
+        }
+    }
+
+    /// One window of every member of a long-run population (spec §8): the fixed-point sum of
+    /// their gradient estimates and each member's outcome.
+    pub fn window_sum(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        items: Vec<WindowItem<'_>>,
+        spec: &WindowSpec,
+    ) -> Result<(FixedSum, Vec<MemberOutcome>)> {
+        Ok(self.cpu_only("train-mlp")?.window_sum(config, params, items, spec)?)
+    }
+
+    /// Whole runs with the learned scheduler (evaluation of `train-mlp`).
+    pub fn complete_runs(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        items: Vec<(Box<dyn RunData<f32> + Send + '_>, Vec<f32>)>,
+    ) -> Result<Vec<RunReport>> {
+        Ok(self.cpu_only("train-mlp")?.complete_runs(config, params, items)?)
     }
 
     /// Query losses (and accuracies) after the inner loop, without gradients.

@@ -2,9 +2,9 @@
 //! the specification sent to workers ([`TaskSpec`]).
 
 use metasched_engine::{Config, TaskBatch};
-use metasched_tasks::{Digits, FileTasks, Sinusoid};
+use metasched_tasks::{Digits, FileTasks, OpenedDataset, Sinusoid};
 
-use metasched_proto::{Split, TaskFamily, TaskSpec};
+use metasched_proto::{LongRuns, Split, TaskFamily, TaskSpec};
 
 use crate::error::{ComputeError, Result};
 
@@ -32,6 +32,15 @@ pub enum TaskSource {
         spec: TaskSpec,
         /// The files.
         files: FileTasks,
+    },
+    /// Whole training runs (`train-mlp`): no task batches, windows of runs instead.
+    TrainMlp {
+        /// The run's specification.
+        spec: TaskSpec,
+        /// How runs are made and estimated.
+        runs: LongRuns,
+        /// The dataset, opened once.
+        data: OpenedDataset,
     },
 }
 
@@ -62,6 +71,10 @@ impl TaskSource {
                 let files = FileTasks::open(dir, config)?;
                 Self::Files { spec, files }
             }
+            TaskFamily::TrainMlp(runs) => {
+                let data = OpenedDataset::open(&runs.data, config)?;
+                Self::TrainMlp { runs: runs.clone(), data, spec }
+            }
         })
     }
 
@@ -90,13 +103,21 @@ impl TaskSource {
                 data.sample(split, spec.seed, step, first as u64, count, spec.ways, shots, query)?
             }
             Self::Files { files, .. } => files.sample(step, first as u64, count)?,
+            Self::TrainMlp { .. } => {
+                return Err(ComputeError::BadSpec(
+                    "train-mlp runs have no task batches (they are advanced by windows)".into(),
+                ));
+            }
         })
     }
 
     /// The specification this source was opened with.
     pub fn spec(&self) -> &TaskSpec {
         match self {
-            Self::Sinusoid { spec, .. } | Self::Digits { spec, .. } | Self::Files { spec, .. } => spec,
+            Self::Sinusoid { spec, .. }
+            | Self::Digits { spec, .. }
+            | Self::Files { spec, .. }
+            | Self::TrainMlp { spec, .. } => spec,
         }
     }
 }

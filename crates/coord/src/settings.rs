@@ -15,10 +15,15 @@ use std::collections::BTreeSet;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
+use metasched_engine::horizon::{Estimator, ObjectiveMode};
 use metasched_engine::{
     Activation, Config, InnerConfig, InnerOptimizer, LossKind, ModelConfig, SchedulerConfig, SchedulerKind,
 };
-use metasched_proto::TaskFamily;
+use metasched_proto::{LongRuns, TaskFamily};
+use metasched_tasks::TrainMlpData;
+
+/// The `--task` of whole training runs.
+pub const TRAIN_MLP: &str = "train-mlp";
 use serde::{Deserialize, Serialize};
 
 use crate::exit::BadInput;
@@ -55,7 +60,8 @@ pub fn activation_name(a: Activation) -> &'static str {
 #[serde(default)]
 #[command(next_help_heading = "Task")]
 pub struct TaskSettings {
-    /// Task family: sinusoid, digits or file:PATH (a directory of task files).
+    /// Task family: sinusoid, digits, file:PATH (a directory of task files) or train-mlp
+    /// (whole training runs, see the long-run settings).
     #[arg(long, default_value_t = TaskSettings::default().task)]
     pub task: String,
     /// Support points per task (per class for digits).
@@ -79,6 +85,12 @@ impl TaskSettings {
     /// The task family this names.
     pub fn family(&self) -> anyhow::Result<TaskFamily> {
         self.task.parse::<TaskFamily>().map_err(|e| bad("task", e))
+    }
+
+    /// Whether the task is `train-mlp` (whole training runs, described by
+    /// [`LongRunSettings`] rather than by the task's name).
+    pub fn is_long_runs(&self) -> bool {
+        self.task == TRAIN_MLP
     }
 }
 
@@ -245,6 +257,120 @@ impl Default for OuterSettings {
     }
 }
 
+/// Whole training runs (`--task train-mlp`, spec §7-8). Part of the [`Trajectory`]; the
+/// horizon `H` is `--inner-steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default)]
+#[command(next_help_heading = "Long runs (--task train-mlp; the horizon H is --inner-steps)")]
+pub struct LongRunSettings {
+    /// Dataset of train-mlp runs: digits[:CLASSES], sinusoid[:TRAIN[:VAL]] or file:PATH.
+    #[arg(long, default_value_t = LongRunSettings::default().dataset)]
+    pub dataset: String,
+    /// Minibatch size b of every train-mlp step.
+    #[arg(long, default_value_t = LongRunSettings::default().batch_size)]
+    pub batch_size: usize,
+    /// Meta-gradient estimator: full (exact, whole run), tbptt (exact over a window) or pes.
+    #[arg(long, value_enum, default_value_t = LongRunSettings::default().estimator)]
+    pub estimator: EstimatorName,
+    /// Window W: steps each run advances per meta-step (tbptt, pes).
+    #[arg(long, default_value_t = LongRunSettings::default().window)]
+    pub window: usize,
+    /// Objective of a window: end (validation loss at its end) or mean (over its steps).
+    #[arg(long, value_enum, default_value_t = LongRunSettings::default().objective)]
+    pub objective: ObjectiveName,
+    /// PES perturbation scale σ.
+    #[arg(long, default_value_t = LongRunSettings::default().pes_sigma)]
+    pub pes_sigma: f64,
+}
+
+impl Default for LongRunSettings {
+    fn default() -> Self {
+        Self {
+            dataset: "digits".into(),
+            batch_size: 32,
+            estimator: EstimatorName::Tbptt,
+            window: 20,
+            objective: ObjectiveName::End,
+            pes_sigma: 0.01,
+        }
+    }
+}
+
+/// `--estimator`'s spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimatorName {
+    /// Exact gradient through the whole run.
+    Full,
+    /// Exact gradient through each window (truncated backpropagation through time).
+    Tbptt,
+    /// Persistent evolution strategies (antithetic pairs).
+    Pes,
+}
+
+/// `--objective`'s spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveName {
+    /// Validation loss at the window's end.
+    End,
+    /// Mean validation loss over the window's steps.
+    Mean,
+}
+
+impl LongRunSettings {
+    /// The dataset these settings name.
+    pub fn data(&self) -> anyhow::Result<TrainMlpData> {
+        self.dataset.parse::<TrainMlpData>().map_err(|e| bad("dataset", e))
+    }
+
+    /// The estimator with its constants.
+    pub fn estimator(&self) -> Estimator {
+        match self.estimator {
+            EstimatorName::Full => Estimator::Full,
+            EstimatorName::Tbptt => Estimator::Tbptt,
+            EstimatorName::Pes => Estimator::Pes { sigma: self.pes_sigma },
+        }
+    }
+
+    /// What workers need to make and advance the runs (`remat` is a runtime setting).
+    pub fn long_runs(&self, remat: bool) -> anyhow::Result<LongRuns> {
+        Ok(LongRuns {
+            data: self.data()?,
+            batch: self.batch_size,
+            estimator: self.estimator(),
+            window: self.window,
+            objective: match self.objective {
+                ObjectiveName::End => ObjectiveMode::End,
+                ObjectiveName::Mean => ObjectiveMode::Mean,
+            },
+            remat,
+        })
+    }
+
+    /// Checks each setting on its own; `horizon` is `--inner-steps` (the checks across
+    /// settings: `W <= H`; `b` against the data is checked when the data is opened).
+    pub fn validate(&self, horizon: usize) -> anyhow::Result<()> {
+        self.data()?;
+        if self.batch_size == 0 {
+            return Err(bad("batch_size", "must be at least 1"));
+        }
+        if self.window == 0 {
+            return Err(bad("window", "must be at least 1"));
+        }
+        if self.estimator != EstimatorName::Full && self.window > horizon {
+            return Err(bad(
+                "window",
+                format!("{} is longer than the horizon --inner-steps {horizon}", self.window),
+            ));
+        }
+        if !(self.pes_sigma.is_finite() && self.pes_sigma > 0.0) {
+            return Err(bad("pes_sigma", format!("{} is not a finite value > 0", self.pes_sigma)));
+        }
+        Ok(())
+    }
+}
+
 /// What defines a run's trajectory: stored in its checkpoint, and a resumed run keeps it
 /// (changing any of it by flag or in `run.toml` is refused), so it ends bitwise the same.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Args)]
@@ -269,6 +395,10 @@ pub struct Trajectory {
     #[serde(flatten)]
     #[command(flatten)]
     pub outer: OuterSettings,
+    /// Whole training runs (`--task train-mlp`).
+    #[serde(flatten)]
+    #[command(flatten)]
+    pub long: LongRunSettings,
 }
 
 /// What only changes how a run is carried out, never its numbers: a resumed run may change
@@ -304,6 +434,10 @@ pub struct RunSettings {
     /// Query points of evaluation tasks (0: 100 for sinusoid, --query otherwise).
     #[arg(long, default_value_t = RunSettings::default().eval_query)]
     pub eval_query: usize,
+    /// Keep every ⌈√n⌉-th state of a window and recompute the rest in the backward pass
+    /// (train-mlp): O(√n) memory, the same bits.
+    #[arg(long)]
+    pub remat: bool,
 }
 
 impl Default for RunSettings {
@@ -318,6 +452,7 @@ impl Default for RunSettings {
             eval_tasks: 100,
             final_eval_tasks: 600,
             eval_query: 0,
+            remat: false,
         }
     }
 }
@@ -336,20 +471,30 @@ pub fn model_config(
             TaskFamily::Sinusoid => vec![1, 40, 40, 1],
             TaskFamily::Digits => vec![64, 64, 64, ways],
             TaskFamily::File { .. } => return Err(bad("layers", "file tasks need --layers")),
+            TaskFamily::TrainMlp(runs) => match &runs.data {
+                TrainMlpData::Digits { classes } => vec![64, 32, *classes],
+                TrainMlpData::Sinusoid { .. } => vec![1, 40, 40, 1],
+                TrainMlpData::File { .. } => return Err(bad("layers", "a dataset file needs --layers")),
+            },
         }
     } else {
         learner.layers.clone()
     };
     let loss = learner.loss.unwrap_or(match family {
         TaskFamily::Digits => LossKind::CrossEntropy,
+        TaskFamily::TrainMlp(runs) if matches!(runs.data, TrainMlpData::Digits { .. }) => {
+            LossKind::CrossEntropy
+        }
         _ => LossKind::Mse,
     });
+    // A long run starts from a fresh learner: there is no shared initialisation to learn.
+    let learn_init = inner.learn_init && !matches!(family, TaskFamily::TrainMlp(_));
     let config = Config {
         model: ModelConfig { layers, activation: learner.activation, loss },
         inner: InnerConfig {
             steps: inner.inner_steps,
             first_order: inner.first_order,
-            learn_init: inner.learn_init,
+            learn_init,
             optimizer: inner.optimizer(),
         },
         scheduler: SchedulerConfig {
@@ -391,7 +536,9 @@ impl TaskSettings {
     /// Checks the task sizes (the family's own limits are checked when its tasks are
     /// opened; the memory they need by [`crate::train::TrainConfig::validate`]).
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.family()?;
+        if !self.is_long_runs() {
+            self.family()?;
+        }
         if self.shots == 0 {
             return Err(bad("shots", "must be at least 1"));
         }
@@ -497,7 +644,11 @@ impl Trajectory {
         self.learner.validate()?;
         self.scheduler.validate()?;
         self.inner.validate()?;
-        self.outer.validate()
+        self.outer.validate()?;
+        if self.task.is_long_runs() {
+            self.long.validate(self.inner.inner_steps)?;
+        }
+        Ok(())
     }
 }
 

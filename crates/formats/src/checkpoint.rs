@@ -17,6 +17,15 @@ pub const CONFIG_KEY: &str = "metasched.config";
 /// Name prefix of the outer optimiser's state tensors, carried through unchanged.
 pub const OPTIM_PREFIX: &str = "optim.";
 
+/// Name prefix of the persistent state of long runs (spec §8: learner, optimiser and LSTM
+/// state of every member of the population), carried through unchanged.
+pub const STATE_PREFIX: &str = "state.";
+
+/// Whether `name` is an extra tensor a checkpoint carries besides theta and phi.
+fn is_extra(name: &str) -> bool {
+    name.starts_with(OPTIM_PREFIX) || name.starts_with(STATE_PREFIX)
+}
+
 /// One checkpoint: the configuration, the learned parameters and whatever else the file
 /// carries that this version passes through without interpreting.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +40,8 @@ pub struct Checkpoint {
     pub config_json: Value,
     /// Every other `__metadata__` key.
     pub extra_metadata: BTreeMap<String, String>,
-    /// Tensors named `optim.*` (outer optimiser state), as `(shape, values)`.
+    /// Tensors named `optim.*` (outer optimiser state) and `state.*` (long runs' persistent
+    /// state), as `(shape, values)`.
     pub extra_tensors: F32Tensors,
 }
 
@@ -93,7 +103,7 @@ fn checkpoint_from_file(file: &TensorFile) -> Result<Checkpoint> {
         if name.starts_with("theta.") || name.starts_with("phi.") {
             let shape = file.shape(name).unwrap_or_default();
             named.push((name, shape, file.f32(name)?));
-        } else if name.starts_with(OPTIM_PREFIX) {
+        } else if is_extra(name) {
             let values = file.f32(name)?;
             file.check_finite(name, &values)?;
             let shape = file.shape(name).unwrap_or_default().to_vec();
@@ -159,8 +169,10 @@ pub fn write_checkpoint(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()>
         tensors.push(NamedTensor::f32(name, shape, values));
     }
     for (name, (shape, values)) in &ckpt.extra_tensors {
-        if !name.starts_with(OPTIM_PREFIX) {
-            return Err(invalid(format!("extra tensor `{name}` is not named `{OPTIM_PREFIX}*`")));
+        if !is_extra(name) {
+            return Err(invalid(format!(
+                "extra tensor `{name}` is not named `{OPTIM_PREFIX}*` or `{STATE_PREFIX}*`"
+            )));
         }
         tensors.push(NamedTensor::f32(name.clone(), shape.clone(), values));
     }

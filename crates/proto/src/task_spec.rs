@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use metasched_tasks::Split;
 use metasched_engine::horizon::{Estimator, Objective, ObjectiveMode, WindowSpec};
+pub use metasched_tasks::Split;
 use metasched_tasks::TrainMlpData;
 
 /// A task family.

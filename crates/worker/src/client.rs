@@ -192,6 +192,7 @@ fn run_job(exec: &Executor, q: &Queued, params: &Params<f32>, group: Option<Arc<
     match (q.group, result) {
         (None, JobResult::Step(result)) => ToCoord::StepDone { job_id, result },
         (None, JobResult::Eval(result)) => ToCoord::EvalDone { job_id, result },
+        (None, JobResult::Window(result)) => ToCoord::WindowDone { job_id, result },
         (Some(id), JobResult::Step(mut result)) => {
             let Some(g) = group.filter(|g| g.group == id) else {
                 return failed(format!("not a member of group {id}"));
@@ -212,6 +213,7 @@ fn run_job(exec: &Executor, q: &Queued, params: &Params<f32>, group: Option<Arc<
             ToCoord::GroupStepDone { job_id, group: id, root, result }
         }
         (Some(_), JobResult::Eval(_)) => failed("evaluation jobs are not grouped".into()),
+        (Some(_), JobResult::Window(_)) => failed("window jobs are not grouped".into()),
     }
 }
 

@@ -284,7 +284,11 @@ impl TrainConfig {
 
     /// The task family this configuration names.
     pub fn family(&self) -> anyhow::Result<TaskFamily> {
-        self.trajectory.task.family()
+        let t = &self.trajectory;
+        if t.task.is_long_runs() {
+            return Ok(TaskFamily::TrainMlp(t.long.long_runs(self.run.remat)?));
+        }
+        t.task.family()
     }
 
     /// The task specification handed to workers.

@@ -82,7 +82,7 @@ impl LocalPool {
         }
         let on = shared.as_deref().map_or_else(|| "cpu".to_string(), Compute::describe);
         tracing::info!(workers, threads, device = %on, "local workers started");
-        Ok(Self { workers: out, shape: AnswerShape::of(config) })
+        Ok(Self { workers: out, shape: AnswerShape::of_run(config, spec) })
     }
 }
 

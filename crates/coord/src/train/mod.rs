@@ -5,6 +5,7 @@ pub mod local_pool;
 pub mod metrics;
 pub mod outcome;
 pub mod pool;
+pub mod population;
 pub mod progress;
 pub mod remote_pool;
 pub mod report;

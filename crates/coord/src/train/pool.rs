@@ -8,8 +8,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::anyhow;
+use metasched_engine::horizon::{Estimator, Member};
 use metasched_engine::{Config, FixedSum, LossKind, Params};
-use metasched_proto::{EvalResult, Job, JobResult, Split, StepResult};
+use metasched_proto::{
+    EvalResult, Job, JobResult, MemberJob, Split, StepResult, TaskFamily, TaskSpec, WindowResult,
+};
 
 use super::transport::{Gathered, Transport};
 
@@ -53,6 +56,25 @@ pub struct EvalOutput {
     pub lr: Vec<f32>,
     /// Query accuracy of each task (empty for regression).
     pub accuracy: Vec<f32>,
+}
+
+/// The reduced result of one window of a long-run population.
+#[derive(Debug, Clone)]
+pub struct WindowOutput {
+    /// Sum of the members' gradient estimates (order-independent).
+    pub sum: FixedSum,
+    /// Each member after its window, in member order.
+    pub members: Vec<Member<f32>>,
+    /// Each member's window objective.
+    pub objective: Vec<f32>,
+    /// Each member's mean rate per group, `[N, G]`.
+    pub lr: Vec<f32>,
+    /// What each part took, in member order.
+    pub parts: Vec<PartStats>,
+    /// Seconds between the first and the last part arriving.
+    pub straggler_s: f64,
+    /// Parts sent again because their worker died, hung or failed.
+    pub redispatched: u32,
 }
 
 /// What to evaluate.
@@ -121,6 +143,33 @@ pub trait WorkerPool: Transport {
         Ok(out)
     }
 
+    /// One window of every member of a long-run population (spec §8), members split into
+    /// contiguous parts, reduced on the coordinator. The members' states travel with the
+    /// jobs and come back with the answers, so a lost worker's part is simply sent again.
+    fn window_step(
+        &mut self,
+        params: &Arc<Params<f32>>,
+        version: u64,
+        step: u64,
+        members: &[MemberJob],
+    ) -> anyhow::Result<WindowOutput> {
+        let len = params.buffers().iter().map(|b| b.len()).sum();
+        let jobs: Vec<Job> = split_range(members.len(), self.ready()?)
+            .into_iter()
+            .map(|r| Job::Window { step, version, first: r.start, members: members[r].to_vec() })
+            .collect();
+        let gathered = self.dispatch_gather(&jobs, params, version)?;
+        let out = reduce_window(gathered, step, version, len)?;
+        if out.members.len() != members.len() {
+            return Err(anyhow!(
+                "the parts of step {step} cover {} of {} members",
+                out.members.len(),
+                members.len()
+            ));
+        }
+        Ok(out)
+    }
+
     /// Query losses on fresh tasks.
     fn evaluate(&mut self, params: &Arc<Params<f32>>, spec: EvalSpec) -> anyhow::Result<EvalOutput> {
         let version = self.eval_version();
@@ -169,22 +218,38 @@ pub fn split_range(n: usize, parts: usize) -> Vec<Range<usize>> {
 
 /// What a correct answer of a run's model looks like: the lengths every answer is checked
 /// against before it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AnswerShape {
+    /// The model and the estimator of a long-run family (members coming back are checked
+    /// against them); `None` for the few-shot families.
+    pub long_runs: Option<(Config, Estimator)>,
     /// Values in a parameter set (the length of a meta-gradient sum).
     pub params: usize,
     /// Rates per task, `T·G`.
     pub lr_per_task: usize,
+    /// Inner steps `T` (a window answer has `G` mean rates per member, `lr_per_task / T`).
+    pub steps: usize,
     /// Whether evaluations report an accuracy per task (classification) or none (regression).
     pub classification: bool,
 }
 
 impl AnswerShape {
-    /// The shape of answers for `config`.
+    /// The shape of answers for `config` and the run's tasks `tasks`.
+    pub fn of_run(config: &Config, tasks: &TaskSpec) -> Self {
+        let long_runs = match &tasks.family {
+            TaskFamily::TrainMlp(runs) => Some((config.clone(), runs.estimator)),
+            _ => None,
+        };
+        Self { long_runs, ..Self::of(config) }
+    }
+
+    /// The shape of answers for `config` (few-shot tasks).
     pub fn of(config: &Config) -> Self {
         Self {
+            long_runs: None,
             params: Params::<f32>::zeros(config).buffers().iter().map(|b| b.len()).sum(),
             lr_per_task: config.inner.steps * config.groups(),
+            steps: config.inner.steps,
             classification: config.model.loss == LossKind::CrossEntropy,
         }
     }
@@ -254,8 +319,54 @@ pub fn check_answer_parts(
             per_task("accuracies", r.accuracy.len(), usize::from(shape.classification), *count)?;
             time(r.compute_s)
         }
-        (Job::MetaGrad { .. }, JobResult::Eval(_)) => Err("an evaluation for a meta-gradient job".into()),
-        (Job::Eval { .. }, JobResult::Step(_)) => Err("a meta-gradient for an evaluation job".into()),
+        (Job::Window { step, version, first, members }, JobResult::Window(r)) => {
+            if (r.step, r.version) != (*step, *version) {
+                return Err(format!("step {} v{} for step {step} v{version}", r.step, r.version));
+            }
+            if r.first != *first {
+                return Err(format!("first member {} for first member {first}", r.first));
+            }
+            let count = members.len();
+            per_task("members", r.members.len(), 1, count)?;
+            per_task("objectives", r.objective.len(), 1, count)?;
+            per_task("rates", r.lr.len(), shape.lr_per_task / shape.steps.max(1), count)?;
+            time(r.compute_s)?;
+            let Some((config, estimator)) = &shape.long_runs else {
+                return Err("a window answer in a run without long runs".into());
+            };
+            let zeros = Params::<f32>::zeros(config);
+            for (i, (m, job)) in r.members.iter().zip(members).enumerate() {
+                m.validate(config, &zeros, *estimator).map_err(|e| format!("member {i}: {e}"))?;
+                let before = job.state.as_ref().map_or(0, Member::step) + job.burn_in;
+                if m.step() <= before || m.step() > config.inner.steps {
+                    return Err(format!("member {i} at step {} after a window from step {before}", m.step()));
+                }
+            }
+            if r.sum.len() != shape.params {
+                return Err(format!(
+                    "a gradient sum of {} values for a model of {}",
+                    r.sum.len(),
+                    shape.params
+                ));
+            }
+            if !r.sum.is_plausible_sum_of(count) {
+                return Err(format!("a gradient sum no {count} member(s) can produce (out of range)"));
+            }
+            Ok(())
+        }
+        (job, answer) => Err(format!(
+            "{} for a {} job",
+            match answer {
+                JobResult::Step(_) => "a meta-gradient",
+                JobResult::Eval(_) => "an evaluation",
+                JobResult::Window(_) => "a window",
+            },
+            match job {
+                Job::MetaGrad { .. } => "meta-gradient",
+                Job::Eval { .. } => "evaluation",
+                Job::Window { .. } => "window",
+            }
+        )),
     }
 }
 
@@ -292,6 +403,48 @@ fn reduce_step(gathered: Gathered, step: u64, version: u64, param_len: usize) ->
         out.sum.merge(&r.sum);
         out.parts.push(PartStats { worker, tasks: r.outer_loss.len(), compute_s: r.compute_s });
         out.outer_loss.extend(r.outer_loss);
+        out.lr.extend(r.lr);
+    }
+    Ok(out)
+}
+
+/// Checks that every part answers window step `step` at version `version`, then sums the
+/// gradient estimates (exact) and concatenates the members in member order.
+fn reduce_window(
+    gathered: Gathered,
+    step: u64,
+    version: u64,
+    param_len: usize,
+) -> anyhow::Result<WindowOutput> {
+    let mut parts: Vec<(u32, WindowResult)> = Vec::with_capacity(gathered.parts.len());
+    for (id, answer) in gathered.parts {
+        let JobResult::Window(r) = answer else {
+            return Err(anyhow!("worker {id} answered a window with another kind of result"));
+        };
+        if r.step != step || r.version != version {
+            return Err(anyhow!(
+                "worker {id} answered step {} v{} for step {step} v{version}",
+                r.step,
+                r.version
+            ));
+        }
+        parts.push((id, r));
+    }
+    parts.sort_by_key(|(_, r)| r.first);
+    let mut out = WindowOutput {
+        sum: FixedSum::zeros(param_len),
+        members: Vec::new(),
+        objective: Vec::new(),
+        lr: Vec::new(),
+        parts: Vec::with_capacity(parts.len()),
+        straggler_s: gathered.straggler_s,
+        redispatched: gathered.redispatched,
+    };
+    for (worker, r) in parts {
+        out.sum.merge(&r.sum);
+        out.parts.push(PartStats { worker, tasks: r.members.len(), compute_s: r.compute_s });
+        out.members.extend(r.members);
+        out.objective.extend(r.objective);
         out.lr.extend(r.lr);
     }
     Ok(out)

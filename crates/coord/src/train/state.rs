@@ -10,7 +10,10 @@ use metasched_engine::{Adam, AdamConfig, Config, Params};
 use metasched_formats::{Checkpoint, read_checkpoint, write_checkpoint};
 use serde::{Deserialize, Serialize};
 
+use metasched_proto::TaskFamily;
+
 use super::config::{TrainArgs, TrainConfig};
+use super::population::{Population, PopulationMeta};
 use crate::exit::BadInput;
 
 /// File name of the resolved run configuration inside a run directory.
@@ -18,6 +21,8 @@ pub const RUN_TOML: &str = "run.toml";
 /// File name of the checkpoint inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 const M_PREFIX: &str = "optim.adam.m.";
+/// Key of the population's metadata under `train` in `metasched.config`.
+const POPULATION_KEY: &str = "population";
 const V_PREFIX: &str = "optim.adam.v.";
 
 /// Counters and settings stored under `train` in `metasched.config`.
@@ -44,6 +49,8 @@ pub struct TrainState {
     pub adam: Adam,
     /// Counters and settings.
     pub meta: TrainMeta,
+    /// The long runs of a `train-mlp` run (spec §8), `None` for few-shot tasks.
+    pub population: Option<Population>,
 }
 
 /// The checkpoint path of a run directory.
@@ -58,7 +65,19 @@ impl TrainState {
         let t = &config.trajectory;
         let params = metasched_engine::init::init_params(&model, t.outer.seed, t.scheduler.lr_init)?;
         let adam = Adam::new(AdamConfig { lr: t.outer.meta_lr, ..Default::default() }, &params);
-        Ok(Self { model, params, adam, meta: TrainMeta { step: 0, skipped: 0, adam_t: 0, config } })
+        let population = match config.family()? {
+            TaskFamily::TrainMlp(runs) => {
+                Some(Population::new(t.outer.meta_batch, &runs.objective(model.inner.steps)))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            model,
+            params,
+            adam,
+            meta: TrainMeta { step: 0, skipped: 0, adam_t: 0, config },
+            population,
+        })
     }
 
     /// Writes the checkpoint atomically into `dir`.
@@ -66,8 +85,16 @@ impl TrainState {
         let mut ckpt = Checkpoint::new(self.model.clone(), self.params.clone());
         let meta =
             TrainMeta { adam_t: self.adam.t, config: self.meta.config.for_checkpoint(), ..self.meta.clone() };
+        let mut train = serde_json::to_value(&meta)?;
+        if let Some(pop) = &self.population {
+            let (pmeta, tensors) = pop.to_checkpoint();
+            if let Some(obj) = train.as_object_mut() {
+                obj.insert(POPULATION_KEY.into(), serde_json::to_value(&pmeta)?);
+            }
+            ckpt.extra_tensors.extend(tensors);
+        }
         if let Some(obj) = ckpt.config_json.as_object_mut() {
-            obj.insert("train".into(), serde_json::to_value(&meta)?);
+            obj.insert("train".into(), train);
         }
         for (prefix, moments) in [(M_PREFIX, &self.adam.m), (V_PREFIX, &self.adam.v)] {
             for spec in moments.present_slots(&self.model) {
@@ -110,6 +137,12 @@ impl TrainState {
                 &format!("checkpoint {}: config field `train.config`", path.display()),
             )?;
         }
+        let pmeta: Option<PopulationMeta> = match train.get(POPULATION_KEY) {
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                BadInput(format!("checkpoint {}: config field `train.{POPULATION_KEY}`: {e}", path.display()))
+            })?),
+            None => None,
+        };
         let meta: TrainMeta = serde_json::from_value(train)
             .map_err(|e| BadInput(format!("checkpoint {}: config field `train`: {e}", path.display())))?;
         meta.config
@@ -156,6 +189,29 @@ impl TrainState {
             ))
             .into());
         }
-        Ok(Self { model, params: ckpt.params, adam, meta })
+        let origin = format!("checkpoint {}", path.display());
+        let population = match (meta.config.family()?, pmeta) {
+            (TaskFamily::TrainMlp(runs), Some(p)) => {
+                let pop =
+                    Population::from_checkpoint(&p, &ckpt.extra_tensors, &model, runs.estimator, &origin)?;
+                if pop.slots.len() != meta.config.trajectory.outer.meta_batch {
+                    return Err(BadInput(format!(
+                        "{origin}: `train.{POPULATION_KEY}` holds {} members, the run has --meta-batch {}",
+                        pop.slots.len(),
+                        meta.config.trajectory.outer.meta_batch
+                    ))
+                    .into());
+                }
+                Some(pop)
+            }
+            (TaskFamily::TrainMlp(_), None) => {
+                return Err(BadInput(format!(
+                    "{origin}: a train-mlp run without `train.{POPULATION_KEY}`: its runs' state is lost"
+                ))
+                .into());
+            }
+            (_, _) => None,
+        };
+        Ok(Self { model, params: ckpt.params, adam, meta, population })
     }
 }

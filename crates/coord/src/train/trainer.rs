@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metasched_compute::TaskSource;
+use metasched_engine::FixedSum;
 use metasched_engine::{UpdateMask, clip_grad_norm};
 use metasched_proto::{RunSetup, Split, Token};
+use metasched_tasks::{RunStream, TrainRun};
 
 use super::config::{TrainArgs, TrainConfig};
 use super::local_pool::LocalPool;
 use super::metrics::{EvalLine, MetricsLine, MetricsWriter};
 use super::outcome::Outcome;
-use super::pool::{EvalOutput, EvalSpec, WorkerPool};
+use super::pool::{EvalOutput, EvalSpec, PartStats, WorkerPool};
 use super::remote_pool::{RemotePool, RemoteTimeouts};
 use super::signals::StopFlag;
 use super::spawn::SpawnedWorkers;
@@ -102,6 +104,16 @@ fn preflight(cfg: &mut TrainConfig, given: &crate::settings::GivenFlags) -> anyh
             ));
         }
         cfg.validate()?;
+    }
+    if let TaskSource::TrainMlp { runs, data, spec } = &source {
+        // One run of each stream opened: the batch size against the split, the learner's
+        // widths and loss against the data.
+        for stream in [RunStream::Train, RunStream::Test] {
+            TrainRun::<f32>::open(data, &model, spec.seed, stream, 0, runs.batch).map_err(|e| {
+                super::config::bad(if e.to_string().contains("batch") { "batch_size" } else { "dataset" }, e)
+            })?;
+        }
+        return Ok(());
     }
     let t = &cfg.trajectory.task;
     source.sample(Split::Train, 0, 0, 1)?;
@@ -257,6 +269,57 @@ fn evaluate(
     Ok((out, EvalLine { mean, ci95, tasks, accuracy, accuracy_ci95 }))
 }
 
+/// What a meta-step's workers returned, whatever the task family.
+struct StepParts {
+    sum: FixedSum,
+    /// Each task's query loss, or each long-run member's window objective.
+    outer_loss: Vec<f32>,
+    lr: Vec<f32>,
+    parts: Vec<PartStats>,
+    straggler_s: f64,
+    redispatched: u32,
+    group_reduced: bool,
+}
+
+/// The workers' part of meta-step `step`: `B` few-shot tasks, or one window of every member
+/// of the long-run population (whose states are updated here, only once the step succeeded).
+fn gradient_step(
+    state: &mut TrainState,
+    pool: &mut dyn WorkerPool,
+    params: &Arc<metasched_engine::Params<f32>>,
+    step: u64,
+) -> anyhow::Result<StepParts> {
+    let batch = state.meta.config.trajectory.outer.meta_batch;
+    let horizon = state.model.inner.steps;
+    match &mut state.population {
+        None => {
+            let out = pool.meta_step(params, step, step, batch)?;
+            Ok(StepParts {
+                sum: out.sum,
+                outer_loss: out.outer_loss,
+                lr: out.lr,
+                parts: out.parts,
+                straggler_s: out.straggler_s,
+                redispatched: out.redispatched,
+                group_reduced: out.group_reduced,
+            })
+        }
+        Some(population) => {
+            let out = pool.window_step(params, step, step, &population.jobs())?;
+            population.update(out.members, horizon);
+            Ok(StepParts {
+                sum: out.sum,
+                outer_loss: out.objective,
+                lr: out.lr,
+                parts: out.parts,
+                straggler_s: out.straggler_s,
+                redispatched: out.redispatched,
+                group_reduced: false,
+            })
+        }
+    }
+}
+
 /// Runs meta-steps from `state.meta.step` to the configured number, then the final
 /// evaluation and plots.
 pub fn train_loop(
@@ -266,7 +329,7 @@ pub fn train_loop(
     stop: &StopFlag,
 ) -> anyhow::Result<Outcome> {
     let cfg = state.meta.config.clone();
-    let mask = UpdateMask { theta: cfg.trajectory.inner.learn_init };
+    let mask = UpdateMask { theta: state.model.inner.learn_init };
     let groups = group_names(state);
     let mut metrics = MetricsWriter::open(dir, state.meta.step)?;
     let started = Instant::now();
@@ -278,9 +341,7 @@ pub fn train_loop(
         let step = state.meta.step;
         let _span = tracing::info_span!("step", step).entered();
         let params = Arc::new(state.params.clone());
-        let out = pool
-            .meta_step(&params, step, step, cfg.trajectory.outer.meta_batch)
-            .with_context(|| format!("meta-step {step}"))?;
+        let out = gradient_step(state, pool, &params, step).with_context(|| format!("meta-step {step}"))?;
         redispatched += u64::from(out.redispatched);
         group_reduced += u64::from(out.group_reduced);
         let meta_loss = mean(&out.outer_loss);

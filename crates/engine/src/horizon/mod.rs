@@ -11,8 +11,8 @@ mod segment;
 pub mod window;
 
 pub use objective::{Objective, ObjectiveMode};
-pub use population::{Estimator, Member, MemberOutcome, WindowItem, WindowSpec};
 pub use pes::{PesOutcome, PesPair, pes_window, phi_len};
+pub use population::{Estimator, Member, MemberOutcome, RunReport, WindowItem, WindowSpec, complete_run};
 pub use rate_rule::RateRule;
 pub use run_data::{Batch, RunData};
 pub use run_state::RunState;

@@ -119,7 +119,13 @@ pub struct WindowSpec {
     pub remat: bool,
 }
 
-fn one(config: &Config, params: &Params<f32>, spec: &WindowSpec, item: WindowItem<'_>, grad: &mut Params<f32>) -> Result<MemberOutcome> {
+fn one(
+    config: &Config,
+    params: &Params<f32>,
+    spec: &WindowSpec,
+    item: WindowItem<'_>,
+    grad: &mut Params<f32>,
+) -> Result<MemberOutcome> {
     let WindowItem { data, mut member, burn_in, mut noise } = item;
     let data: &dyn RunData<f32> = &*data;
     if burn_in > 0 {
@@ -136,11 +142,13 @@ fn one(config: &Config, params: &Params<f32>, spec: &WindowSpec, item: WindowIte
     let steps = spec.objective.window_len(member.step());
     let (objective, window) = match (&mut member, spec.estimator) {
         (Member::Run(r), _) => {
-            let w = window_meta_gradient(grad, config, params, r, data, steps, &spec.objective, spec.remat, 1.0)?;
+            let w =
+                window_meta_gradient(grad, config, params, r, data, steps, &spec.objective, spec.remat, 1.0)?;
             (w.objective, w)
         }
         (Member::Pair(p), Estimator::Pes { sigma }) => {
-            let o = pes_window(grad, config, params, p, data, steps, &spec.objective, sigma, &mut noise, 1.0)?;
+            let o =
+                pes_window(grad, config, params, p, data, steps, &spec.objective, sigma, &mut noise, 1.0)?;
             (0.5 * (o.plus.objective + o.minus.objective), o.plus)
         }
         (Member::Pair(_), _) => {
@@ -183,5 +191,57 @@ impl Engine {
             outcomes.push(o);
         }
         Ok((sum, outcomes))
+    }
+}
+
+/// How one whole run ended (evaluation of a scheduler on held-out runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// `L_val(theta_H)`.
+    pub val_loss: f32,
+    /// Accuracy on the held-out set at `theta_H` (classification only).
+    pub val_accuracy: Option<f32>,
+    /// Rates of every step, `[H, G]`.
+    pub lr: Vec<f32>,
+    /// Minibatch loss of every step, `[H]`.
+    pub train_loss: Vec<f32>,
+}
+
+/// Runs one whole run from `theta` with the learned scheduler and reports how it ended.
+pub fn complete_run(
+    config: &Config,
+    params: &Params<f32>,
+    data: &dyn RunData<f32>,
+    theta: Vec<f32>,
+) -> Result<RunReport> {
+    let horizon = config.inner.steps;
+    let objective = Objective { window: horizon, mode: super::objective::ObjectiveMode::End, horizon };
+    let mut state = RunState::fresh(config, theta);
+    let out = advance(config, params, &mut state, data, horizon, Some(&objective), None, None)?;
+    let mlp = crate::mlp::Mlp::new(config);
+    let val = data.validation();
+    let mut cache = mlp.cache(val.n);
+    mlp.forward(&mut cache, &state.theta, val.x);
+    Ok(RunReport {
+        val_loss: out.objective,
+        val_accuracy: mlp.accuracy_of_output(&cache, val.y),
+        lr: out.lr,
+        train_loss: out.train_loss,
+    })
+}
+
+impl Engine {
+    /// [`complete_run`] of every `(data, theta)` in parallel, reports in item order.
+    pub fn complete_runs(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        items: Vec<(Box<dyn RunData<f32> + Send + '_>, Vec<f32>)>,
+    ) -> Result<Vec<RunReport>> {
+        config.validate()?;
+        params.validate(config)?;
+        self.install(|| {
+            items.into_par_iter().map(|(data, theta)| complete_run(config, params, &*data, theta)).collect()
+        })
     }
 }
