@@ -7,6 +7,7 @@ Typical use (the learner and its optimiser as the checkpoint was meta-trained fo
 
     model = mlp_from_checkpoint("checkpoint.safetensors")            # theta_0 loaded
     opt = torch.optim.SGD(per_tensor_groups(model), lr=0.0)           # one group per tensor
+    # (or optimizer_for("checkpoint.safetensors", per_tensor_groups(model)) for momentum/adam)
     sched = LearnedLR(opt, "checkpoint.safetensors")
     loss_fn = learner_loss("checkpoint.safetensors")
     for t in range(sched.horizon):
@@ -43,6 +44,7 @@ __all__ = [
     "mlp_from_checkpoint",
     "per_tensor_groups",
     "learner_loss",
+    "optimizer_for",
 ]
 
 _EPS = 1e-8
@@ -92,6 +94,18 @@ def learner_loss(checkpoint):
     or ``F.cross_entropy`` (mean over points; integer labels)."""
     ck = _as_checkpoint(checkpoint)
     return {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}[ck.loss]
+
+
+def optimizer_for(checkpoint, params, lr: float = 0.0) -> torch.optim.Optimizer:
+    """The torch optimiser doing the checkpoint's inner optimiser (spec §3.1): ``SGD`` for
+    ``sgd``, ``SGD(momentum=mu, dampening=0)`` for ``momentum``, ``Adam(betas, eps)`` for
+    ``adam``. ``lr`` is only the initial value: :class:`LearnedLR` sets it at every step."""
+    o = _as_checkpoint(checkpoint).optimizer
+    if o.kind == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if o.kind == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=o.mu, dampening=0.0)
+    return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
 
 def _optimizer_problems(optimizer: torch.optim.Optimizer, ck: Checkpoint) -> List[str]:

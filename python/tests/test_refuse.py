@@ -230,3 +230,13 @@ def test_not_an_optimizer(good):
         LearnedLR(mlp_from_checkpoint(good), good)
     with pytest.raises(CheckpointError, match="cannot read"):
         LearnedLR(sgd_for(good), good.parent / "does-not-exist.safetensors")
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_optimizer_for_matches_the_checkpoint(opt, checkpoint):
+    from metasched.torch import optimizer_for
+
+    ck = checkpoint("digits", "lstm", opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LearnedLR(optimizer_for(ck, per_tensor_groups(mlp_from_checkpoint(ck))), ck)
