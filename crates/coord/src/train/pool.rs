@@ -473,7 +473,8 @@ fn reduce_eval(gathered: Gathered) -> anyhow::Result<EvalOutput> {
 mod tests {
     use super::*;
 
-    const SHAPE: AnswerShape = AnswerShape { params: 7, lr_per_task: 6, classification: false };
+    const SHAPE: AnswerShape =
+        AnswerShape { long_runs: None, params: 7, lr_per_task: 6, steps: 3, classification: false };
 
     fn step_job() -> Job {
         Job::MetaGrad { step: 4, version: 4, first: 3, count: 2 }

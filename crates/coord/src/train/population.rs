@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::BadInput;
 
+/// Named `(shape, values)` tensors, as a checkpoint's extra tensors.
+pub type StateTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// One slot of the population: which run it holds and that run's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
@@ -84,7 +87,7 @@ impl Population {
     }
 
     /// The `state.*` tensors and the metadata of a checkpoint.
-    pub fn to_checkpoint(&self) -> (PopulationMeta, BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+    pub fn to_checkpoint(&self) -> (PopulationMeta, StateTensors) {
         let mut tensors = BTreeMap::new();
         let mut put = |name: String, v: &[f32]| {
             if !v.is_empty() {
@@ -117,7 +120,7 @@ impl Population {
     /// every member against the model and the estimator.
     pub fn from_checkpoint(
         meta: &PopulationMeta,
-        tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        tensors: &StateTensors,
         config: &Config,
         estimator: Estimator,
         origin: &str,
