@@ -230,20 +230,15 @@ pub fn device_meta_gradient<R: Runtime>(
     let out = rt.download(&u.out)?;
     let mut grad = params.zeros_like();
     grad.theta.copy_from_slice(&out[theta_at..theta_at + p]);
-    if let Some(gl) = grad.lstm.as_mut() {
-        if u.lstm.is_some() {
-            let dst =
-                [&mut gl.w_ih, &mut gl.w_hh, &mut gl.b_ih, &mut gl.b_hh, &mut gl.head_w, &mut gl.head_b];
-            for ((&at, &(_, n)), d) in phi_at.iter().zip(&per_task.tensors).zip(dst) {
-                d.copy_from_slice(&out[at..at + n]);
-            }
+    if let (Some(gl), Some(_)) = (grad.lstm.as_mut(), u.lstm) {
+        let dst = [&mut gl.w_ih, &mut gl.w_hh, &mut gl.b_ih, &mut gl.b_hh, &mut gl.head_w, &mut gl.head_b];
+        for ((&at, &(_, n)), d) in phi_at.iter().zip(&per_task.tensors).zip(dst) {
+            d.copy_from_slice(&out[at..at + n]);
         }
     }
-    if let Some(gz) = grad.lslr.as_mut() {
-        if u.lslr.is_some() {
-            for (t, &at) in phi_at.iter().enumerate() {
-                gz[t * g..(t + 1) * g].copy_from_slice(&out[at..at + g]);
-            }
+    if let (Some(gz), Some(_)) = (grad.lslr.as_mut(), u.lslr) {
+        for (t, &at) in phi_at.iter().enumerate() {
+            gz[t * g..(t + 1) * g].copy_from_slice(&out[at..at + g]);
         }
     }
     let outer_loss = out[..b].to_vec();
