@@ -10,7 +10,8 @@
 #
 # Checks (each PASS, FAIL or SKIP with the reason; nothing is reported passed that did not run):
 #   inventory    nvidia-smi, libcuda / libnvrtc / libnccl locations and versions (information)
-#   selftest     meta-worker selftest --device DEV (every kernel and the whole meta-gradient)
+#   selftest     meta-worker selftest --device DEV (every kernel and the whole meta-gradient;
+#                its host-path counters per meta-step are copied into the report)
 #   sanitizer    compute-sanitizer memcheck, racecheck, synccheck over the selftest (GPU only)
 #   metagrad     meta-coord metagrad on DEV vs the CPU engine: schedulers lstm, lslr, fixed x
 #                losses mse (sinusoid), cross_entropy (digits) x second / first order, every
@@ -19,7 +20,11 @@
 #   workers      meta-coord train --device DEV --workers 1 vs --workers 3: checkpoints bitwise equal
 #   timing       ms per meta-gradient at B = 25, 250, 1000, 10000 on DEV and on the CPU engine
 #                (--small: B = 4, 16, 64)
-#   nccl         2-rank NCCL group on one GPU: TODO (not written yet; reported as SKIP)
+#   collective   2 worker processes on DEV reducing in a group (cuda: NCCL, both ranks on the
+#                one GPU, told apart by NCCL_HOSTID, socket transport over loopback; emu: the
+#                TCP stand-in NCCL is replaced by there), against coordinator-side reduction
+#                (meta-coord train --device DEV --workers 1): checkpoints bitwise equal, and
+#                steps reduced by the group (metrics.jsonl group_reduced: all on emu, >= 1 on cuda)
 # Exit status: 0 when no check failed, 1 otherwise, 2 on bad usage.
 set -uo pipefail
 
@@ -218,8 +223,53 @@ for tool in memcheck racecheck synccheck; do
     fi
 done
 
-# ---- NCCL
-row SKIP nccl-2-ranks-one-gpu 0 "TODO: not written yet (crates/cuda/tests/nccl.rs needs 2 GPUs)"
+# ---- 2-rank reduction group on one device vs coordinator-side reduction
+# Two meta-worker processes on DEV join `meta-coord train --listen`; they form a group (NCCL on
+# cuda: NCCL refuses two ranks of one GPU on one host, so each rank gets its own NCCL_HOSTID and
+# the ranks talk over sockets on loopback, P2P and SHM off; emu: the TCP all-reduce), each step
+# is all-reduced among them, and the checkpoint must equal, bit for bit, that of one in-process
+# worker (no group: the coordinator reduces).
+group_pair() { # collective-name
+    local dir="$W/group-2" ref="$W/group-ref" tok pids=() r rc=0 addr="" n
+    rm -rf "$dir" "$ref"
+    tok=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    train_run 1 "$ref" > "$L/group-ref.log" 2>&1 || { echo "reference run failed (logs/group-ref.log)"; return 1; }
+    METASCHED_TOKEN="$tok" RUST_LOG=info "$COORD" train --listen 127.0.0.1:0 --expect-workers 2 \
+        --steps "$STEPS" --meta-batch "$TB" --eval-every 100000 --checkpoint-every 100000 \
+        --eval-tasks 3 --final-eval-tasks 3 --log-every 1 --worker-timeout 60 --out "$dir" \
+        > "$L/group-coord.log" 2>&1 &
+    local coord=$!
+    for _ in $(seq 1 300); do
+        [ -s "$dir/coordinator.addr" ] && { addr=$(cat "$dir/coordinator.addr"); break; }
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { echo "the coordinator did not listen"; kill "$coord" 2>/dev/null; return 1; }
+    for r in 0 1; do
+        METASCHED_TOKEN="$tok" RUST_LOG=info NCCL_HOSTID="metasched-gpu-check-rank$r" \
+            NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+            NCCL_DEBUG="${NCCL_DEBUG:-WARN}" \
+            "$WORKER" --coord "$addr" --device "$DEV" --give-up-after 15 > "$L/group-worker$r.log" 2>&1 &
+        pids+=($!)
+    done
+    wait "$coord" || rc=$?
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    [ $rc -eq 0 ] || { echo "meta-coord train exited $rc (logs/group-coord.log)"; tail -5 "$L/group-coord.log"; return 1; }
+    n=$(tail -1 "$dir/metrics.jsonl" | grep -o '"group_reduced":[0-9]*' | cut -d: -f2)
+    echo "group-reduced steps: ${n:-none} of $STEPS ($1)"
+    # Every step on the emulator; on a GPU a slow first NCCL join may leave a step to the
+    # coordinator (then redone there, bitwise the same), so at least one grouped step is required.
+    if [ "$DEV" = emu ]; then [ "${n:-0}" = "$STEPS" ]; else [ "${n:-0}" -ge 1 ]; fi ||
+        { echo "error: the group reduced ${n:-no} of $STEPS steps (worker logs: logs/group-worker*.log)"; return 1; }
+    "$COORD" compare --exact "$dir/checkpoint.safetensors" "$ref/checkpoint.safetensors"
+}
+if [ "$DEV" = emu ]; then
+    check collective-2-ranks-tcp 150 group_pair "tcp stand-in (emu has no NCCL)"
+    row SKIP nccl-2-ranks-one-gpu 0 "no NCCL on the emulator: collective-2-ranks-tcp ran the same check over the TCP stand-in"
+elif ! grep -q '^libnccl.so: /' "$inv"; then
+    row SKIP nccl-2-ranks-one-gpu 0 "no libnccl.so.2 found (ldconfig, LD_LIBRARY_PATH, wheels; see the inventory)"
+else
+    check nccl-2-ranks-one-gpu 150 group_pair "NCCL"
+fi
 
 # ---- report
 {
@@ -239,6 +289,12 @@ row SKIP nccl-2-ranks-one-gpu 0 "TODO: not written yet (crates/cuda/tests/nccl.r
     echo "## precompiled kernels loads modules before the clock starts, with NVRTC the first launches compile)"
     echo
     if [ -s "$TIMES" ]; then cat "$TIMES"; fi
+    echo
+    echo "## host path per meta-step (meta-worker selftest: the runtime's counters)"
+    echo
+    echo '```'
+    sed -n '/^host path per meta-step/,$p' "$L/selftest.log" 2>/dev/null | grep -E '^(host path|  )' || echo "(selftest printed no counters)"
+    echo '```'
     echo
     echo "## inventory"
     echo

@@ -5,6 +5,9 @@
 use std::convert::Infallible;
 use std::marker::PhantomData;
 
+use std::ops::Range;
+
+use crate::counters::Counters;
 use crate::error::{CudaError, Result};
 use crate::kernels::KernelId;
 use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime};
@@ -57,6 +60,24 @@ impl Runtime for CudaRuntime {
     }
 
     fn copy_out<T: Element>(&self, _src: &CudaBuffer<T>, _dst: &mut [T]) -> Result<()> {
+        match self.never {}
+    }
+
+    fn copy_device<T: Element>(
+        &self,
+        _dst: &mut CudaBuffer<T>,
+        _dst_offset: usize,
+        _src: &CudaBuffer<T>,
+        _src_range: Range<usize>,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    fn zero<T: Element>(&self, _buf: &mut CudaBuffer<T>, _range: Range<usize>) -> Result<()> {
+        match self.never {}
+    }
+
+    fn counters(&self) -> Counters {
         match self.never {}
     }
 

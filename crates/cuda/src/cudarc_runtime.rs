@@ -1,7 +1,17 @@
-//! [`CudaRuntime`]: the [`Runtime`] of a real GPU, through cudarc. One context and stream per
-//! runtime (device index), the kernels' PTX from [`crate::compile::kernel_ptx`] for the
-//! device's architecture, loaded once per kernel file, buffers as device slices, and every
-//! launch checked by [`KernelId::check`] before it reaches the driver.
+//! [`CudaRuntime`]: the [`Runtime`] of a real GPU, through cudarc. One context and one
+//! dedicated compute stream per runtime (device index; a non-blocking stream of its own, not
+//! the legacy NULL stream, which NCCL and other libraries also use), the kernels' PTX from
+//! [`crate::compile::kernel_ptx`] for the device's architecture, loaded once per kernel file,
+//! buffers as device slices, and every launch checked by [`KernelId::check`] before it
+//! reaches the driver.
+//!
+//! The host path of a launch allocates nothing and takes no lock: the arguments are checked
+//! and marshalled in arrays on the stack, the function comes from a per-[`KernelId`] table
+//! filled once ([`KernelId::index`]), and `cuLaunchKernel` is called directly. cudarc's event
+//! tracking (two CUDA events recorded per buffer use, for multi-stream safety) is disabled:
+//! all compute work goes to the one stream, and the NCCL stream ([`CudaRuntime::new_side_stream`])
+//! uses buffers of its own that it waits for before the host reads them. Buffers come from a
+//! [`BufferPool`] that the meta-step gives its buffers back to.
 //!
 //! Construct it only through [`CudaRuntime::new`], which runs [`crate::probe`] first: cudarc
 //! panics when it cannot load the driver library, the probe reports that as an error.
@@ -10,15 +20,19 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::ffi::c_void;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nvrtc::Ptx;
 
+use crate::counters::{CounterSet, Counters, Event};
 use crate::error::{CudaError, Result};
 use crate::kernel_dir::{KernelDir, KernelImage, load_error};
-use crate::kernels::{ArgValue, KernelId};
-use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime};
+use crate::kernels::{KernelId, MAX_PARAMS};
+use crate::pool::BufferPool;
+use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime, arg_values, check_range};
 
 fn poisoned() -> CudaError {
     CudaError::Runtime("kernel cache poisoned".into())
@@ -40,16 +54,20 @@ impl<T> DeviceBuffer<T> for CudaBuffer<T> {
     }
 }
 
-/// One CUDA device (context and stream) with the kernels loaded on first use.
+/// One CUDA device (context and compute stream) with the kernels loaded on first use.
 #[derive(Debug)]
 pub struct CudaRuntime {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: String,
+    /// Loaded modules by kernel file; locked only while a function is first looked up.
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// Each kernel's function, by [`KernelId::index`], set on its first launch.
+    functions: [OnceLock<CudaFunction>; KernelId::ALL.len()],
     /// Precompiled kernels (`--kernels`, `$METASCHED_KERNELS_DIR`); `None`: NVRTC.
     kernels: Option<KernelDir>,
+    counters: CounterSet,
+    pool: Mutex<BufferPool<CudaRuntime>>,
 }
 
 /// The CUDA version the driver supports (`cuDriverGetVersion`, e.g. 12040), when it answers.
@@ -72,16 +90,23 @@ impl CudaRuntime {
             )));
         }
         let ctx = CudaContext::new(index).map_err(|e| driver("cannot create a context", e))?;
+        // SAFETY: called before any buffer of this context exists. Without event tracking,
+        // cudarc leaves cross-stream ordering to us: every compute buffer is allocated, used
+        // and freed on the one compute stream (stream order is then enough), and the NCCL
+        // stream only uses buffers it allocates itself and synchronises before returning.
+        unsafe { ctx.disable_event_tracking() };
         let (major, minor) = ctx.compute_capability().map_err(|e| driver("compute capability", e))?;
-        let stream = ctx.default_stream();
+        let stream = ctx.new_stream().map_err(|e| driver("cannot create the compute stream", e))?;
         let kernels = crate::kernel_dir::configured_dir().map(|d| KernelDir::open(&d)).transpose()?;
         let rt = Self {
             ctx,
             stream,
             arch: format!("sm_{major}{minor}"),
             modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
+            functions: std::array::from_fn(|_| OnceLock::new()),
             kernels,
+            counters: CounterSet::default(),
+            pool: Mutex::new(BufferPool::default()),
         };
         // Precompiled kernels are all checked and loaded now, so a stale or refused file is an
         // error at start-up, not in the middle of a run.
@@ -97,6 +122,12 @@ impl CudaRuntime {
     /// The stream every launch and copy goes to.
     pub fn stream(&self) -> Arc<CudaStream> {
         Arc::clone(&self.stream)
+    }
+
+    /// A new non-blocking stream of this runtime's context, for work that must not queue
+    /// behind (or in front of) the compute stream: the NCCL all-reduce.
+    pub fn new_side_stream(&self) -> Result<Arc<CudaStream>> {
+        self.ctx.new_stream().map_err(|e| driver("cannot create a stream", e))
     }
 
     /// The precompiled kernels directory in use, `None` when kernels come from NVRTC.
@@ -120,10 +151,18 @@ impl CudaRuntime {
         &self.arch
     }
 
-    fn function(&self, kernel: KernelId) -> Result<CudaFunction> {
-        if let Some(f) = self.functions.lock().map_err(|_| poisoned())?.get(kernel.entry_point()) {
-            return Ok(f.clone());
+    /// `kernel`'s function: from the table after its first launch (no lock, no hash), else
+    /// loaded now.
+    fn function(&self, kernel: KernelId) -> Result<&CudaFunction> {
+        let cell = &self.functions[kernel.index()];
+        if let Some(f) = cell.get() {
+            return Ok(f);
         }
+        let f = self.load_function(kernel)?;
+        Ok(cell.get_or_init(|| f))
+    }
+
+    fn load_function(&self, kernel: KernelId) -> Result<CudaFunction> {
         let file = kernel.source_file();
         let module = {
             let mut modules = self.modules.lock().map_err(|_| poisoned())?;
@@ -155,11 +194,9 @@ impl CudaRuntime {
                 }
             }
         };
-        let f = module
+        module
             .load_function(kernel.entry_point())
-            .map_err(|e| driver(&format!("no function {} in {file}", kernel.entry_point()), e))?;
-        self.functions.lock().map_err(|_| poisoned())?.insert(kernel.entry_point(), f.clone());
-        Ok(f)
+            .map_err(|e| driver(&format!("no function {} in {file}", kernel.entry_point()), e))
     }
 }
 
@@ -171,21 +208,19 @@ fn warn_arch_fallback(file: &str, arch: &str, e: &CudaError) {
     );
 }
 
-/// A launch argument as cudarc takes it.
-enum Pushed<'c> {
-    F32(f32),
-    I32(i32),
-    U32(u32),
-    F32Ptr(CudaView<'c, f32>),
-    I32Ptr(CudaView<'c, i32>),
-    U32Ptr(CudaView<'c, u32>),
+/// The device address of element `offset` of `buf` (checked against its length by
+/// [`KernelId::check`] before any launch uses it).
+fn device_address<T>(stream: &CudaStream, buf: &CudaBuffer<T>, offset: usize) -> u64 {
+    let (base, _no_event) = buf.slice.device_ptr(stream);
+    base + (offset * std::mem::size_of::<T>()) as u64
 }
 
-fn view<'c, T>(kernel: KernelId, buf: &'c CudaBuffer<T>, offset: usize) -> Result<CudaView<'c, T>> {
-    buf.slice.try_slice(offset..).ok_or_else(|| CudaError::InvalidArgument {
-        kernel: kernel.entry_point().to_string(),
-        reason: format!("offset {offset} past the end of a buffer of {}", buf.slice.len()),
-    })
+/// A view of `buf[range]` (checked by the caller).
+fn slice_of<'b, T>(buf: &'b CudaBuffer<T>, range: Range<usize>) -> Result<cudarc::driver::CudaView<'b, T>> {
+    let len = buf.slice.len();
+    buf.slice
+        .try_slice(range.clone())
+        .ok_or_else(|| CudaError::Runtime(format!("range {range:?} outside a buffer of {len}")))
 }
 
 impl Runtime for CudaRuntime {
@@ -198,6 +233,7 @@ impl Runtime for CudaRuntime {
 
     fn alloc<T: Element>(&self, len: usize) -> Result<CudaBuffer<T>> {
         let slice = self.stream.alloc_zeros::<T>(len).map_err(|e| driver("allocation", e))?;
+        self.counters.add(Event::Alloc);
         Ok(CudaBuffer { slice })
     }
 
@@ -205,6 +241,7 @@ impl Runtime for CudaRuntime {
         if dst.slice.len() != src.len() {
             return Err(CudaError::LengthMismatch { buffer: dst.slice.len(), host: src.len() });
         }
+        self.counters.add(Event::Upload);
         self.stream.memcpy_htod(src, &mut dst.slice).map_err(|e| driver("host to device copy", e))
     }
 
@@ -212,52 +249,120 @@ impl Runtime for CudaRuntime {
         if src.slice.len() != dst.len() {
             return Err(CudaError::LengthMismatch { buffer: src.slice.len(), host: dst.len() });
         }
+        self.counters.add(Event::Download);
         self.stream.memcpy_dtoh(&src.slice, dst).map_err(|e| driver("device to host copy", e))?;
-        self.stream.synchronize().map_err(|e| driver("synchronize", e))
+        self.synchronize()
+    }
+
+    fn copy_device<T: Element>(
+        &self,
+        dst: &mut CudaBuffer<T>,
+        dst_offset: usize,
+        src: &CudaBuffer<T>,
+        src_range: Range<usize>,
+    ) -> Result<()> {
+        check_range("device copy source", src.slice.len(), &src_range)?;
+        let n = src_range.end - src_range.start;
+        let dst_range = dst_offset..dst_offset.saturating_add(n);
+        check_range("device copy destination", dst.slice.len(), &dst_range)?;
+        let from = slice_of(src, src_range)?;
+        let dst_len = dst.slice.len();
+        let mut to = dst.slice.try_slice_mut(dst_range.clone()).ok_or_else(|| {
+            CudaError::Runtime(format!("range {dst_range:?} outside a buffer of {dst_len}"))
+        })?;
+        self.counters.add(Event::DeviceCopy);
+        self.stream.memcpy_dtod(&from, &mut to).map_err(|e| driver("device to device copy", e))
+    }
+
+    fn zero<T: Element>(&self, buf: &mut CudaBuffer<T>, range: Range<usize>) -> Result<()> {
+        let len = buf.slice.len();
+        check_range("zero fill", len, &range)?;
+        let mut view = buf
+            .slice
+            .try_slice_mut(range.clone())
+            .ok_or_else(|| CudaError::Runtime(format!("range {range:?} outside a buffer of {len}")))?;
+        self.counters.add(Event::Memset);
+        self.stream.memset_zeros(&mut view).map_err(|e| driver("zero fill", e))
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    fn alloc_pooled<T: Element>(&self, len: usize) -> Result<CudaBuffer<T>> {
+        let reused = self.pool.lock().ok().and_then(|mut p| p.take::<T>(len));
+        match reused {
+            Some(buf) => {
+                self.counters.add(Event::PoolHit);
+                Ok(buf)
+            }
+            None => self.alloc(len),
+        }
+    }
+
+    fn recycle<T: Element>(&self, buf: CudaBuffer<T>) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.put::<T>(buf);
+        }
+    }
+
+    fn release_pool(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
     }
 
     fn launch(&self, kernel: KernelId, config: &LaunchConfig, args: &[Arg<'_, Self>]) -> Result<()> {
-        let values: Vec<ArgValue> = args.iter().map(Arg::value).collect();
-        kernel.check(config, &values)?;
+        let (values, n) = arg_values(kernel, args)?;
+        kernel.check(config, &values[..n])?;
         let func = self.function(kernel)?;
-        let pushed: Vec<Pushed<'_>> = args
-            .iter()
-            .map(|a| {
-                Ok(match *a {
-                    Arg::F32(v) => Pushed::F32(v),
-                    Arg::I32(v) => Pushed::I32(v),
-                    Arg::U32(v) => Pushed::U32(v),
-                    Arg::BufF32(b, o) => Pushed::F32Ptr(view(kernel, b, o)?),
-                    Arg::BufI32(b, o) => Pushed::I32Ptr(view(kernel, b, o)?),
-                    Arg::BufU32(b, o) => Pushed::U32Ptr(view(kernel, b, o)?),
-                })
-            })
-            .collect::<Result<_>>()?;
-        let mut builder = self.stream.launch_builder(&func);
-        for p in &pushed {
-            match p {
-                Pushed::F32(v) => builder.arg(v),
-                Pushed::I32(v) => builder.arg(v),
-                Pushed::U32(v) => builder.arg(v),
-                Pushed::F32Ptr(v) => builder.arg(v),
-                Pushed::I32Ptr(v) => builder.arg(v),
-                Pushed::U32Ptr(v) => builder.arg(v),
+        let shared = u32::try_from(config.shared_bytes)
+            .map_err(|_| CudaError::Runtime(format!("{} bytes of shared memory", config.shared_bytes)))?;
+        // Each argument's value, by type, on the stack; `params[i]` points at argument i's.
+        let (mut f32s, mut i32s, mut u32s, mut ptrs) =
+            ([0f32; MAX_PARAMS], [0i32; MAX_PARAMS], [0u32; MAX_PARAMS], [0u64; MAX_PARAMS]);
+        let mut params = [std::ptr::null_mut::<c_void>(); MAX_PARAMS];
+        for (i, a) in args.iter().enumerate() {
+            match *a {
+                Arg::F32(v) => f32s[i] = v,
+                Arg::I32(v) => i32s[i] = v,
+                Arg::U32(v) => u32s[i] = v,
+                Arg::BufF32(b, o) => ptrs[i] = device_address(&self.stream, b, o),
+                Arg::BufI32(b, o) => ptrs[i] = device_address(&self.stream, b, o),
+                Arg::BufU32(b, o) => ptrs[i] = device_address(&self.stream, b, o),
+            }
+        }
+        for (i, a) in args.iter().enumerate() {
+            params[i] = match a {
+                Arg::F32(_) => (&mut f32s[i] as *mut f32).cast(),
+                Arg::I32(_) => (&mut i32s[i] as *mut i32).cast(),
+                Arg::U32(_) => (&mut u32s[i] as *mut u32).cast(),
+                Arg::BufF32(..) | Arg::BufI32(..) | Arg::BufU32(..) => (&mut ptrs[i] as *mut u64).cast(),
             };
         }
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (config.grid.x, config.grid.y, config.grid.z),
-            block_dim: (config.block.x, config.block.y, config.block.z),
-            shared_mem_bytes: u32::try_from(config.shared_bytes)
-                .map_err(|_| CudaError::Runtime(format!("{} bytes of shared memory", config.shared_bytes)))?,
-        };
+        self.ctx.bind_to_thread().map_err(|e| driver("bind the context", e))?;
         // SAFETY: `KernelId::check` verified the parameter types, that every buffer holds what
-        // the kernel indexes for these sizes, and the launch shape the kernel requires.
-        unsafe { builder.launch(cfg) }
-            .map_err(|e| driver(&format!("launch of {}", kernel.entry_point()), e))?;
+        // the kernel indexes for these sizes, and the launch shape the kernel requires;
+        // `params[..n]` points at one live value of the right C type per parameter (the
+        // arrays above outlive the call, which copies them); the buffers outlive the launch
+        // because they are freed on this same stream, after it.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                func.cu_function(),
+                (config.grid.x, config.grid.y, config.grid.z),
+                (config.block.x, config.block.y, config.block.z),
+                shared,
+                self.stream.cu_stream(),
+                &mut params[..n],
+            )
+        }
+        .map_err(|e| driver(&format!("launch of {}", kernel.entry_point()), e))?;
+        self.counters.add(Event::Launch);
         Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.counters.add(Event::Sync);
         self.stream.synchronize().map_err(|e| driver("synchronize", e))
     }
 }

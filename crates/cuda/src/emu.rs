@@ -3,11 +3,15 @@
 //! threads). Device memory is host memory; launches are synchronous.
 
 use std::cell::Cell;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
+use crate::counters::{CounterSet, Counters, Event};
 use crate::error::{CudaError, Result};
 use crate::ffi::CheckedLaunch;
 use crate::kernels::KernelId;
-use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime};
+use crate::pool::BufferPool;
+use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime, check_range};
 
 /// In which order the emulator resumes the threads of a block at every step (and hands
 /// blocks to its workers). Correct kernels give the same results under every order; a
@@ -62,12 +66,15 @@ impl<T: Element> DeviceBuffer<T> for EmuBuffer<T> {
     }
 }
 
-/// The CPU emulator as a [`Runtime`].
+/// The CPU emulator as a [`Runtime`]. Clones share the counters and the buffer pool.
 #[derive(Debug, Clone, Default)]
 pub struct EmuRuntime {
     schedule: Schedule,
     workers: u32,
     stack_bytes: u64,
+    poison: bool,
+    counters: Arc<CounterSet>,
+    pool: Arc<Mutex<BufferPool<EmuRuntime>>>,
 }
 
 impl EmuRuntime {
@@ -93,6 +100,20 @@ impl EmuRuntime {
     pub fn with_stack_bytes(mut self, bytes: u64) -> Self {
         self.stack_bytes = bytes;
         self
+    }
+
+    /// The same emulator with a pool that fills every buffer it hands out again with
+    /// [`Element::POISON`] (NaN for `f32`), so that a kernel reading what an earlier
+    /// meta-step left in a reused buffer changes the results (the tests compare them with a
+    /// fresh run, bit for bit).
+    pub fn with_poisoned_pool(mut self, poison: bool) -> Self {
+        self.poison = poison;
+        self
+    }
+
+    /// How many buffers the pool holds now.
+    pub fn pooled_buffers(&self) -> usize {
+        self.pool.lock().map(|p| p.buffers()).unwrap_or(0)
     }
 
     /// The thread schedule.
@@ -135,11 +156,13 @@ impl Runtime for EmuRuntime {
     }
 
     fn alloc<T: Element>(&self, len: usize) -> Result<EmuBuffer<T>> {
+        self.counters.add(Event::Alloc);
         Ok(EmuBuffer::zeroed(len))
     }
 
     fn copy_in<T: Element>(&self, dst: &mut EmuBuffer<T>, src: &[T]) -> Result<()> {
         same_len(dst.cells.len(), src.len())?;
+        self.counters.add(Event::Upload);
         for (c, &v) in dst.cells.iter().zip(src) {
             c.set(v);
         }
@@ -148,17 +171,80 @@ impl Runtime for EmuRuntime {
 
     fn copy_out<T: Element>(&self, src: &EmuBuffer<T>, dst: &mut [T]) -> Result<()> {
         same_len(src.cells.len(), dst.len())?;
+        self.counters.add(Event::Download);
+        self.counters.add(Event::Sync);
         for (d, c) in dst.iter_mut().zip(src.cells.iter()) {
             *d = c.get();
         }
         Ok(())
     }
 
+    fn copy_device<T: Element>(
+        &self,
+        dst: &mut EmuBuffer<T>,
+        dst_offset: usize,
+        src: &EmuBuffer<T>,
+        src_range: Range<usize>,
+    ) -> Result<()> {
+        check_range("device copy source", src.cells.len(), &src_range)?;
+        let n = src_range.end - src_range.start;
+        check_range("device copy destination", dst.cells.len(), &(dst_offset..dst_offset.saturating_add(n)))?;
+        self.counters.add(Event::DeviceCopy);
+        for (d, s) in dst.cells[dst_offset..dst_offset + n].iter().zip(&src.cells[src_range]) {
+            d.set(s.get());
+        }
+        Ok(())
+    }
+
+    fn zero<T: Element>(&self, buf: &mut EmuBuffer<T>, range: Range<usize>) -> Result<()> {
+        check_range("zero fill", buf.cells.len(), &range)?;
+        self.counters.add(Event::Memset);
+        for c in &buf.cells[range] {
+            c.set(T::default());
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    fn alloc_pooled<T: Element>(&self, len: usize) -> Result<EmuBuffer<T>> {
+        let reused = self.pool.lock().ok().and_then(|mut p| p.take::<T>(len));
+        match reused {
+            Some(buf) => {
+                self.counters.add(Event::PoolHit);
+                if self.poison {
+                    for c in buf.cells.iter() {
+                        c.set(T::POISON);
+                    }
+                }
+                Ok(buf)
+            }
+            None => self.alloc(len),
+        }
+    }
+
+    fn recycle<T: Element>(&self, buf: EmuBuffer<T>) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.put::<T>(buf);
+        }
+    }
+
+    fn release_pool(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
+    }
+
     fn launch(&self, kernel: KernelId, config: &LaunchConfig, args: &[Arg<'_, Self>]) -> Result<()> {
-        CheckedLaunch::new(kernel, config, args)?.run(self)
+        let launch = CheckedLaunch::new(kernel, config, args)?;
+        self.counters.add(Event::Launch);
+        launch.run(self)
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.counters.add(Event::Sync);
         Ok(())
     }
 }

@@ -121,8 +121,8 @@ impl<'r, 'a> CheckedLaunch<'r, 'a> {
         config: &LaunchConfig,
         args: &'r [Arg<'a, EmuRuntime>],
     ) -> Result<Self> {
-        let values: Vec<_> = args.iter().map(Arg::value).collect();
-        kernel.check(config, &values)?;
+        let (values, n) = crate::runtime::arg_values(kernel, args)?;
+        kernel.check(config, &values[..n])?;
         Ok(Self { name: kernel.entry_point(), config: *config, args })
     }
 

@@ -71,6 +71,17 @@ impl<R: Runtime> MlpWorkspace<R> {
     pub fn loss(&self) -> &R::Buffer<f32> {
         &self.loss
     }
+
+    /// Gives every buffer back to `rt`'s pool, for the next meta-step.
+    pub fn recycle(self, rt: &R) {
+        let singles = [self.out, self.probs, self.loss];
+        for buf in self.hidden.into_iter().chain(self.delta).chain(self.dh).chain(self.rz).chain(self.rh) {
+            rt.recycle(buf);
+        }
+        for buf in self.rdelta.into_iter().chain(singles) {
+            rt.recycle(buf);
+        }
+    }
 }
 
 /// The learner's architecture, driving its kernels on a [`Runtime`]. Parameter vectors
@@ -107,13 +118,29 @@ impl DeviceMlp {
         self.layout.n_linear()
     }
 
-    /// Device memory for sets of `rows` points of `tasks` tasks.
+    /// Device memory for sets of `rows` points of `tasks` tasks (new, zero-filled buffers).
     pub fn workspace<R: Runtime>(&self, rt: &R, tasks: usize, rows: usize) -> Result<MlpWorkspace<R>> {
+        self.workspace_with(tasks, rows, |len| rt.alloc::<f32>(len))
+    }
+
+    /// Device memory for sets of `rows` points of `tasks` tasks, from `rt`'s pool (contents
+    /// left over: every pass writes what it reads first); give it back with
+    /// [`MlpWorkspace::recycle`].
+    pub fn workspace_pooled<R: Runtime>(&self, rt: &R, tasks: usize, rows: usize) -> Result<MlpWorkspace<R>> {
+        self.workspace_with(tasks, rows, |len| rt.alloc_pooled::<f32>(len))
+    }
+
+    fn workspace_with<R: Runtime>(
+        &self,
+        tasks: usize,
+        rows: usize,
+        alloc: impl Fn(usize) -> Result<R::Buffer<f32>>,
+    ) -> Result<MlpWorkspace<R>> {
         let l = self.n_linear();
         let w = &self.layout.widths;
-        let act = |d: usize| rt.alloc::<f32>(tasks * rows * d);
+        let act = |d: usize| alloc(tasks * rows * d);
         let many = |range: std::ops::Range<usize>| -> Result<Vec<R::Buffer<f32>>> {
-            range.map(|i| rt.alloc::<f32>(tasks * rows * w[i])).collect()
+            range.map(|i| alloc(tasks * rows * w[i])).collect()
         };
         Ok(MlpWorkspace {
             tasks,
@@ -123,7 +150,7 @@ impl DeviceMlp {
             probs: act(w[l])?,
             delta: many(1..l + 1)?,
             dh: many(1..l)?,
-            loss: rt.alloc::<f32>(tasks)?,
+            loss: alloc(tasks)?,
             rz: many(1..l + 1)?,
             rh: many(1..l)?,
             rdelta: many(1..l + 1)?,
@@ -169,10 +196,11 @@ impl DeviceMlp {
             let input = if l == 0 { x } else { &ws.hidden[l - 1] };
             let out = if l == last { &ws.out } else { &ws.hidden[l] };
             let act = if l == last { 0 } else { act_code(self.activation) };
-            let mut args = vec![Arg::buf(out), Arg::buf(input), Arg::buf(theta)];
-            args.extend(self.layer_args(ws, l));
-            args.push(Arg::I32(act));
-            rt.launch_default(KernelId::LinearForward, &args)?;
+            let [t, r, di, dout, ps, wo, bo] = self.layer_args(ws, l);
+            rt.launch_default(
+                KernelId::LinearForward,
+                &[Arg::buf(out), Arg::buf(input), Arg::buf(theta), t, r, di, dout, ps, wo, bo, Arg::I32(act)],
+            )?;
         }
         Ok(())
     }
@@ -223,18 +251,27 @@ impl DeviceMlp {
             // For l = 0 no input gradient is wanted; the unused output slots get any buffer.
             let (dh, delta_prev) =
                 if l == 0 { (&ws.out, &ws.out) } else { (&ws.dh[l - 1], &ws.delta[l - 1]) };
-            let mut args = vec![
-                Arg::buf(grad),
-                Arg::buf(dh),
-                Arg::buf(delta_prev),
-                Arg::buf(&ws.delta[l]),
-                Arg::buf(input),
-            ];
-            args.push(Arg::buf(theta));
-            args.extend(self.layer_args(ws, l));
-            args.push(Arg::I32(act_code(self.activation)));
-            args.push(Arg::flag(l > 0));
-            rt.launch_default(KernelId::LinearBackward, &args)?;
+            let [t, r, di, dout, ps, wo, bo] = self.layer_args(ws, l);
+            rt.launch_default(
+                KernelId::LinearBackward,
+                &[
+                    Arg::buf(grad),
+                    Arg::buf(dh),
+                    Arg::buf(delta_prev),
+                    Arg::buf(&ws.delta[l]),
+                    Arg::buf(input),
+                    Arg::buf(theta),
+                    t,
+                    r,
+                    di,
+                    dout,
+                    ps,
+                    wo,
+                    bo,
+                    Arg::I32(act_code(self.activation)),
+                    Arg::flag(l > 0),
+                ],
+            )?;
         }
         Ok(())
     }
@@ -261,19 +298,28 @@ impl DeviceMlp {
             let rh_in = if l == 0 { x } else { &ws.rh[l - 1] };
             let (rh_out, h_out, a) =
                 if l == last { (&ws.rz[l], &ws.rz[l], 0) } else { (&ws.rh[l], &ws.hidden[l], act) };
-            let mut args = vec![
-                Arg::buf(&ws.rz[l]),
-                Arg::buf(rh_out),
-                Arg::buf(rh_in),
-                Arg::buf(input),
-                Arg::buf(h_out),
-                Arg::buf(theta),
-                Arg::buf(u),
-            ];
-            args.extend(self.layer_args(ws, l));
-            args.push(Arg::I32(a));
-            args.push(Arg::flag(l > 0));
-            rt.launch_default(KernelId::LinearRop, &args)?;
+            let [t, r, di, dout, ps, wo, bo] = self.layer_args(ws, l);
+            rt.launch_default(
+                KernelId::LinearRop,
+                &[
+                    Arg::buf(&ws.rz[l]),
+                    Arg::buf(rh_out),
+                    Arg::buf(rh_in),
+                    Arg::buf(input),
+                    Arg::buf(h_out),
+                    Arg::buf(theta),
+                    Arg::buf(u),
+                    t,
+                    r,
+                    di,
+                    dout,
+                    ps,
+                    wo,
+                    bo,
+                    Arg::I32(a),
+                    Arg::flag(l > 0),
+                ],
+            )?;
         }
         let (b, n, d) = (Arg::int(ws.tasks), Arg::int(ws.rows), Arg::int(self.width(last + 1)));
         match self.loss {
@@ -294,22 +340,31 @@ impl DeviceMlp {
             } else {
                 (&ws.rdelta[l - 1], &ws.rh[l - 1], &ws.dh[l - 1], &ws.rz[l - 1])
             };
-            let mut args = vec![
-                Arg::buf(hv),
-                Arg::buf(rdelta_prev),
-                Arg::buf(&ws.rdelta[l]),
-                Arg::buf(&ws.delta[l]),
-                Arg::buf(input),
-                Arg::buf(rh_in),
-                Arg::buf(dh_in),
-                Arg::buf(rz_prev),
-                Arg::buf(theta),
-                Arg::buf(u),
-            ];
-            args.extend(self.layer_args(ws, l));
-            args.push(Arg::I32(act));
-            args.push(Arg::flag(l > 0));
-            rt.launch_default(KernelId::LinearRopBackward, &args)?;
+            let [t, r, di, dout, ps, wo, bo] = self.layer_args(ws, l);
+            rt.launch_default(
+                KernelId::LinearRopBackward,
+                &[
+                    Arg::buf(hv),
+                    Arg::buf(rdelta_prev),
+                    Arg::buf(&ws.rdelta[l]),
+                    Arg::buf(&ws.delta[l]),
+                    Arg::buf(input),
+                    Arg::buf(rh_in),
+                    Arg::buf(dh_in),
+                    Arg::buf(rz_prev),
+                    Arg::buf(theta),
+                    Arg::buf(u),
+                    t,
+                    r,
+                    di,
+                    dout,
+                    ps,
+                    wo,
+                    bo,
+                    Arg::I32(act),
+                    Arg::flag(l > 0),
+                ],
+            )?;
         }
         Ok(())
     }

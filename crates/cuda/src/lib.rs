@@ -34,6 +34,7 @@
 #[cfg(feature = "checks")]
 pub mod checks;
 pub mod compile;
+pub mod counters;
 #[cfg(not(feature = "cuda"))]
 mod cuda_disabled;
 #[cfg(feature = "cuda")]
@@ -47,9 +48,11 @@ pub mod kernels;
 pub mod learner;
 pub mod nccl;
 pub mod nccl_ffi;
+pub mod pool;
 pub mod probe;
 pub mod runtime;
 
+pub use counters::Counters;
 #[cfg(not(feature = "cuda"))]
 pub use cuda_disabled::{CudaBuffer, CudaRuntime};
 #[cfg(feature = "cuda")]
@@ -63,4 +66,5 @@ pub use kernels::{
     ArgValue, BlockShape, Family, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source,
 };
 pub use nccl::NcclCollective;
+pub use pool::BufferPool;
 pub use runtime::{Arg, DeviceBuffer, Dim3, Element, LaunchConfig, Runtime};

@@ -43,7 +43,7 @@ mod imp {
     use crate::error::{CudaError, Result};
     use crate::nccl_ffi::{self, Communicator};
 
-    /// A member of an NCCL communicator: one GPU (its stream) of `world_size`.
+    /// A member of an NCCL communicator: one GPU (a stream of its own) of `world_size`.
     #[derive(Debug)]
     pub struct NcclCollective {
         comm: Communicator,
@@ -66,7 +66,9 @@ mod imp {
             cancel: Arc<AtomicBool>,
         ) -> Result<Self> {
             crate::probe::nccl_available()?;
-            let stream = rt.stream();
+            // A stream of its own: the all-reduce neither waits for nor delays the compute
+            // stream (the part sum it reduces was downloaded, and waited for, already).
+            let stream = rt.new_side_stream()?;
             // ncclCommInitRank* binds the communicator to the calling thread's current device:
             // make this runtime's context current first (a group thread of a worker on cuda:1
             // would otherwise join on device 0).

@@ -2,8 +2,12 @@
 //! launches. [`crate::EmuRuntime`] implements it on the CPU emulator; the cudarc adapter
 //! (phase 2) implements it on a real GPU, so drivers such as [`crate::learner`] run on both.
 
-use crate::error::Result;
-use crate::kernels::{ArgValue, KernelId, ParamType};
+use std::ops::Range;
+
+use crate::counters::Counters;
+use crate::error::{CudaError, Result};
+use crate::kernels::{ArgValue, KernelId, MAX_PARAMS, ParamType};
+use crate::pool::BufferPool;
 
 /// A launch dimension (CUDA's `dim3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,12 +74,23 @@ pub trait Element:
     /// The kernel parameter type of a pointer to this element.
     const POINTER: ParamType;
 
+    /// What a poisoning pool ([`crate::EmuRuntime::with_poisoned_pool`]) fills a recycled
+    /// buffer with, so that a kernel reading a value it did not write shows: NaN, or all ones.
+    const POISON: Self;
+
     /// The launch argument for `buf`, starting `offset` elements in.
     fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R>;
+
+    /// The free list of `pool` that holds buffers of this element type.
+    fn free_list<R: Runtime + ?Sized>(pool: &mut BufferPool<R>) -> &mut crate::pool::FreeList<R, Self>;
 }
 
 impl Element for f32 {
     const POINTER: ParamType = ParamType::PtrF32;
+    const POISON: Self = f32::NAN;
+    fn free_list<R: Runtime + ?Sized>(pool: &mut BufferPool<R>) -> &mut crate::pool::FreeList<R, Self> {
+        &mut pool.f32s
+    }
     fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R> {
         Arg::BufF32(buf, offset)
     }
@@ -83,6 +98,10 @@ impl Element for f32 {
 
 impl Element for i32 {
     const POINTER: ParamType = ParamType::PtrI32;
+    const POISON: Self = -1;
+    fn free_list<R: Runtime + ?Sized>(pool: &mut BufferPool<R>) -> &mut crate::pool::FreeList<R, Self> {
+        &mut pool.i32s
+    }
     fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R> {
         Arg::BufI32(buf, offset)
     }
@@ -90,6 +109,10 @@ impl Element for i32 {
 
 impl Element for u32 {
     const POINTER: ParamType = ParamType::PtrU32;
+    const POISON: Self = u32::MAX;
+    fn free_list<R: Runtime + ?Sized>(pool: &mut BufferPool<R>) -> &mut crate::pool::FreeList<R, Self> {
+        &mut pool.u32s
+    }
     fn buffer_arg<R: Runtime + ?Sized>(buf: &R::Buffer<Self>, offset: usize) -> Arg<'_, R> {
         Arg::BufU32(buf, offset)
     }
@@ -177,8 +200,32 @@ impl<R: Runtime + ?Sized> std::fmt::Debug for Arg<'_, R> {
     }
 }
 
+/// The [`ArgValue`]s of `args`, on the stack (no allocation per launch): the array and how
+/// many of its entries are used. More arguments than any kernel takes is an error.
+pub fn arg_values<R: Runtime + ?Sized>(
+    kernel: KernelId,
+    args: &[Arg<'_, R>],
+) -> Result<([ArgValue; MAX_PARAMS], usize)> {
+    let mut values = [ArgValue::I32(0); MAX_PARAMS];
+    if args.len() > MAX_PARAMS {
+        return Err(CudaError::Signature(format!(
+            "{} got {} arguments; no kernel takes more than {MAX_PARAMS}",
+            kernel.entry_point(),
+            args.len()
+        )));
+    }
+    for (v, a) in values.iter_mut().zip(args) {
+        *v = a.value();
+    }
+    Ok((values, args.len()))
+}
+
 /// A device: memory plus kernel launches. Launches are ordered (each sees the effects of the
 /// ones before it); `copy_out` returns once all earlier work is done.
+///
+/// Every backend counts what it does ([`Runtime::counters`]) and keeps a pool of buffers
+/// ([`Runtime::alloc_pooled`], [`Runtime::recycle`]), so a meta-step that gives its buffers
+/// back allocates nothing the next time it runs with the same shapes.
 pub trait Runtime {
     /// A device allocation of elements of `T`.
     type Buffer<T: Element>: DeviceBuffer<T>;
@@ -186,14 +233,27 @@ pub trait Runtime {
     /// Human-readable description of the device.
     fn device_name(&self) -> String;
 
-    /// A zero-filled buffer of `len` elements.
+    /// A zero-filled buffer of `len` elements (always a new allocation).
     fn alloc<T: Element>(&self, len: usize) -> Result<Self::Buffer<T>>;
 
     /// Copies `src` into `dst` (equal lengths).
     fn copy_in<T: Element>(&self, dst: &mut Self::Buffer<T>, src: &[T]) -> Result<()>;
 
-    /// Copies `src` into `dst` (equal lengths).
+    /// Copies `src` into `dst` (equal lengths); waits for every earlier launch first.
     fn copy_out<T: Element>(&self, src: &Self::Buffer<T>, dst: &mut [T]) -> Result<()>;
+
+    /// Copies `src[src_range]` into `dst` from element `dst_offset` on, on the device, in
+    /// launch order (the host does not wait).
+    fn copy_device<T: Element>(
+        &self,
+        dst: &mut Self::Buffer<T>,
+        dst_offset: usize,
+        src: &Self::Buffer<T>,
+        src_range: Range<usize>,
+    ) -> Result<()>;
+
+    /// Sets `buf[range]` to zero, in launch order (the host does not wait).
+    fn zero<T: Element>(&self, buf: &mut Self::Buffer<T>, range: Range<usize>) -> Result<()>;
 
     /// Launches `kernel` with `config` and `args` (in the kernel's parameter order). An
     /// implementation must check the arguments with [`KernelId::check`] first, so that no
@@ -203,11 +263,30 @@ pub trait Runtime {
     /// Waits until every launch so far has finished.
     fn synchronize(&self) -> Result<()>;
 
+    /// What this runtime has done so far (launches, allocations, copies, host waits).
+    fn counters(&self) -> Counters;
+
+    /// A buffer of `len` elements from the pool when one of that length was recycled (its
+    /// contents are whatever was left in it), else a new zero-filled allocation. The default
+    /// keeps no pool.
+    fn alloc_pooled<T: Element>(&self, len: usize) -> Result<Self::Buffer<T>> {
+        self.alloc(len)
+    }
+
+    /// Gives `buf` back to the pool for a later [`Runtime::alloc_pooled`] of the same length.
+    /// The default frees it.
+    fn recycle<T: Element>(&self, buf: Self::Buffer<T>) {
+        drop(buf);
+    }
+
+    /// Frees every buffer the pool holds (e.g. after an evaluation of an unusual batch size).
+    fn release_pool(&self) {}
+
     /// Launches `kernel` with the launch shape [`KernelId::default_config`] derives from its
     /// arguments.
     fn launch_default(&self, kernel: KernelId, args: &[Arg<'_, Self>]) -> Result<()> {
-        let values: Vec<ArgValue> = args.iter().map(Arg::value).collect();
-        let config = kernel.default_config(&values)?;
+        let (values, n) = arg_values(kernel, args)?;
+        let config = kernel.default_config(&values[..n])?;
         self.launch(kernel, &config, args)
     }
 
@@ -218,10 +297,29 @@ pub trait Runtime {
         Ok(buf)
     }
 
+    /// A buffer from the pool (see [`Runtime::alloc_pooled`]) holding a copy of `src`.
+    fn upload_pooled<T: Element>(&self, src: &[T]) -> Result<Self::Buffer<T>> {
+        let mut buf = self.alloc_pooled(src.len())?;
+        self.copy_in(&mut buf, src)?;
+        Ok(buf)
+    }
+
     /// The contents of `src`.
     fn download<T: Element>(&self, src: &Self::Buffer<T>) -> Result<Vec<T>> {
         let mut out = vec![T::default(); src.len()];
         self.copy_out(src, &mut out)?;
         Ok(out)
+    }
+}
+
+/// Checks a device copy or fill: `range` (and `dst_offset + range.len()`) inside the buffers.
+pub(crate) fn check_range(what: &str, len: usize, range: &Range<usize>) -> Result<()> {
+    if range.start <= range.end && range.end <= len {
+        Ok(())
+    } else {
+        Err(CudaError::Runtime(format!(
+            "{what}: range {}..{} outside a buffer of {len}",
+            range.start, range.end
+        )))
     }
 }

@@ -1,7 +1,8 @@
 //! [`CudaRuntime`] on a real GPU against the emulator and the CPU engine: a kernel launch
 //! (`sgd_update_forward_f32`, with a buffer offset) and the whole meta-gradient on the default
 //! sinusoid shape and a cross-entropy shape (which launch every kernel family): every tensor of
-//! `checks::meta_gradient_tensors` (J, losses, rates, theta's and every phi gradient). Needs a GPU:
+//! `checks::meta_gradient_tensors` (J, losses, rates, theta's and every phi gradient); and the
+//! host path's counters of a warm meta-step (no allocation, one host sync). Needs a GPU:
 //! run with `cargo test -p metasched-cuda --test cuda_runtime -- --ignored`.
 
 mod common;
@@ -110,4 +111,29 @@ fn cuda_runtime_construction_agrees_with_the_probe() {
         Err(_) | Ok(0) => assert!(CudaRuntime::new(0).is_err(), "no device 0, yet the runtime was built"),
         Ok(_) => assert!(CudaRuntime::new(0).is_ok(), "device 0 exists, yet the runtime failed"),
     }
+}
+
+/// The host path on a real GPU: after a warm-up meta-step, the next one of the same shape takes
+/// every buffer from the pool (no `cuMemAlloc`), waits for the device once and gives bitwise
+/// the results of the first run with the same inputs (pooled buffers are reused correctly).
+#[test]
+#[ignore = "needs a GPU"]
+fn a_warm_gpu_meta_step_allocates_nothing_and_waits_once() {
+    let rt = gpu();
+    let c = Config::sinusoid_default();
+    let p = init_params(&c, 3, 0.05).expect("params");
+    let batch = random_batch(&c, 8, 10, 10, 4);
+    let first = device_meta_gradient(&rt, &c, &p, &batch).expect("first meta-step");
+    let before = rt.counters();
+    let second = device_meta_gradient(&rt, &c, &p, &batch).expect("second meta-step");
+    let d = rt.counters().since(&before);
+    eprintln!("warm meta-step on {}: {d}", rt.device_name());
+    assert_eq!((d.allocs, d.downloads, d.syncs, d.uploads), (0, 1, 1, 6), "{d}");
+    let bits = |m: &metasched_engine::MetaGradient<f32>| {
+        meta_gradient_tensors(m)
+            .into_iter()
+            .flat_map(|(_, v)| v.into_iter().map(f32::to_bits))
+            .collect::<Vec<_>>()
+    };
+    assert!(bits(&first) == bits(&second), "the warm meta-step differs from the first");
 }

@@ -228,12 +228,20 @@ fn real_main(args: Args) -> Result<(), (i32, String)> {
 fn run_selftest(device: Device) -> Result<bool, (i32, String)> {
     match open_device(device, 0)? {
         Compute::Emu(rt) => {
-            let rows = selftest::run(&rt);
-            Ok(selftest::print("emu", &rows))
+            let mut rows = selftest::run(&rt);
+            let (lines, host_rows) = selftest::host_path(&rt);
+            rows.extend(host_rows);
+            let ok = selftest::print("emu", &rows);
+            lines.iter().for_each(|l| println!("{l}"));
+            Ok(ok)
         }
         Compute::Cuda(rt) => {
-            let rows = selftest::run(rt.as_ref());
-            Ok(selftest::print(&metasched_cuda::Runtime::device_name(rt.as_ref()), &rows))
+            let mut rows = selftest::run(rt.as_ref());
+            let (lines, host_rows) = selftest::host_path(rt.as_ref());
+            rows.extend(host_rows);
+            let ok = selftest::print(&metasched_cuda::Runtime::device_name(rt.as_ref()), &rows);
+            lines.iter().for_each(|l| println!("{l}"));
+            Ok(ok)
         }
         Compute::Cpu(_) => {
             Err((2, "selftest checks a device against the CPU engine: use --device emu or cuda:N".into()))

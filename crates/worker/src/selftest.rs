@@ -1,11 +1,12 @@
 //! `meta-worker selftest`: every kernel (the shared checks of
 //! [`metasched_cuda::checks`], one row per [`metasched_cuda::KernelId`]) and the whole
 //! device meta-gradient against their CPU twins on a [`Runtime`], with a table of the worst
-//! deviations.
+//! deviations; then the host path of a meta-step (launches, allocations, copies and host
+//! waits, from the runtime's counters), checked against what `metasched_cuda` promises.
 
 use metasched_cuda::checks::meta_gradient_tensors;
 use metasched_cuda::checks::{self, Check, Comparison, Tolerance};
-use metasched_cuda::{Runtime, device_meta_gradient};
+use metasched_cuda::{Counters, Runtime, device_meta_gradient};
 use metasched_engine::init::init_params;
 use metasched_engine::{
     Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, TaskBatch,
@@ -121,6 +122,53 @@ pub fn run<R: Runtime>(rt: &R) -> Vec<Check> {
     rows.extend(worker_paths(rt, "sinusoid", &sinusoid, &sinusoid_batch));
     rows.extend(worker_paths(rt, "cross-entropy", &ce, &ce_batch));
     rows
+}
+
+/// The host path of a meta-step on `rt`: a worker's part (`device_meta_gradient_sum`) and the
+/// mean (`device_meta_gradient`) of the default sinusoid shape, each run twice; the counters of
+/// the first (cold pool) and the second (warm) run, as lines to print, and a row per path
+/// checking the warm run: no allocation, one download, one host wait.
+pub fn host_path<R: Runtime>(rt: &R) -> (Vec<String>, Vec<Check>) {
+    let config = Config::sinusoid_default();
+    let batch = random_batch(&config, 4, 10, 10, 9);
+    let (mut lines, mut rows) = (Vec::new(), Vec::new());
+    let s = &config;
+    lines.push(format!(
+        "host path per meta-step (sinusoid default: {} linear layers, T = {}, {:?} scheduler, B = {}):",
+        s.model.layers.len() - 1,
+        s.inner.steps,
+        s.scheduler.kind,
+        batch.b
+    ));
+    let params = match init_params(&config, 3, 0.05) {
+        Ok(p) => p,
+        Err(e) => return (lines, vec![Check::failed("host path", METAGRAD_TOLERANCE, &e)]),
+    };
+    let paths: [(&str, &dyn Fn() -> metasched_cuda::Result<()>); 2] = [
+        ("part sum", &|| metasched_cuda::device_meta_gradient_sum(rt, &config, &params, &batch).map(drop)),
+        ("mean", &|| device_meta_gradient(rt, &config, &params, &batch).map(drop)),
+    ];
+    for (label, step) in paths {
+        let name = format!("host path {label} (warm)");
+        let mut counts: Vec<Counters> = Vec::new();
+        for _ in 0..2 {
+            let before = rt.counters();
+            if let Err(e) = step() {
+                rows.push(Check::failed(&name, METAGRAD_TOLERANCE, &e));
+                break;
+            }
+            counts.push(rt.counters().since(&before));
+        }
+        if let [cold, warm] = counts[..] {
+            lines.push(format!("  {label:<8} first: {cold}"));
+            lines.push(format!("  {label:<8} warm:  {warm}"));
+            let mut c = Comparison::new(&name, METAGRAD_TOLERANCE);
+            let got = [warm.allocs as f32, warm.downloads as f32, warm.syncs as f32];
+            c.add("allocs/downloads/syncs", &got, &[0.0, 1.0, 1.0]);
+            rows.push(c.finish());
+        }
+    }
+    (lines, rows)
 }
 
 /// Prints the table to stdout; true when every row passed.

@@ -49,6 +49,17 @@ fn selftest_on_the_emulator_passes_and_prints_the_table() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains(", 0 failed"), "{stdout}");
+    // The host path of a meta-step, from the runtime's counters: a warm meta-step
+    // allocates nothing and waits for the device once.
+    for label in ["part sum", "mean"] {
+        let row = format!("host path {label} (warm");
+        let line = stdout.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("{row}: {stdout}"));
+        assert!(line.contains("pass"), "{line}");
+        let warm = format!("  {label:<8} warm:");
+        let line =
+            stdout.lines().find(|l| l.starts_with(&warm)).unwrap_or_else(|| panic!("{warm}: {stdout}"));
+        assert!(line.contains(" 0 allocs") && line.contains(" 1 host syncs"), "{line}");
+    }
 }
 
 fn assert_one_line_refusal(code: Option<i32>, stdout: &str, stderr: &str) -> String {

@@ -134,6 +134,24 @@ impl Runtime for Sabotaged {
         self.inner.launch(kernel, config, &args)
     }
 
+    fn copy_device<T: Element>(
+        &self,
+        dst: &mut EmuBuffer<T>,
+        dst_offset: usize,
+        src: &EmuBuffer<T>,
+        src_range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        self.inner.copy_device(dst, dst_offset, src, src_range)
+    }
+
+    fn zero<T: Element>(&self, buf: &mut EmuBuffer<T>, range: std::ops::Range<usize>) -> Result<()> {
+        self.inner.zero(buf, range)
+    }
+
+    fn counters(&self) -> crate::Counters {
+        self.inner.counters()
+    }
+
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }

@@ -112,8 +112,9 @@ pub enum GridNeed {
 /// What a launch of a kernel with given arguments requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirements {
-    /// Minimum elements of each buffer parameter, by parameter index (0 where unused).
-    pub min_len: Vec<usize>,
+    /// Minimum elements of each buffer parameter, by parameter index (0 where unused and
+    /// past the last parameter): an array, so checking a launch allocates nothing.
+    pub min_len: [usize; super::MAX_PARAMS],
     /// Accepted block shapes.
     pub block: BlockShape,
     /// The block of the default launch.
@@ -128,13 +129,13 @@ pub struct Requirements {
 pub(crate) struct Contract<'a> {
     kernel: KernelId,
     args: &'a [ArgValue],
-    min_len: Vec<usize>,
+    min_len: [usize; super::MAX_PARAMS],
 }
 
 impl<'a> Contract<'a> {
     /// Starts reading `args` (already checked against `kernel`'s parameter types).
     pub(crate) fn new(kernel: KernelId, args: &'a [ArgValue]) -> Self {
-        Self { kernel, args, min_len: vec![0; args.len()] }
+        Self { kernel, args, min_len: [0; super::MAX_PARAMS] }
     }
 
     /// Grid of `x × y` blocks.

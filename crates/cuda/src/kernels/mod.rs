@@ -29,6 +29,10 @@ pub const FEATURES: usize = 3;
 /// `(TILE, TILE, 1)`).
 pub const TILE: u32 = 16;
 
+/// The most parameters any kernel takes (a test checks every kernel against it): launches
+/// validate their arguments in arrays of this size on the stack, without allocating.
+pub const MAX_PARAMS: usize = 20;
+
 /// Block size of the one-dimensional kernels' default launch.
 pub const DEFAULT_BLOCK: u32 = 256;
 
@@ -124,6 +128,12 @@ impl KernelId {
         KernelId::VectorScale,
     ];
 
+    /// Position in [`KernelId::ALL`]: an index into per-kernel tables (the GPU runtime's
+    /// loaded functions), so a launch finds its function without a lock or a hash.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Short name, `<op>_<pass>` (the entry point without its `_f32` suffix).
     pub fn name(self) -> &'static str {
         let e = self.entry_point();
@@ -145,6 +155,13 @@ impl KernelId {
     /// shape, grid and dynamic shared memory.
     pub fn requirements(self, args: &[ArgValue]) -> Result<Requirements> {
         let params = self.params();
+        if params.len() > MAX_PARAMS {
+            return Err(CudaError::Signature(format!(
+                "{} declares {} parameters, more than MAX_PARAMS = {MAX_PARAMS}",
+                self.entry_point(),
+                params.len()
+            )));
+        }
         if args.len() != params.len() {
             return Err(CudaError::Signature(format!(
                 "{} takes {} arguments, got {}",
@@ -278,6 +295,14 @@ mod tests {
 
     fn buf(len: usize) -> ArgValue {
         ArgValue::Buffer { ty: ParamType::PtrF32, len: Some(len) }
+    }
+
+    #[test]
+    fn every_kernel_fits_the_launch_tables() {
+        for (i, k) in KernelId::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+            assert!(k.params().len() <= MAX_PARAMS, "{k:?} has {} parameters", k.params().len());
+        }
     }
 
     #[test]

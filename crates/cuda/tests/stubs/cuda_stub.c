@@ -7,7 +7,8 @@
  * With STUB_CUDA_CONTEXT=1 a context opens instead (device 0, compute capability
  * $STUB_CUDA_CC, default 90; driver version $STUB_CUDA_VERSION, default 12020) and every module
  * load fails with CUDA_ERROR_UNSUPPORTED_PTX_VERSION (222): enough to test how a refused
- * precompiled kernel is reported. */
+ * precompiled kernel is reported. Streams can be created (the runtime opens a compute stream of
+ * its own before loading modules) and do nothing. */
 #include <stdlib.h>
 
 int cuInit(unsigned int flags) { (void)flags; return 0; }
@@ -36,6 +37,11 @@ int cuDevicePrimaryCtxRelease_v2(int dev) { (void)dev; return 0; }
 int cuCtxSetCurrent(void *ctx) { (void)ctx; return 0; }
 int cuCtxGetCurrent(void **ctx) { *ctx = &stub_ctx; return 0; }
 int cuCtxSynchronize(void) { return 0; }
+static int stub_stream;
+int cuStreamCreate(void **stream, unsigned int flags) { (void)flags; *stream = &stub_stream; return 0; }
+int cuStreamDestroy(void *stream) { (void)stream; return 0; }
+int cuStreamDestroy_v2(void *stream) { (void)stream; return 0; }
+int cuStreamSynchronize(void *stream) { (void)stream; return 0; }
 int cuDeviceGetAttribute(int *value, int attrib, int dev) {
     (void)dev;
     int cc = env_int("STUB_CUDA_CC", 90);
