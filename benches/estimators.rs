@@ -8,13 +8,14 @@
 //! - `cos each`: the mean over runs of the cosine of one estimate with its run's truth;
 //! - `bias`: `||mean(est) − mean(truth)|| / ||mean(truth)||`, with `± se`, its standard error
 //!   from the spread of `est_r − truth_r` (a bias well under `2 se` is not resolved);
+//! - `norm`: `||mean(est)|| / ||mean(truth)||`;
 //! - `var`: variance per estimate, `Σ_r ||est_r − mean(est)||² / (R − 1)`, over `||mean(truth)||²`;
 //! - seconds per estimate (the truth's on the `full` row).
 //!
 //! PES differentiates through the scheduler's input features, which the exact gradient holds
 //! constant (spec §8): with `lstm` PES targets another gradient; `lslr` reads no features.
 //!
-//! `cargo bench --bench estimators -- [--horizons 100,1000] [--windows 10,50] [--runs 16]
+//! `cargo bench --bench estimators -- [--horizons 100,1000] [--windows 10,50] [--runs 64]
 //! [--optimizers sgd,adam] [--schedulers lstm,lslr] [--sigma 0.01] [--hidden 16] [--batch 16]`
 
 #[path = "horizon_common/mod.rs"]
@@ -26,7 +27,7 @@ use common::{
 };
 
 fn main() {
-    let (mut horizons, mut windows, mut runs) = (vec![100, 1000], vec![10, 50], 16u64);
+    let (mut horizons, mut windows, mut runs) = (vec![100, 1000], vec![10, 50], 64u64);
     let (mut opts, mut scheds) = ("sgd,adam".to_string(), "lstm,lslr".to_string());
     let (mut sigma, mut hidden, mut batch) = (0.01f64, 16usize, 16usize);
     for (k, v) in common::args() {
@@ -46,8 +47,8 @@ fn main() {
         "# estimators: digits 64-{hidden}-10, b = {batch}, float32, {runs} runs per row, pes sigma = {sigma}, objective end"
     );
     println!(
-        "{:>5} {:>5} {:>5} {:>3} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}",
-        "sched", "opt", "H", "W", "est", "cos mean", "cos each", "bias", "± se", "var", "s/est"
+        "{:>5} {:>5} {:>5} {:>3} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "sched", "opt", "H", "W", "est", "cos mean", "cos each", "bias", "± se", "norm", "var", "s/est"
     );
     let started = std::time::Instant::now();
     for sched in scheds.split(',') {
@@ -76,12 +77,13 @@ fn main() {
                     let t_norm = norm(&t_mean);
                     let n = runs as f64;
                     println!(
-                        "{sched:>5} {opt:>5} {h:>5} {w:>3} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10.3e} {:>9.4}",
+                        "{sched:>5} {opt:>5} {h:>5} {w:>3} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10.3e} {:>9.4}",
                         "full",
                         "1",
                         "1",
                         "0",
                         "-",
+                        "1",
                         spread(&truth) / (t_norm * t_norm),
                         tt / n
                     );
@@ -95,11 +97,12 @@ fn main() {
                         let se = (spread(&diffs) / n).sqrt() / t_norm;
                         let each = es.iter().zip(&truth).map(|(e, t)| cosine(e, t)).sum::<f64>() / n;
                         println!(
-                            "{sched:>5} {opt:>5} {h:>5} {w:>3} {name:>6} {:>9.4} {:>9.4} {:>10.3e} {:>10.3e} {:>10.3e} {:>9.4}",
+                            "{sched:>5} {opt:>5} {h:>5} {w:>3} {name:>6} {:>9.4} {:>9.4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>9.4}",
                             cosine(&e_mean, &t_mean),
                             each,
                             dist(&e_mean, &t_mean) / t_norm,
                             se,
+                            norm(&e_mean) / t_norm,
                             spread(es) / (t_norm * t_norm),
                             secs / n
                         );
