@@ -91,7 +91,9 @@ fn inner_optimizer(name: &str, train: &Value, origin: &str) -> Result<InnerOptim
             eps: as_f64(train, "adam_eps", origin)?,
         },
         other => {
-            return Err(bad(format!("--inner-optimizer: unknown `{other}` (expected sgd, momentum or adam)")));
+            return Err(bad(format!(
+                "--inner-optimizer: unknown `{other}` (expected sgd, momentum or adam)"
+            )));
         }
     })
 }
