@@ -70,6 +70,6 @@ pub fn plot_losses(path: &Path, names: &[String], results: &[Vec<RunResult>], ho
         }
     }
     let title = format!("apply: validation loss (mean, min-max band over {} test runs)", results[0].len());
-    metasched_plots::plot_lr_schedule(path, &title, &mean, horizon, names, Some(&band))
+    metasched_plots::plot_step_series(path, &title, "validation loss", &mean, horizon, names, Some(&band))
         .with_context(|| format!("cannot write {}", path.display()))
 }
