@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{run, s};
 use metasched_coord::commands::apply::setup::group_map;
+use metasched_coord::commands::apply::table::verdict;
 use metasched_engine::horizon::{Objective, ObjectiveMode, RunData, RunState, advance};
 use metasched_engine::mlp::Mlp;
 use metasched_engine::{Params, SchedulerKind};
@@ -187,4 +188,15 @@ fn apply_refuses_bad_input_with_exit_2() {
     refused(&["apply", "--checkpoint", s(&ckpt), "--dataset", "sinusoid"], "--layers");
     refused(&["apply", "--checkpoint", s(&ckpt), "--layers", "64,8,4"], "layers");
     refused(&["apply", "--checkpoint", s(&ckpt), "--inner-optimizer", "rmsprop"], "rmsprop");
+}
+
+#[test]
+fn verdict_needs_disjoint_intervals_and_a_finite_learned_mean() {
+    assert_eq!(verdict((1.0, 0.1), (2.0, 0.1)), "yes");
+    assert_eq!(verdict((1.0, 0.6), (2.0, 0.6)), "tie");
+    assert_eq!(verdict((2.5, 0.6), (2.0, 0.6)), "tie");
+    assert_eq!(verdict((3.0, 0.1), (2.0, 0.1)), "no");
+    assert_eq!(verdict((f64::NAN, f64::NAN), (2.0, 0.1)), "no");
+    assert_eq!(verdict((1.0, 0.1), (f64::INFINITY, f64::NAN)), "yes");
+    assert_eq!(verdict((1.0, f64::NAN), (2.0, 0.1)), "tie");
 }

@@ -62,7 +62,14 @@ fn finite_or_inf(x: f64) -> f64 {
 }
 
 /// `yes`, `tie` or `no` for a mean and half-width against the best baseline's.
+/// A diverged (non-finite) learned mean is `no` against a finite best baseline.
 pub fn verdict(learned: (f64, f64), best: (f64, f64)) -> &'static str {
+    match (learned.0.is_finite(), best.0.is_finite()) {
+        (false, true) => return "no",
+        (true, false) => return "yes",
+        (false, false) => return "tie",
+        (true, true) => {}
+    }
     let ci = |c: f64| if c.is_finite() { c } else { f64::INFINITY };
     let (lm, bm) = (finite_or_inf(learned.0), finite_or_inf(best.0));
     let overlap = !(lm + ci(learned.1) < bm - ci(best.1) || bm + ci(best.1) < lm - ci(learned.1));
