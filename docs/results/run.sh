@@ -25,3 +25,4 @@ grep -v '^#' docs/results/experiments.txt | while IFS='|' read -r id table label
   done
 done
 python3 docs/results/aggregate.py
+bash docs/results/apply.sh

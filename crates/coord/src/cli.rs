@@ -33,6 +33,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Meta-train a learned learning-rate scheduler (and initialisation).
     Train(Box<crate::train::TrainArgs>),
+    /// Train with a learned scheduler and with tuned baselines on the same held-out runs.
+    Apply(crate::commands::apply::ApplyArgs),
 }
 
 pub use crate::settings::{parse_activation, parse_loss};

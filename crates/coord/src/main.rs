@@ -29,6 +29,7 @@ fn main() {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::SampleTasks(a) => commands::sample_tasks::run(a),
         Command::Compare(a) => commands::compare::run(a),
+        Command::Apply(a) => commands::apply::run(a),
         Command::Train(a) => train::run(a).map(|outcome| {
             if let train::Outcome::Interrupted { .. } = outcome {
                 std::process::exit(exit::EXIT_INTERRUPTED);

@@ -25,7 +25,7 @@ mod meta_loss;
 mod render;
 
 pub use error::{PlotError, Result};
-pub use lr_schedule::plot_lr_schedule;
+pub use lr_schedule::{plot_lr_schedule, plot_step_series};
 pub use meta_loss::plot_meta_loss;
 
 /// Width in pixels of every plot written by this crate.

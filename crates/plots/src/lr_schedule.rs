@@ -77,12 +77,46 @@ pub fn plot_lr_schedule(
             rates.len()
         )));
     }
-    write_png_atomically(path, |root| draw_plot(root, title, rates, steps, group_names, band))
+    write_png_atomically(path, |root| {
+        draw_plot(root, title, "learning rate", rates, steps, group_names, band)
+    })
+}
+
+/// [`plot_lr_schedule`]'s chart for any per-step series (e.g. `apply`'s validation-loss
+/// curves of several methods), with `y_desc` as the y-axis label instead of "learning rate":
+/// one chart style for every per-step figure. Same input rules and errors.
+pub fn plot_step_series(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    values: &[f32],
+    steps: usize,
+    names: &[String],
+    band: Option<&[(f32, f32)]>,
+) -> Result<()> {
+    if steps.checked_mul(names.len()) != Some(values.len()) {
+        return Err(PlotError::InvalidInput(format!(
+            "values has {} entries, expected steps * series = {steps} * {}",
+            values.len(),
+            names.len()
+        )));
+    }
+    if let Some(b) = band
+        && b.len() != values.len()
+    {
+        return Err(PlotError::InvalidInput(format!(
+            "band has {} (min, max) pairs, expected one per value ({})",
+            b.len(),
+            values.len()
+        )));
+    }
+    write_png_atomically(path, |root| draw_plot(root, title, y_desc, values, steps, names, band))
 }
 
 fn draw_plot(
     root: &Area<'_>,
     title: &str,
+    y_desc: &str,
     rates: &[f32],
     steps: usize,
     names: &[String],
@@ -139,7 +173,7 @@ fn draw_plot(
     chart
         .configure_mesh()
         .x_desc("inner step t")
-        .y_desc("learning rate")
+        .y_desc(y_desc)
         .label_style((FONT, TICK_SIZE))
         .axis_desc_style((FONT, AXIS_DESC_SIZE))
         .x_labels(steps.clamp(2, 10))

@@ -1,5 +1,6 @@
 //! One module per `meta-coord` subcommand.
 
+pub mod apply;
 pub mod compare;
 pub mod eval;
 pub mod init;
