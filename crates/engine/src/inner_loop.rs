@@ -40,7 +40,7 @@ struct Unroll<T> {
 }
 
 /// `[ln(l + 1e-8), ln(||g|| + 1e-8), t / T]`.
-fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> [T; FEATURES] {
+pub(crate) fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> [T; FEATURES] {
     let eps = T::of(1e-8);
     let norm = grad.iter().map(|&g| g * g).sum::<T>().sqrt();
     [(loss + eps).ln(), (norm + eps).ln(), T::of(t as f64) / T::of(steps as f64)]
