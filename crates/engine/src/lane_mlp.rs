@@ -59,6 +59,11 @@ impl LaneCache {
         }
     }
 
+    /// Number of points of the set.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     /// The network output of the last forward pass, `[n, d_L]` per lane.
     pub fn out(&self) -> &[Lanes] {
         &self.out

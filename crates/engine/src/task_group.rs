@@ -25,8 +25,12 @@ struct GroupUnroll {
     sx: Vec<Lanes>,
     /// `theta_t` per lane, `[T+1, P]`.
     thetas: Vec<Lanes>,
-    /// `g_t` per task, `[tasks][T · P]`.
+    /// `g_t` per task, `[LANES][T · P]` (other optimisers than sgd).
     grads: Vec<Vec<f32>>,
+    /// `g_t` per lane, `[T, P]` (sgd, whose direction is `g_t`: no transposes).
+    grads_l: Vec<Lanes>,
+    /// `a_t` per lane, `[T, G]`.
+    rates_l: Vec<Lanes>,
     /// Support-set caches at each `theta_t` (one reused cache without the backward pass).
     caches: Vec<LaneCache>,
     scheds: Vec<SchedulerTrace<f32>>,
@@ -58,7 +62,9 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     for (t, &th) in thetas.iter_mut().zip(&params.theta) {
         *t = Lanes::splat(th);
     }
-    let mut grads: Vec<Vec<f32>> = (0..LANES).map(|_| vec![0.0; steps * p]).collect();
+    let sgd = config.inner.optimizer.is_sgd();
+    let mut grads: Vec<Vec<f32>> = (0..if sgd { 0 } else { LANES }).map(|_| vec![0.0; steps * p]).collect();
+    let mut grads_l = vec![Lanes::default(); if sgd { steps * p } else { 0 }];
     let mut caches: Vec<LaneCache> =
         (0..if keep_caches { steps } else { 1 }).map(|_| LaneCache::new(&mlp, n)).collect();
     let mut scheds: Vec<SchedulerTrace<f32>> = (0..LANES).map(|_| SchedulerTrace::new(config)).collect();
@@ -67,20 +73,34 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     let mut g = vec![Lanes::default(); p];
     let mut d = vec![Lanes::default(); p];
     let groups = mlp.layout.groups();
-    let mut rates = vec![Lanes::default(); groups];
+    let mut rates_l = vec![Lanes::default(); steps * groups];
     for t in 0..steps {
         let (done, next) = thetas.split_at_mut((t + 1) * p);
         let theta = &done[t * p..];
         let cache = &mut caches[if keep_caches { t } else { 0 }];
-        let losses = loss_and_grad(&mlp, &mut g, cache, theta, &sx, &sy);
-        for l in 0..LANES {
-            let gt = &mut grads[l][t * p..(t + 1) * p];
-            extract(gt, &g, l);
-            let x = features(losses[l], gt, t, steps);
-            for (k, &a) in scheds[l].step(params, t, x).iter().enumerate() {
-                rates[k].0[l] = a;
+        let rates = &mut rates_l[t * groups..(t + 1) * groups];
+        if sgd {
+            let g = &mut grads_l[t * p..(t + 1) * p];
+            let losses = loss_and_grad(&mlp, g, cache, theta, &sx, &sy);
+            let sq = sum_of_squares(g);
+            for l in 0..LANES {
+                let x = features_of(losses[l], sq.0[l], t, steps);
+                for (k, &a) in scheds[l].step(params, t, x).iter().enumerate() {
+                    rates[k].0[l] = a;
+                }
             }
-            insert(&mut d, opts[l].step(t, gt), l);
+            d.copy_from_slice(g);
+        } else {
+            let losses = loss_and_grad(&mlp, &mut g, cache, theta, &sx, &sy);
+            for l in 0..LANES {
+                let gt = &mut grads[l][t * p..(t + 1) * p];
+                extract(gt, &g, l);
+                let x = features(losses[l], gt, t, steps);
+                for (k, &a) in scheds[l].step(params, t, x).iter().enumerate() {
+                    rates[k].0[l] = a;
+                }
+                insert(&mut d, opts[l].step(t, gt), l);
+            }
         }
         let theta_next = &mut next[..p];
         for (k, &a) in rates.iter().enumerate() {
@@ -99,7 +119,70 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     let mut v = vec![Lanes::default(); p];
     let outer_loss = loss_and_grad(&mlp, &mut v, &mut qcache, &thetas[steps * p..], &qx, &qy);
     let accuracy = (0..tasks.len()).map(|l| accuracy_of_lane(&mlp, &qcache, qy[l], l)).collect();
-    GroupUnroll { mlp, tasks: tasks.len(), sx, thetas, grads, caches, scheds, opts, v, outer_loss, accuracy }
+    GroupUnroll {
+        mlp,
+        tasks: tasks.len(),
+        sx,
+        thetas,
+        grads,
+        grads_l,
+        rates_l,
+        caches,
+        scheds,
+        opts,
+        v,
+        outer_loss,
+        accuracy,
+    }
+}
+
+/// `Σ g·g` per lane, in order from the empty sum: what `grad.iter().map(|&g| g * g).sum()`
+/// computes for each task in [`features`].
+fn sum_of_squares(g: &[Lanes]) -> Lanes {
+    let mut acc = Lanes::splat(std::iter::empty::<f32>().sum());
+    for x in g {
+        let mut o = acc.0;
+        for l in 0..LANES {
+            o[l] += x.0[l] * x.0[l];
+        }
+        acc = Lanes(o);
+    }
+    acc
+}
+
+/// [`features`] from the sum of squares of the gradient (the same operations).
+fn features_of(loss: f32, sum_sq: f32, t: usize, steps: usize) -> [f32; crate::config::FEATURES] {
+    let eps = 1e-8f64 as f32;
+    let norm = sum_sq.sqrt();
+    [(loss + eps).ln(), (norm + eps).ln(), t as f64 as f32 / steps as f64 as f32]
+}
+
+/// [`crate::linalg::dot`] per lane: eight partial sums, a tail, the same summation tree.
+fn dot_lanes(a: &[Lanes], b: &[Lanes]) -> Lanes {
+    let n = a.len().min(b.len());
+    let mut acc = [[0.0f32; LANES]; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        for q in 0..8 {
+            let (x, y) = (&a[c * 8 + q].0, &b[c * 8 + q].0);
+            for l in 0..LANES {
+                acc[q][l] += x[l] * y[l];
+            }
+        }
+    }
+    let mut tail = [0.0f32; LANES];
+    for i in chunks * 8..n {
+        for l in 0..LANES {
+            tail[l] += a[i].0[l] * b[i].0[l];
+        }
+    }
+    let mut out = [0.0f32; LANES];
+    for l in 0..LANES {
+        out[l] = ((acc[0][l] + acc[4][l]) + (acc[1][l] + acc[5][l]))
+            + ((acc[2][l] + acc[6][l]) + (acc[3][l] + acc[7][l]))
+            + tail[l];
+    }
+    Lanes(out)
 }
 
 impl GroupUnroll {
@@ -134,6 +217,9 @@ pub fn group_meta_gradient(
     let second_order = !config.inner.first_order;
     let keep = second_order || !config.inner.optimizer.is_sgd();
     let mut u = unroll(config, params, tasks, keep);
+    if config.inner.optimizer.is_sgd() {
+        return sgd_backward(grads, config, params, &mut u, scale);
+    }
     let p = u.mlp.layout.len();
     let g_count = u.mlp.layout.groups();
     let steps = config.inner.steps;
@@ -190,6 +276,59 @@ pub fn group_meta_gradient(
     for l in 0..nt {
         u.scheds[l].backward(&mut grads[l], params, &da[l]);
         for (gi, &vi) in grads[l].theta.iter_mut().zip(&v[l]) {
+            *gi += vi;
+        }
+    }
+    (0..nt).map(|l| u.outcome(l)).collect()
+}
+
+/// The meta-backward pass of an sgd group, lane by lane (sgd's `d_t` is `g_t` and its reverse
+/// step is the identity, so only the scheduler's backward runs per task).
+fn sgd_backward(
+    grads: &mut [Params<f32>],
+    config: &Config,
+    params: &Params<f32>,
+    u: &mut GroupUnroll,
+    scale: f32,
+) -> Vec<TaskOutcome<f32>> {
+    let second_order = !config.inner.first_order;
+    let p = u.mlp.layout.len();
+    let g_count = u.mlp.layout.groups();
+    let steps = config.inner.steps;
+    let nt = u.tasks;
+    let mut v: Vec<Lanes> = u.v.iter().map(|x| x.map(|x| x * scale)).collect();
+    let mut da = vec![Lanes::default(); steps * g_count];
+    let mut ul = vec![Lanes::default(); p];
+    let mut hv = vec![Lanes::default(); p];
+    let mut scratch = LaneScratch::new(&u.mlp, u.caches[0].n());
+    for t in (0..steps).rev() {
+        let g = &u.grads_l[t * p..(t + 1) * p];
+        let rates = &u.rates_l[t * g_count..(t + 1) * g_count];
+        for k in 0..g_count {
+            let r = u.mlp.layout.group(k);
+            da[t * g_count + k] = dot_lanes(&v[r.clone()], &g[r]).map(|x| -x);
+        }
+        if second_order {
+            for (k, a) in rates.iter().enumerate() {
+                let r = u.mlp.layout.group(k);
+                for (ui, vi) in ul[r.clone()].iter_mut().zip(&v[r]) {
+                    *ui = a.zip(*vi, |a, v| a * v);
+                }
+            }
+            let theta = &u.thetas[t * p..(t + 1) * p];
+            hvp(&u.mlp, &mut hv, &mut scratch, &u.caches[t], theta, &u.sx, &ul);
+            for (vi, h) in v.iter_mut().zip(&hv) {
+                *vi = vi.zip(*h, |v, h| v - h);
+            }
+        }
+    }
+    let mut da_t = vec![0.0f32; steps * g_count];
+    let mut v_t = vec![0.0f32; p];
+    for l in 0..nt {
+        extract(&mut da_t, &da, l);
+        u.scheds[l].backward(&mut grads[l], params, &da_t);
+        extract(&mut v_t, &v, l);
+        for (gi, &vi) in grads[l].theta.iter_mut().zip(&v_t) {
             *gi += vi;
         }
     }
