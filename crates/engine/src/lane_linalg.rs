@@ -261,24 +261,105 @@ fn gemm_nt_acc_portable(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k
 }
 
 /// Adds `b` to every row of `out[n×m]` per lane ([`crate::linalg::add_row`]).
+#[inline(always)]
 pub fn add_row(out: &mut [Lanes], b: &[Lanes], n: usize, m: usize) {
+    let b = flat(&b[..m]);
     for r in 0..n {
-        for (o, &b) in out[r * m..(r + 1) * m].iter_mut().zip(b) {
-            *o = add(*o, b);
+        for (o, &b) in flat_mut(&mut out[r * m..(r + 1) * m]).iter_mut().zip(b) {
+            *o += b;
         }
     }
 }
 
 /// `out[m] += Σ_rows a[n×m]` per lane, rows in order ([`crate::linalg::col_sum_acc`]).
+#[inline(always)]
 pub fn col_sum_acc(out: &mut [Lanes], a: &[Lanes], n: usize, m: usize) {
+    let out = flat_mut(&mut out[..m]);
     for r in 0..n {
-        for (o, &x) in out[..m].iter_mut().zip(&a[r * m..(r + 1) * m]) {
-            *o = add(*o, x);
+        for (o, &x) in out.iter_mut().zip(flat(&a[r * m..(r + 1) * m])) {
+            *o += x;
         }
     }
 }
 
+/// The scalars of a group tensor, element after element (lane 0..16 of element 0, then of
+/// element 1, ...): element-wise work on it is plain contiguous work.
+#[inline(always)]
+pub fn flat(x: &[Lanes]) -> &[f32] {
+    // SAFETY: `Lanes` is `repr(C)` over `[f32; LANES]`, 64 bytes with no padding, so a slice
+    // of them is `LANES · len` initialised, aligned f32 values.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len() * LANES) }
+}
+
+/// [`flat`], mutable.
+#[inline(always)]
+pub fn flat_mut(x: &mut [Lanes]) -> &mut [f32] {
+    // SAFETY: as `flat`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len() * LANES) }
+}
+
+/// `out[i] = x[i] − a · y[i]` per lane (an sgd step of one parameter group; `a` its rates).
+pub fn sub_scaled(out: &mut [Lanes], x: &[Lanes], a: Lanes, y: &[Lanes]) {
+    assert!(x.len() >= out.len() && y.len() >= out.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; lengths asserted.
+        unsafe { avx512::sub_scaled(out, x, a, y) };
+        return;
+    }
+    for ((o, x), y) in out.iter_mut().zip(x).zip(y) {
+        *o = x.zip(a.zip(*y, |a, y| a * y), |x, p| x - p);
+    }
+}
+
+/// `out[i] = a · x[i]` per lane.
+pub fn scaled(out: &mut [Lanes], a: Lanes, x: &[Lanes]) {
+    assert!(x.len() >= out.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; lengths asserted.
+        unsafe { avx512::scaled(out, a, x) };
+        return;
+    }
+    for (o, x) in out.iter_mut().zip(x) {
+        *o = a.zip(*x, |a, x| a * x);
+    }
+}
+
+/// `Σ x·x` per lane, in order from `init` (`init + x_0² + x_1² + ...`).
+pub fn sum_of_squares(init: f32, x: &[Lanes]) -> Lanes {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked.
+        return unsafe { avx512::sum_of_squares(init, x) };
+    }
+    x.iter().fold(Lanes::splat(init), |acc, x| acc.zip(*x, |a, x| a + x * x))
+}
+
+/// [`crate::linalg::dot`] per lane: eight partial sums, a tail, the same summation tree.
+pub fn dot(a: &[Lanes], b: &[Lanes]) -> Lanes {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; `n` is within both.
+        return unsafe { avx512::dot(&a[..n], &b[..n]) };
+    }
+    let mut acc = [Lanes::default(); 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        for q in 0..8 {
+            acc[q] = mac(acc[q], a[c * 8 + q], b[c * 8 + q]);
+        }
+    }
+    let mut tail = Lanes::default();
+    for i in chunks * 8..n {
+        tail = mac(tail, a[i], b[i]);
+    }
+    add(add(add(add(acc[0], acc[4]), add(acc[1], acc[5])), add(add(acc[2], acc[6]), add(acc[3], acc[7]))), tail)
+}
+
 /// Writes lane `lane` of `src` into `dst` (one task's tensor out of a group's).
+#[inline(always)]
 pub fn extract(dst: &mut [f32], src: &[Lanes], lane: usize) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = s.0[lane];
@@ -286,6 +367,7 @@ pub fn extract(dst: &mut [f32], src: &[Lanes], lane: usize) {
 }
 
 /// Writes `src` into lane `lane` of `dst` (one task's tensor into a group's).
+#[inline(always)]
 pub fn insert(dst: &mut [Lanes], src: &[f32], lane: usize) {
     for (d, &s) in dst.iter_mut().zip(src) {
         d.0[lane] = s;
@@ -444,6 +526,78 @@ mod avx512 {
                 let o = out.add((r0 + rr) * m + j);
                 st(o, _mm512_add_ps(ld(o), dot));
             }
+        }
+    }
+
+    /// `out = x − a · y`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sub_scaled(out: &mut [Lanes], x: &[Lanes], a: Lanes, y: &[Lanes]) {
+        // SAFETY: `i < out.len() <= x.len(), y.len()` (asserted by the caller).
+        unsafe {
+            let av = ld(&a);
+            for i in 0..out.len() {
+                st(&mut out[i], _mm512_sub_ps(ld(x.as_ptr().add(i)), _mm512_mul_ps(av, ld(y.as_ptr().add(i)))));
+            }
+        }
+    }
+
+    /// `out = a · x`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scaled(out: &mut [Lanes], a: Lanes, x: &[Lanes]) {
+        // SAFETY: `i < out.len() <= x.len()` (asserted by the caller).
+        unsafe {
+            let av = ld(&a);
+            for i in 0..out.len() {
+                st(&mut out[i], _mm512_mul_ps(av, ld(x.as_ptr().add(i))));
+            }
+        }
+    }
+
+    /// `init + Σ x·x`, in order.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum_of_squares(init: f32, x: &[Lanes]) -> Lanes {
+        // SAFETY: in-bounds references.
+        unsafe {
+            let mut acc = _mm512_set1_ps(init);
+            for v in x {
+                let v = ld(v);
+                acc = mac(acc, v, v);
+            }
+            let mut out = Lanes::default();
+            st(&mut out, acc);
+            out
+        }
+    }
+
+    /// `linalg::dot` per lane; `a` and `b` have the same length.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot(a: &[Lanes], b: &[Lanes]) -> Lanes {
+        // SAFETY: indices below `a.len() == b.len()`.
+        unsafe {
+            let n = a.len();
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            let mut acc = [_mm512_setzero_ps(); 8];
+            let chunks = n / 8;
+            for c in 0..chunks {
+                for q in 0..8 {
+                    acc[q] = mac(acc[q], ld(pa.add(c * 8 + q)), ld(pb.add(c * 8 + q)));
+                }
+            }
+            let mut tail = _mm512_setzero_ps();
+            for i in chunks * 8..n {
+                tail = mac(tail, ld(pa.add(i)), ld(pb.add(i)));
+            }
+            let x = &acc;
+            let d = _mm512_add_ps(
+                _mm512_add_ps(
+                    _mm512_add_ps(_mm512_add_ps(x[0], x[4]), _mm512_add_ps(x[1], x[5])),
+                    _mm512_add_ps(_mm512_add_ps(x[2], x[6]), _mm512_add_ps(x[3], x[7])),
+                ),
+                tail,
+            );
+            let mut out = Lanes::default();
+            st(&mut out, d);
+            out
         }
     }
 

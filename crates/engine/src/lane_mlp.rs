@@ -5,7 +5,9 @@
 //! a few numbers per point, runs per task through [`crate::loss`] itself.
 
 use crate::config::Activation;
-use crate::lane_linalg::{LANES, Lanes, add_row, col_sum_acc, extract, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc, insert};
+use crate::lane_linalg::{
+    LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc, insert,
+};
 use crate::loss::{loss_forward_backward, loss_rop};
 use crate::mlp::Mlp;
 use crate::task::TargetsRef;
@@ -88,30 +90,35 @@ impl LaneScratch {
 }
 
 /// `z ← act(z)` lane by lane.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn activate(act: Activation, z: &mut [Lanes]) {
+    let z = flat_mut(z);
     match act {
-        Activation::Relu => z.iter_mut().for_each(|v| *v = v.map(|x| Activation::Relu.apply(x))),
-        Activation::Tanh => z.iter_mut().for_each(|v| *v = v.map(|x| Activation::Tanh.apply(x))),
+        Activation::Relu => z.iter_mut().for_each(|v| *v = Activation::Relu.apply(*v)),
+        Activation::Tanh => z.iter_mut().for_each(|v| *v = Activation::Tanh.apply(*v)),
     }
 }
 
 /// `out = a ⊙ act'(h)` lane by lane (`a * d1(h)`, the one-task order).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn times_d1(act: Activation, out: &mut [Lanes], a: &[Lanes], h: &[Lanes]) {
+    let (out, a, h) = (flat_mut(out), flat(a), flat(h));
     match act {
         Activation::Relu => {
-            for ((o, a), h) in out.iter_mut().zip(a).zip(h) {
-                *o = a.zip(*h, |a, h| a * Activation::Relu.d1(h));
+            for ((o, &a), &h) in out.iter_mut().zip(a).zip(h) {
+                *o = a * Activation::Relu.d1(h);
             }
         }
         Activation::Tanh => {
-            for ((o, a), h) in out.iter_mut().zip(a).zip(h) {
-                *o = a.zip(*h, |a, h| a * Activation::Tanh.d1(h));
+            for ((o, &a), &h) in out.iter_mut().zip(a).zip(h) {
+                *o = a * Activation::Tanh.d1(h);
             }
         }
     }
 }
 
 /// Forward pass of `x[n, d_0]` per lane; the output is `cache.out()`.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 pub fn forward(mlp: &Mlp, cache: &mut LaneCache, theta: &[Lanes], x: &[Lanes]) {
     let n = cache.n;
     let w = &mlp.layout.widths;
@@ -132,6 +139,7 @@ pub fn forward(mlp: &Mlp, cache: &mut LaneCache, theta: &[Lanes], x: &[Lanes]) {
 
 /// Forward pass, each lane's loss against its targets `ys[lane]`, and the gradient w.r.t.
 /// theta per lane (written to `grad`, overwriting), as [`Mlp::loss_and_grad`].
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 pub fn loss_and_grad(
     mlp: &Mlp,
     grad: &mut [Lanes],
@@ -178,6 +186,7 @@ pub fn loss_and_grad(
 
 /// `hv = ∇²L(theta) · u` per lane, as [`Mlp::hvp`]; `cache` holds a [`loss_and_grad`] at the
 /// same `theta` and `x`.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 pub fn hvp(
     mlp: &Mlp,
     hv: &mut [Lanes],
@@ -205,9 +214,9 @@ pub fn hvp(
         add_row(rz, &u[lay.bias(l)], n, dout);
         if l != last {
             // `act'(h) * z`, the one-task order.
-            let h = &cache.hidden[l];
-            for ((r, z), h) in rh_hi[0].iter_mut().zip(rz.iter()).zip(h) {
-                *r = h.zip(*z, |h, z| act.d1(h) * z);
+            let h = flat(&cache.hidden[l]);
+            for ((r, &z), &h) in flat_mut(&mut rh_hi[0]).iter_mut().zip(flat(rz)).zip(h) {
+                *r = act.d1(h) * z;
             }
         }
     }
@@ -240,13 +249,9 @@ pub fn hvp(
             } else {
                 let dh = &cache.dh[l - 1];
                 let rz = &scratch.rz[l - 1];
-                for i in 0..n * din {
-                    let mut o = [0.0; LANES];
-                    for (lane, o) in o.iter_mut().enumerate() {
-                        let h = h[i].0[lane];
-                        *o = rdh[i].0[lane] * act.d1(h) + dh[i].0[lane] * act.d2(h) * rz[i].0[lane];
-                    }
-                    prev[i] = Lanes(o);
+                let (prev, rdh, h, dh, rz) = (flat_mut(prev), flat(rdh), flat(h), flat(dh), flat(rz));
+                for i in 0..prev.len() {
+                    prev[i] = rdh[i] * act.d1(h[i]) + dh[i] * act.d2(h[i]) * rz[i];
                 }
             }
         }

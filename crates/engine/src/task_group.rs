@@ -5,11 +5,18 @@
 //! code itself. Every task's result is bitwise that of [`crate::inner_loop::task_meta_gradient`]
 //! and [`crate::inner_loop::evaluate_task`], so it does not depend on which tasks share its
 //! group, nor on the number of threads. f32 only (the production type).
+//!
+//! The lane code is compiled for AVX-512 (`target_feature`), so that its element-wise loops
+//! use whole registers too; it runs only where the CPU has it.
+// Calling the AVX-512 functions needs `unsafe` after the run-time feature check.
+#![allow(unsafe_code)]
 
 use crate::config::Config;
-use crate::inner_loop::{TaskOutcome, features};
+use crate::inner_loop::{TaskOutcome, evaluate_task, features, task_meta_gradient};
 use crate::inner_optimizer::OptimizerTrace;
-use crate::lane_linalg::{LANES, Lanes, extract, insert};
+use crate::lane_linalg::{
+    LANES, Lanes, dot, extract, flat, flat_mut, has_avx512, insert, scaled, sub_scaled, sum_of_squares,
+};
 use crate::lane_mlp::{LaneCache, LaneScratch, accuracy_of_lane, hvp, loss_and_grad};
 use crate::mlp::Mlp;
 use crate::params::Params;
@@ -50,6 +57,7 @@ fn lanes_of<'a>(sets: &[SetRef<'a, f32>; LANES]) -> (Vec<Lanes>, [TargetsRef<'a,
     (x, std::array::from_fn(|l| sets[l].y))
 }
 
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], keep_caches: bool) -> GroupUnroll {
     assert!(!tasks.is_empty() && tasks.len() <= LANES, "a group holds 1..={LANES} tasks");
     let lane_task = |l: usize| tasks[l.min(tasks.len() - 1)];
@@ -82,7 +90,7 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
         if sgd {
             let g = &mut grads_l[t * p..(t + 1) * p];
             let losses = loss_and_grad(&mlp, g, cache, theta, &sx, &sy);
-            let sq = sum_of_squares(g);
+            let sq = sum_of_squares(std::iter::empty::<f32>().sum(), g);
             for l in 0..LANES {
                 let x = features_of(losses[l], sq.0[l], t, steps);
                 for (k, &a) in scheds[l].step(params, t, x).iter().enumerate() {
@@ -105,13 +113,7 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
         let theta_next = &mut next[..p];
         for (k, &a) in rates.iter().enumerate() {
             let r = mlp.layout.group(k);
-            for ((tn, th), di) in theta_next[r.clone()].iter_mut().zip(&theta[r.clone()]).zip(&d[r]) {
-                let mut o = th.0;
-                for l in 0..LANES {
-                    o[l] -= a.0[l] * di.0[l];
-                }
-                *tn = Lanes(o);
-            }
+            sub_scaled(&mut theta_next[r.clone()], &theta[r.clone()], a, &d[r]);
         }
     }
     let (qx, qy) = lanes_of(&std::array::from_fn(|l| lane_task(l).query));
@@ -136,53 +138,11 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     }
 }
 
-/// `Σ g·g` per lane, in order from the empty sum: what `grad.iter().map(|&g| g * g).sum()`
-/// computes for each task in [`features`].
-fn sum_of_squares(g: &[Lanes]) -> Lanes {
-    let mut acc = Lanes::splat(std::iter::empty::<f32>().sum());
-    for x in g {
-        let mut o = acc.0;
-        for l in 0..LANES {
-            o[l] += x.0[l] * x.0[l];
-        }
-        acc = Lanes(o);
-    }
-    acc
-}
-
 /// [`features`] from the sum of squares of the gradient (the same operations).
 fn features_of(loss: f32, sum_sq: f32, t: usize, steps: usize) -> [f32; crate::config::FEATURES] {
     let eps = 1e-8f64 as f32;
     let norm = sum_sq.sqrt();
     [(loss + eps).ln(), (norm + eps).ln(), t as f64 as f32 / steps as f64 as f32]
-}
-
-/// [`crate::linalg::dot`] per lane: eight partial sums, a tail, the same summation tree.
-fn dot_lanes(a: &[Lanes], b: &[Lanes]) -> Lanes {
-    let n = a.len().min(b.len());
-    let mut acc = [[0.0f32; LANES]; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        for q in 0..8 {
-            let (x, y) = (&a[c * 8 + q].0, &b[c * 8 + q].0);
-            for l in 0..LANES {
-                acc[q][l] += x[l] * y[l];
-            }
-        }
-    }
-    let mut tail = [0.0f32; LANES];
-    for i in chunks * 8..n {
-        for l in 0..LANES {
-            tail[l] += a[i].0[l] * b[i].0[l];
-        }
-    }
-    let mut out = [0.0f32; LANES];
-    for l in 0..LANES {
-        out[l] = ((acc[0][l] + acc[4][l]) + (acc[1][l] + acc[5][l]))
-            + ((acc[2][l] + acc[6][l]) + (acc[3][l] + acc[7][l]))
-            + tail[l];
-    }
-    Lanes(out)
 }
 
 impl GroupUnroll {
@@ -197,16 +157,45 @@ impl GroupUnroll {
 }
 
 /// Query losses and rates of every task of a group after the inner loop, without gradients
-/// (each bitwise [`crate::inner_loop::evaluate_task`]).
+/// (each bitwise [`crate::inner_loop::evaluate_task`]). Lane by lane on CPUs with AVX-512,
+/// else task by task.
 pub fn evaluate_group(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>]) -> Vec<TaskOutcome<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked).
+        return unsafe { evaluate_group_lanes(config, params, tasks) };
+    }
+    tasks.iter().map(|&t| evaluate_task(config, params, t)).collect()
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+fn evaluate_group_lanes(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>]) -> Vec<TaskOutcome<f32>> {
     let u = unroll(config, params, tasks, false);
     (0..u.tasks).map(|l| u.outcome(l)).collect()
 }
 
 /// The meta-gradient of `scale · L_query` of each task of a group, accumulated into
 /// `grads[i]` for task `i` (each with the slots of `params`), and the tasks' outcomes; each
-/// bitwise [`crate::inner_loop::task_meta_gradient`].
+/// bitwise [`crate::inner_loop::task_meta_gradient`]. Lane by lane on CPUs with AVX-512,
+/// else task by task.
 pub fn group_meta_gradient(
+    grads: &mut [Params<f32>],
+    config: &Config,
+    params: &Params<f32>,
+    tasks: &[TaskRef<'_, f32>],
+    scale: f32,
+) -> Vec<TaskOutcome<f32>> {
+    assert_eq!(grads.len(), tasks.len(), "one gradient per task");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked).
+        return unsafe { group_meta_gradient_lanes(grads, config, params, tasks, scale) };
+    }
+    grads.iter_mut().zip(tasks).map(|(g, &t)| task_meta_gradient(g, config, params, t, scale)).collect()
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+fn group_meta_gradient_lanes(
     grads: &mut [Params<f32>],
     config: &Config,
     params: &Params<f32>,
@@ -284,6 +273,7 @@ pub fn group_meta_gradient(
 
 /// The meta-backward pass of an sgd group, lane by lane (sgd's `d_t` is `g_t` and its reverse
 /// step is the identity, so only the scheduler's backward runs per task).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn sgd_backward(
     grads: &mut [Params<f32>],
     config: &Config,
@@ -296,7 +286,8 @@ fn sgd_backward(
     let g_count = u.mlp.layout.groups();
     let steps = config.inner.steps;
     let nt = u.tasks;
-    let mut v: Vec<Lanes> = u.v.iter().map(|x| x.map(|x| x * scale)).collect();
+    let mut v = u.v.clone();
+    flat_mut(&mut v).iter_mut().for_each(|x| *x *= scale);
     let mut da = vec![Lanes::default(); steps * g_count];
     let mut ul = vec![Lanes::default(); p];
     let mut hv = vec![Lanes::default(); p];
@@ -306,19 +297,17 @@ fn sgd_backward(
         let rates = &u.rates_l[t * g_count..(t + 1) * g_count];
         for k in 0..g_count {
             let r = u.mlp.layout.group(k);
-            da[t * g_count + k] = dot_lanes(&v[r.clone()], &g[r]).map(|x| -x);
+            da[t * g_count + k] = dot(&v[r.clone()], &g[r]).map(|x| -x);
         }
         if second_order {
             for (k, a) in rates.iter().enumerate() {
                 let r = u.mlp.layout.group(k);
-                for (ui, vi) in ul[r.clone()].iter_mut().zip(&v[r]) {
-                    *ui = a.zip(*vi, |a, v| a * v);
-                }
+                scaled(&mut ul[r.clone()], *a, &v[r]);
             }
             let theta = &u.thetas[t * p..(t + 1) * p];
             hvp(&u.mlp, &mut hv, &mut scratch, &u.caches[t], theta, &u.sx, &ul);
-            for (vi, h) in v.iter_mut().zip(&hv) {
-                *vi = vi.zip(*h, |v, h| v - h);
+            for (vi, &h) in flat_mut(&mut v).iter_mut().zip(flat(&hv)) {
+                *vi -= h;
             }
         }
     }
