@@ -8,6 +8,7 @@ use crate::config::Activation;
 use crate::lane_linalg::{
     LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc, insert,
 };
+use crate::lane_pool::{give, take};
 use crate::loss::{loss_forward_backward, loss_rop};
 use crate::mlp::Mlp;
 use crate::task::TargetsRef;
@@ -48,7 +49,7 @@ impl LaneCache {
     pub fn new(mlp: &Mlp, n: usize) -> Self {
         let w = &mlp.layout.widths;
         let l = w.len() - 1;
-        let zeros = |len: usize| vec![Lanes::default(); len];
+        let zeros = take;
         Self {
             n,
             hidden: (1..l).map(|i| zeros(n * w[i])).collect(),
@@ -59,6 +60,12 @@ impl LaneCache {
             task_out: vec![0.0; n * w[l]],
             task_dout: vec![0.0; n * w[l]],
         }
+    }
+
+    /// Gives the buffers back to this thread's pool.
+    pub fn recycle(self) {
+        self.hidden.into_iter().chain(self.delta).chain(self.dh).for_each(give);
+        give(self.out);
     }
 
     /// Number of points of the set.
@@ -73,11 +80,17 @@ impl LaneCache {
 }
 
 impl LaneScratch {
+    /// Gives the buffers back to this thread's pool.
+    pub fn recycle(self) {
+        self.rz.into_iter().chain(self.rh).chain(self.rdelta).for_each(give);
+        give(self.rdh);
+    }
+
     /// Scratch for Hessian-vector products on sets of `n` points of `mlp`.
     pub fn new(mlp: &Mlp, n: usize) -> Self {
         let w = &mlp.layout.widths;
         let l = w.len() - 1;
-        let zeros = |len: usize| vec![Lanes::default(); len];
+        let zeros = take;
         Self {
             rz: (0..l).map(|i| zeros(n * w[i + 1])).collect(),
             rh: (1..l).map(|i| zeros(n * w[i])).collect(),

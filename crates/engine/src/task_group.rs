@@ -17,6 +17,7 @@ use crate::inner_optimizer::OptimizerTrace;
 use crate::lane_linalg::{
     LANES, Lanes, dot, extract, flat, flat_mut, has_avx512, insert, scaled, sub_scaled, sum_of_squares,
 };
+use crate::lane_pool::{give, take};
 use crate::lane_mlp::{LaneCache, LaneScratch, accuracy_of_lane, hvp, loss_and_grad};
 use crate::mlp::Mlp;
 use crate::params::Params;
@@ -50,7 +51,7 @@ struct GroupUnroll {
 
 /// A set's inputs lane by lane and its targets per lane.
 fn lanes_of<'a>(sets: &[SetRef<'a, f32>; LANES]) -> (Vec<Lanes>, [TargetsRef<'a, f32>; LANES]) {
-    let mut x = vec![Lanes::default(); sets[0].x.len()];
+    let mut x = take(sets[0].x.len());
     for (l, s) in sets.iter().enumerate() {
         insert(&mut x, s.x, l);
     }
@@ -66,22 +67,22 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     let steps = config.inner.steps;
     let (sx, sy) = lanes_of(&std::array::from_fn(|l| lane_task(l).support));
     let n = tasks[0].support.n;
-    let mut thetas = vec![Lanes::default(); (steps + 1) * p];
+    let mut thetas = take((steps + 1) * p);
     for (t, &th) in thetas.iter_mut().zip(&params.theta) {
         *t = Lanes::splat(th);
     }
     let sgd = config.inner.optimizer.is_sgd();
     let mut grads: Vec<Vec<f32>> = (0..if sgd { 0 } else { LANES }).map(|_| vec![0.0; steps * p]).collect();
-    let mut grads_l = vec![Lanes::default(); if sgd { steps * p } else { 0 }];
+    let mut grads_l = take(if sgd { steps * p } else { 0 });
     let mut caches: Vec<LaneCache> =
         (0..if keep_caches { steps } else { 1 }).map(|_| LaneCache::new(&mlp, n)).collect();
     let mut scheds: Vec<SchedulerTrace<f32>> = (0..LANES).map(|_| SchedulerTrace::new(config)).collect();
     let mut opts: Vec<OptimizerTrace<f32>> =
         (0..LANES).map(|_| OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches)).collect();
-    let mut g = vec![Lanes::default(); p];
-    let mut d = vec![Lanes::default(); p];
+    let mut g = take(p);
+    let mut d = take(p);
     let groups = mlp.layout.groups();
-    let mut rates_l = vec![Lanes::default(); steps * groups];
+    let mut rates_l = take(steps * groups);
     for t in 0..steps {
         let (done, next) = thetas.split_at_mut((t + 1) * p);
         let theta = &done[t * p..];
@@ -118,9 +119,13 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     }
     let (qx, qy) = lanes_of(&std::array::from_fn(|l| lane_task(l).query));
     let mut qcache = LaneCache::new(&mlp, tasks[0].query.n);
-    let mut v = vec![Lanes::default(); p];
+    let mut v = take(p);
     let outer_loss = loss_and_grad(&mlp, &mut v, &mut qcache, &thetas[steps * p..], &qx, &qy);
     let accuracy = (0..tasks.len()).map(|l| accuracy_of_lane(&mlp, &qcache, qy[l], l)).collect();
+    qcache.recycle();
+    for b in [qx, g, d] {
+        give(b);
+    }
     GroupUnroll {
         mlp,
         tasks: tasks.len(),
@@ -146,6 +151,14 @@ fn features_of(loss: f32, sum_sq: f32, t: usize, steps: usize) -> [f32; crate::c
 }
 
 impl GroupUnroll {
+    /// Gives the lane buffers back to this thread's pool.
+    fn recycle(self) {
+        for b in [self.sx, self.thetas, self.grads_l, self.rates_l, self.v] {
+            give(b);
+        }
+        self.caches.into_iter().for_each(LaneCache::recycle);
+    }
+
     fn outcome(&self, l: usize) -> TaskOutcome<f32> {
         TaskOutcome {
             outer_loss: self.outer_loss[l],
@@ -171,7 +184,9 @@ pub fn evaluate_group(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn evaluate_group_lanes(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>]) -> Vec<TaskOutcome<f32>> {
     let u = unroll(config, params, tasks, false);
-    (0..u.tasks).map(|l| u.outcome(l)).collect()
+    let out = (0..u.tasks).map(|l| u.outcome(l)).collect();
+    u.recycle();
+    out
 }
 
 /// The meta-gradient of `scale · L_query` of each task of a group, accumulated into
@@ -207,7 +222,9 @@ fn group_meta_gradient_lanes(
     let keep = second_order || !config.inner.optimizer.is_sgd();
     let mut u = unroll(config, params, tasks, keep);
     if config.inner.optimizer.is_sgd() {
-        return sgd_backward(grads, config, params, &mut u, scale);
+        let out = sgd_backward(grads, config, params, &mut u, scale);
+        u.recycle();
+        return out;
     }
     let p = u.mlp.layout.len();
     let g_count = u.mlp.layout.groups();
@@ -225,8 +242,8 @@ fn group_meta_gradient_lanes(
         .collect();
     let mut da = vec![vec![0.0f32; steps * g_count]; nt];
     let mut ut = vec![0.0f32; p];
-    let mut ul = vec![Lanes::default(); p];
-    let mut hvl = vec![Lanes::default(); p];
+    let mut ul = take(p);
+    let mut hvl = take(p);
     let mut hvt = vec![0.0f32; p];
     let mut scratch = LaneScratch::new(&u.mlp, tasks[0].support.n);
     let mut wm = vec![vec![0.0f32; p]; nt];
@@ -268,7 +285,12 @@ fn group_meta_gradient_lanes(
             *gi += vi;
         }
     }
-    (0..nt).map(|l| u.outcome(l)).collect()
+    let out = (0..nt).map(|l| u.outcome(l)).collect();
+    give(ul);
+    give(hvl);
+    scratch.recycle();
+    u.recycle();
+    out
 }
 
 /// The meta-backward pass of an sgd group, lane by lane (sgd's `d_t` is `g_t` and its reverse
@@ -286,11 +308,12 @@ fn sgd_backward(
     let g_count = u.mlp.layout.groups();
     let steps = config.inner.steps;
     let nt = u.tasks;
-    let mut v = u.v.clone();
+    let mut v = take(p);
+    v.copy_from_slice(&u.v);
     flat_mut(&mut v).iter_mut().for_each(|x| *x *= scale);
-    let mut da = vec![Lanes::default(); steps * g_count];
-    let mut ul = vec![Lanes::default(); p];
-    let mut hv = vec![Lanes::default(); p];
+    let mut da = take(steps * g_count);
+    let mut ul = take(p);
+    let mut hv = take(p);
     let mut scratch = LaneScratch::new(&u.mlp, u.caches[0].n());
     for t in (0..steps).rev() {
         let g = &u.grads_l[t * p..(t + 1) * p];
@@ -321,5 +344,9 @@ fn sgd_backward(
             *gi += vi;
         }
     }
+    for b in [v, da, ul, hv] {
+        give(b);
+    }
+    scratch.recycle();
     (0..nt).map(|l| u.outcome(l)).collect()
 }
