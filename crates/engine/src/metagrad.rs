@@ -20,6 +20,17 @@ use crate::task_group::{evaluate_group, group_meta_gradient};
 /// Groups smaller than this run task by task: a group costs as much as a full one.
 const MIN_GROUP: usize = LANES / 4;
 
+/// Largest learner (parameters) run in task groups. A group keeps `LANES` copies of theta per
+/// inner step: past this the trace leaves the caches and the one-task path, whose products
+/// reuse one theta across the support set, is faster (measured: 1-256-256-1, 66,817
+/// parameters, slower lane by lane; 64-128-128-5, 25,733, faster).
+const MAX_GROUP_PARAMS: usize = 32_768;
+
+/// Whether `config`'s learner is small enough for task groups.
+fn fits_groups(config: &Config) -> bool {
+    crate::layout::ThetaLayout::new(config).len() <= MAX_GROUP_PARAMS
+}
+
 /// The f32 views of a generic batch's parameters and tasks, when `T` is f32 (the task-lane
 /// path is f32 only).
 fn as_f32<'a, T: Real>(params: &'a Params<T>, batch: &'a TaskBatch<T>) -> Option<(&'a Params<f32>, &'a TaskBatch<f32>)> {
@@ -145,7 +156,7 @@ impl Engine {
         denominator: usize,
     ) -> Result<MetaGradient<T>> {
         let scale = T::one() / T::of(denominator as f64);
-        let lanes = if self.lanes { as_f32(params, batch) } else { None };
+        let lanes = if self.lanes && fits_groups(config) { as_f32(params, batch) } else { None };
         let per_task: Vec<(Params<T>, TaskOutcome<T>)> = match lanes {
             Some((p32, b32)) => {
                 let s32 = scale.to_f32().unwrap_or(f32::NAN);
@@ -196,7 +207,7 @@ impl Engine {
         let len: usize = params.buffers().iter().map(|b| b.len()).sum();
         // Each thread folds its tasks into one fixed-point sum (integer addition is
         // associative, so however rayon splits the range the total is the same bits).
-        if self.lanes {
+        if self.lanes && fits_groups(config) {
             return Ok(self.meta_gradient_sum_groups(config, params, batch, len));
         }
         let (sum, mut outcomes) = self.pool.install(|| {
@@ -272,7 +283,7 @@ impl Engine {
         batch: &TaskBatch<T>,
     ) -> Result<Evaluation<T>> {
         Self::check(config, params, batch)?;
-        let lanes = if self.lanes { as_f32(params, batch) } else { None };
+        let lanes = if self.lanes && fits_groups(config) { as_f32(params, batch) } else { None };
         let per_task: Vec<TaskOutcome<T>> = match lanes {
             Some((p32, b32)) => {
                 let per_group: Vec<Vec<TaskOutcome<f32>>> = self.pool.install(|| {
