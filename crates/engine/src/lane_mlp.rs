@@ -8,7 +8,7 @@ use crate::config::Activation;
 use crate::lane_linalg::{
     LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc, insert,
 };
-use crate::lane_pool::{give, take};
+use crate::lane_pool::{give, take_dirty};
 use crate::loss::{loss_forward_backward, loss_rop};
 use crate::mlp::Mlp;
 use crate::task::TargetsRef;
@@ -49,7 +49,7 @@ impl LaneCache {
     pub fn new(mlp: &Mlp, n: usize) -> Self {
         let w = &mlp.layout.widths;
         let l = w.len() - 1;
-        let zeros = take;
+        let zeros = take_dirty;
         Self {
             n,
             hidden: (1..l).map(|i| zeros(n * w[i])).collect(),
@@ -90,7 +90,7 @@ impl LaneScratch {
     pub fn new(mlp: &Mlp, n: usize) -> Self {
         let w = &mlp.layout.widths;
         let l = w.len() - 1;
-        let zeros = take;
+        let zeros = take_dirty;
         Self {
             rz: (0..l).map(|i| zeros(n * w[i + 1])).collect(),
             rh: (1..l).map(|i| zeros(n * w[i])).collect(),

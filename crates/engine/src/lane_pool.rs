@@ -16,6 +16,15 @@ thread_local! {
 
 /// A zeroed buffer of `len` values: the smallest free one that holds `len`, else a new one.
 pub fn take(len: usize) -> Vec<Lanes> {
+    let mut b = take_dirty(len);
+    b.fill(Lanes::default());
+    b
+}
+
+/// A buffer of `len` values holding whatever its last user left (finite values or zeros),
+/// for callers that write every value before reading it: zeroing the trace of a group
+/// (about 2 MB per meta-step) cost more than a sixth of the step.
+pub fn take_dirty(len: usize) -> Vec<Lanes> {
     let reused = FREE.with_borrow_mut(|free| {
         let best = free
             .iter()
@@ -27,8 +36,11 @@ pub fn take(len: usize) -> Vec<Lanes> {
     });
     match reused {
         Some(mut b) => {
-            b.clear();
-            b.resize(len, Lanes::default());
+            if b.len() >= len {
+                b.truncate(len);
+            } else {
+                b.resize(len, Lanes::default());
+            }
             b
         }
         None => vec![Lanes::default(); len],

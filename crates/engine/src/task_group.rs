@@ -17,7 +17,7 @@ use crate::inner_optimizer::OptimizerTrace;
 use crate::lane_linalg::{
     LANES, Lanes, dot, extract, flat, flat_mut, has_avx512, insert, scaled, sub_scaled, sum_of_squares,
 };
-use crate::lane_pool::{give, take};
+use crate::lane_pool::{give, take, take_dirty};
 use crate::lane_mlp::{LaneCache, LaneScratch, accuracy_of_lane, hvp, loss_and_grad};
 use crate::mlp::Mlp;
 use crate::params::Params;
@@ -51,7 +51,7 @@ struct GroupUnroll {
 
 /// A set's inputs lane by lane and its targets per lane.
 fn lanes_of<'a>(sets: &[SetRef<'a, f32>; LANES]) -> (Vec<Lanes>, [TargetsRef<'a, f32>; LANES]) {
-    let mut x = take(sets[0].x.len());
+    let mut x = take_dirty(sets[0].x.len());
     for (l, s) in sets.iter().enumerate() {
         insert(&mut x, s.x, l);
     }
@@ -67,22 +67,22 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     let steps = config.inner.steps;
     let (sx, sy) = lanes_of(&std::array::from_fn(|l| lane_task(l).support));
     let n = tasks[0].support.n;
-    let mut thetas = take((steps + 1) * p);
+    let mut thetas = take_dirty((steps + 1) * p);
     for (t, &th) in thetas.iter_mut().zip(&params.theta) {
         *t = Lanes::splat(th);
     }
     let sgd = config.inner.optimizer.is_sgd();
     let mut grads: Vec<Vec<f32>> = (0..if sgd { 0 } else { LANES }).map(|_| vec![0.0; steps * p]).collect();
-    let mut grads_l = take(if sgd { steps * p } else { 0 });
+    let mut grads_l = take_dirty(if sgd { steps * p } else { 0 });
     let mut caches: Vec<LaneCache> =
         (0..if keep_caches { steps } else { 1 }).map(|_| LaneCache::new(&mlp, n)).collect();
     let mut scheds: Vec<SchedulerTrace<f32>> = (0..LANES).map(|_| SchedulerTrace::new(config)).collect();
     let mut opts: Vec<OptimizerTrace<f32>> =
         (0..LANES).map(|_| OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches)).collect();
-    let mut g = take(p);
-    let mut d = take(p);
+    let mut g = take_dirty(p);
+    let mut d = take_dirty(p);
     let groups = mlp.layout.groups();
-    let mut rates_l = take(steps * groups);
+    let mut rates_l = take_dirty(steps * groups);
     for t in 0..steps {
         let (done, next) = thetas.split_at_mut((t + 1) * p);
         let theta = &done[t * p..];
@@ -119,7 +119,7 @@ fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], kee
     }
     let (qx, qy) = lanes_of(&std::array::from_fn(|l| lane_task(l).query));
     let mut qcache = LaneCache::new(&mlp, tasks[0].query.n);
-    let mut v = take(p);
+    let mut v = take_dirty(p);
     let outer_loss = loss_and_grad(&mlp, &mut v, &mut qcache, &thetas[steps * p..], &qx, &qy);
     let accuracy = (0..tasks.len()).map(|l| accuracy_of_lane(&mlp, &qcache, qy[l], l)).collect();
     qcache.recycle();
@@ -243,7 +243,7 @@ fn group_meta_gradient_lanes(
     let mut da = vec![vec![0.0f32; steps * g_count]; nt];
     let mut ut = vec![0.0f32; p];
     let mut ul = take(p);
-    let mut hvl = take(p);
+    let mut hvl = take_dirty(p);
     let mut hvt = vec![0.0f32; p];
     let mut scratch = LaneScratch::new(&u.mlp, tasks[0].support.n);
     let mut wm = vec![vec![0.0f32; p]; nt];
@@ -308,12 +308,12 @@ fn sgd_backward(
     let g_count = u.mlp.layout.groups();
     let steps = config.inner.steps;
     let nt = u.tasks;
-    let mut v = take(p);
+    let mut v = take_dirty(p);
     v.copy_from_slice(&u.v);
     flat_mut(&mut v).iter_mut().for_each(|x| *x *= scale);
-    let mut da = take(steps * g_count);
-    let mut ul = take(p);
-    let mut hv = take(p);
+    let mut da = take_dirty(steps * g_count);
+    let mut ul = take_dirty(p);
+    let mut hv = take_dirty(p);
     let mut scratch = LaneScratch::new(&u.mlp, u.caches[0].n());
     for t in (0..steps).rev() {
         let g = &u.grads_l[t * p..(t + 1) * p];
