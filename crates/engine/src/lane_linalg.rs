@@ -13,6 +13,9 @@
 // The AVX-512 kernels load and store through raw pointers after checking bounds once, and are
 // called after checking the CPU's features.
 #![allow(unsafe_code)]
+// Block and lane loops index several arrays by the same counter on purpose: fixed-size loops
+// over constant ranges are what the register allocator and the vectoriser handle best.
+#![allow(clippy::needless_range_loop)]
 
 /// Tasks per group: one AVX-512 register of f32 (two AVX2 registers).
 pub const LANES: usize = 16;
@@ -180,10 +183,8 @@ fn dot_block<const RB: usize>(
             tail = mac(tail, ar[i], bj[i]);
         }
         let x = &acc[rr];
-        let dot = add(
-            add(add(add(x[0], x[4]), add(x[1], x[5])), add(add(x[2], x[6]), add(x[3], x[7]))),
-            tail,
-        );
+        let dot =
+            add(add(add(add(x[0], x[4]), add(x[1], x[5])), add(add(x[2], x[6]), add(x[3], x[7]))), tail);
         let o = &mut out[(r0 + rr) * m + j];
         *o = add(*o, dot);
     }
@@ -355,7 +356,10 @@ pub fn dot(a: &[Lanes], b: &[Lanes]) -> Lanes {
     for i in chunks * 8..n {
         tail = mac(tail, a[i], b[i]);
     }
-    add(add(add(add(acc[0], acc[4]), add(acc[1], acc[5])), add(add(acc[2], acc[6]), add(acc[3], acc[7]))), tail)
+    add(
+        add(add(add(acc[0], acc[4]), add(acc[1], acc[5])), add(add(acc[2], acc[6]), add(acc[3], acc[7]))),
+        tail,
+    )
 }
 
 /// Writes lane `lane` of `src` into `dst` (one task's tensor out of a group's).
@@ -536,7 +540,10 @@ mod avx512 {
         unsafe {
             let av = ld(&a);
             for i in 0..out.len() {
-                st(&mut out[i], _mm512_sub_ps(ld(x.as_ptr().add(i)), _mm512_mul_ps(av, ld(y.as_ptr().add(i)))));
+                st(
+                    &mut out[i],
+                    _mm512_sub_ps(ld(x.as_ptr().add(i)), _mm512_mul_ps(av, ld(y.as_ptr().add(i)))),
+                );
             }
         }
     }
@@ -603,7 +610,14 @@ mod avx512 {
 
     /// `gemm_nt_acc` (see the portable version for the order).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemm_nt_acc(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize) {
+    pub(super) unsafe fn gemm_nt_acc(
+        out: &mut [Lanes],
+        a: &[Lanes],
+        b: &[Lanes],
+        n: usize,
+        k: usize,
+        m: usize,
+    ) {
         if k < 8 {
             let s = Strides { out_i: m, out_j: 1, a_i: k, a_p: 1, b_p: 1, b_j: k };
             // SAFETY: as the caller's.
@@ -649,7 +663,8 @@ mod tests {
     /// Every lane is bitwise the one-task product, for wide, narrow and ragged shapes.
     #[test]
     fn lanes_are_bitwise_the_one_task_products() {
-        for (n, k, m) in [(10, 40, 40), (10, 1, 40), (3, 11, 5), (7, 17, 25), (5, 8, 1), (10, 40, 1), (1, 3, 2)]
+        for (n, k, m) in
+            [(10, 40, 40), (10, 1, 40), (3, 11, 5), (7, 17, 25), (5, 8, 1), (10, 40, 1), (1, 3, 2)]
         {
             let a: Vec<Vec<f32>> = (0..LANES).map(|l| data(n * k, l as f32)).collect();
             let bt: Vec<Vec<f32>> = (0..LANES).map(|l| data(m * k, 100.0 + l as f32)).collect();

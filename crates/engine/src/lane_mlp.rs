@@ -6,7 +6,8 @@
 
 use crate::config::Activation;
 use crate::lane_linalg::{
-    LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc, insert,
+    LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc,
+    insert,
 };
 use crate::lane_pool::{give, take_dirty};
 use crate::loss::{loss_forward_backward, loss_rop};
@@ -132,7 +133,7 @@ fn times_d1(act: Activation, out: &mut [Lanes], a: &[Lanes], h: &[Lanes]) {
 
 /// Forward pass of `x[n, d_0]` per lane; the output is `cache.out()`.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-pub fn forward(mlp: &Mlp, cache: &mut LaneCache, theta: &[Lanes], x: &[Lanes]) {
+pub(crate) fn forward(mlp: &Mlp, cache: &mut LaneCache, theta: &[Lanes], x: &[Lanes]) {
     let n = cache.n;
     let w = &mlp.layout.widths;
     let last = w.len() - 2;
@@ -153,7 +154,7 @@ pub fn forward(mlp: &Mlp, cache: &mut LaneCache, theta: &[Lanes], x: &[Lanes]) {
 /// Forward pass, each lane's loss against its targets `ys[lane]`, and the gradient w.r.t.
 /// theta per lane (written to `grad`, overwriting), as [`Mlp::loss_and_grad`].
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-pub fn loss_and_grad(
+pub(crate) fn loss_and_grad(
     mlp: &Mlp,
     grad: &mut [Lanes],
     cache: &mut LaneCache,
@@ -200,7 +201,7 @@ pub fn loss_and_grad(
 /// `hv = ∇²L(theta) · u` per lane, as [`Mlp::hvp`]; `cache` holds a [`loss_and_grad`] at the
 /// same `theta` and `x`.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-pub fn hvp(
+pub(crate) fn hvp(
     mlp: &Mlp,
     hv: &mut [Lanes],
     scratch: &mut LaneScratch,
@@ -281,7 +282,8 @@ pub fn accuracy_of_lane(mlp: &Mlp, cache: &LaneCache, y: TargetsRef<'_, f32>, la
         .chunks(d)
         .zip(labels)
         .filter(|&(row, &label)| {
-            let best = row.iter().enumerate().fold(0, |b, (i, v)| if v.0[lane] > row[b].0[lane] { i } else { b });
+            let best =
+                row.iter().enumerate().fold(0, |b, (i, v)| if v.0[lane] > row[b].0[lane] { i } else { b });
             best == label as usize
         })
         .count();

@@ -33,7 +33,10 @@ fn fits_groups(config: &Config) -> bool {
 
 /// The f32 views of a generic batch's parameters and tasks, when `T` is f32 (the task-lane
 /// path is f32 only).
-fn as_f32<'a, T: Real>(params: &'a Params<T>, batch: &'a TaskBatch<T>) -> Option<(&'a Params<f32>, &'a TaskBatch<f32>)> {
+fn as_f32<'a, T: Real>(
+    params: &'a Params<T>,
+    batch: &'a TaskBatch<T>,
+) -> Option<(&'a Params<f32>, &'a TaskBatch<f32>)> {
     let p = (params as &dyn Any).downcast_ref::<Params<f32>>()?;
     let b = (batch as &dyn Any).downcast_ref::<TaskBatch<f32>>()?;
     Some((p, b))
@@ -255,7 +258,9 @@ impl Engine {
                     || (FixedSum::zeros(len), Vec::new()),
                     |(mut s, mut outs), r| {
                         let start = r.start;
-                        for (j, (g, out)) in group_results(config, params, batch, r, 1.0).into_iter().enumerate() {
+                        for (j, (g, out)) in
+                            group_results(config, params, batch, r, 1.0).into_iter().enumerate()
+                        {
                             s.add_params(&g);
                             outs.push((start + j, out));
                         }

@@ -17,8 +17,8 @@ use crate::inner_optimizer::OptimizerTrace;
 use crate::lane_linalg::{
     LANES, Lanes, dot, extract, flat, flat_mut, has_avx512, insert, scaled, sub_scaled, sum_of_squares,
 };
-use crate::lane_pool::{give, take, take_dirty};
 use crate::lane_mlp::{LaneCache, LaneScratch, accuracy_of_lane, hvp, loss_and_grad};
+use crate::lane_pool::{give, take, take_dirty};
 use crate::mlp::Mlp;
 use crate::params::Params;
 use crate::scheduler::SchedulerTrace;
@@ -59,7 +59,12 @@ fn lanes_of<'a>(sets: &[SetRef<'a, f32>; LANES]) -> (Vec<Lanes>, [TargetsRef<'a,
 }
 
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-fn unroll(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>], keep_caches: bool) -> GroupUnroll {
+fn unroll(
+    config: &Config,
+    params: &Params<f32>,
+    tasks: &[TaskRef<'_, f32>],
+    keep_caches: bool,
+) -> GroupUnroll {
     assert!(!tasks.is_empty() && tasks.len() <= LANES, "a group holds 1..={LANES} tasks");
     let lane_task = |l: usize| tasks[l.min(tasks.len() - 1)];
     let mlp = Mlp::new(config);
@@ -172,7 +177,11 @@ impl GroupUnroll {
 /// Query losses and rates of every task of a group after the inner loop, without gradients
 /// (each bitwise [`crate::inner_loop::evaluate_task`]). Lane by lane on CPUs with AVX-512,
 /// else task by task.
-pub fn evaluate_group(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>]) -> Vec<TaskOutcome<f32>> {
+pub fn evaluate_group(
+    config: &Config,
+    params: &Params<f32>,
+    tasks: &[TaskRef<'_, f32>],
+) -> Vec<TaskOutcome<f32>> {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F (checked).
@@ -182,7 +191,11 @@ pub fn evaluate_group(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_
 }
 
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-fn evaluate_group_lanes(config: &Config, params: &Params<f32>, tasks: &[TaskRef<'_, f32>]) -> Vec<TaskOutcome<f32>> {
+fn evaluate_group_lanes(
+    config: &Config,
+    params: &Params<f32>,
+    tasks: &[TaskRef<'_, f32>],
+) -> Vec<TaskOutcome<f32>> {
     let u = unroll(config, params, tasks, false);
     let out = (0..u.tasks).map(|l| u.outcome(l)).collect();
     u.recycle();
@@ -336,11 +349,11 @@ fn sgd_backward(
     }
     let mut da_t = vec![0.0f32; steps * g_count];
     let mut v_t = vec![0.0f32; p];
-    for l in 0..nt {
+    for (l, grad) in grads.iter_mut().enumerate().take(nt) {
         extract(&mut da_t, &da, l);
-        u.scheds[l].backward(&mut grads[l], params, &da_t);
+        u.scheds[l].backward(grad, params, &da_t);
         extract(&mut v_t, &v, l);
-        for (gi, &vi) in grads[l].theta.iter_mut().zip(&v_t) {
+        for (gi, &vi) in grad.theta.iter_mut().zip(&v_t) {
             *gi += vi;
         }
     }

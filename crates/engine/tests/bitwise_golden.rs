@@ -47,7 +47,8 @@ fn cases() -> Vec<(String, Config, usize, u64)> {
                 c.inner.optimizer = opt;
                 c.inner.first_order = first_order;
                 c.scheduler.kind = kind;
-                let name = format!("default-{oname}-{}-{}", if first_order { "fo" } else { "so" }, kind.as_str());
+                let name =
+                    format!("default-{oname}-{}-{}", if first_order { "fo" } else { "so" }, kind.as_str());
                 out.push((name, c, 25, 1));
             }
         }
@@ -158,7 +159,9 @@ fn outputs_are_bitwise_the_recorded_ones_for_any_thread_count() {
         }
         match GOLDEN.iter().find(|(n, _)| *n == name) {
             Some(&(_, want)) if want == hashes[0] => {}
-            Some(&(_, want)) => failures.push(format!("{name}: 0x{:016x}, recorded 0x{want:016x}", hashes[0])),
+            Some(&(_, want)) => {
+                failures.push(format!("{name}: 0x{:016x}, recorded 0x{want:016x}", hashes[0]))
+            }
             None => failures.push(format!("{name}: no recorded hash")),
         }
     }
