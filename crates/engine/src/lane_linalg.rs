@@ -679,6 +679,21 @@ mod tests {
             gemm_nn_acc(&mut nn, &ga, &gbt, n, k, m);
             let mut tn = group(&init_t);
             gemm_tn_acc(&mut tn, &gb2, &ga, n, m, k);
+            // The portable versions (the AVX-512 ones run above where the CPU has it).
+            let mut nt_p = group(&init);
+            gemm_nt_acc_portable(&mut nt_p, &ga, &gbt, n, k, m);
+            assert_eq!(nt_p, nt, "portable nt {n} {k} {m}");
+            let mut nn_p = group(&init);
+            seq_product(
+                &mut nn_p,
+                &ga,
+                &gbt,
+                Strides { out_i: m, out_j: 1, a_i: k, a_p: 1, b_p: m, b_j: 1 },
+                n,
+                m,
+                k,
+            );
+            assert_eq!(nn_p, nn, "portable nn {n} {k} {m}");
             for l in 0..LANES {
                 let mut want = init[l].clone();
                 linalg::gemm_nt_acc(&mut want, &a[l], &bt[l], n, k, m);
