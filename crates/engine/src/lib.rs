@@ -29,6 +29,9 @@ pub mod horizon;
 pub mod init;
 pub mod inner_loop;
 pub mod inner_optimizer;
+pub mod lane_linalg;
+pub mod lane_mlp;
+pub mod lane_pool;
 pub mod linalg;
 pub mod loss;
 pub mod lstm_cell;
@@ -36,6 +39,7 @@ pub mod metagrad;
 pub mod mlp;
 pub mod rng;
 pub mod scheduler;
+pub mod task_group;
 
 pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};
 pub use fixed_sum::FixedSum;

@@ -3,15 +3,77 @@
 //! Each task is computed by one thread from start to end, and per-task results are reduced
 //! in task order afterwards, so the result is bitwise identical whatever the thread count.
 
+use std::any::Any;
+
 use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::fixed_sum::FixedSum;
 use crate::inner_loop::{TaskOutcome, evaluate_task, task_meta_gradient};
+use crate::lane_linalg::LANES;
 use crate::params::Params;
 use crate::real::Real;
-use crate::task::TaskBatch;
+use crate::task::{TaskBatch, TaskRef};
+use crate::task_group::{evaluate_group, group_meta_gradient};
+
+/// Groups smaller than this run task by task: a group costs as much as a full one.
+const MIN_GROUP: usize = LANES / 4;
+
+/// Largest learner (parameters) run in task groups. A group keeps `LANES` copies of theta per
+/// inner step: past this the trace leaves the caches and the one-task path, whose products
+/// reuse one theta across the support set, is faster (measured: 1-256-256-1, 66,817
+/// parameters, slower lane by lane; 64-128-128-5, 25,733, faster).
+const MAX_GROUP_PARAMS: usize = 32_768;
+
+/// Whether `config`'s learner is small enough for task groups.
+fn fits_groups(config: &Config) -> bool {
+    crate::layout::ThetaLayout::new(config).len() <= MAX_GROUP_PARAMS
+}
+
+/// The f32 views of a generic batch's parameters and tasks, when `T` is f32 (the task-lane
+/// path is f32 only).
+fn as_f32<'a, T: Real>(
+    params: &'a Params<T>,
+    batch: &'a TaskBatch<T>,
+) -> Option<(&'a Params<f32>, &'a TaskBatch<f32>)> {
+    let p = (params as &dyn Any).downcast_ref::<Params<f32>>()?;
+    let b = (batch as &dyn Any).downcast_ref::<TaskBatch<f32>>()?;
+    Some((p, b))
+}
+
+/// A value of type `U` as type `T`, when they are the same type.
+fn same_type<U: 'static, T: 'static>(x: U) -> Option<T> {
+    (Box::new(x) as Box<dyn Any>).downcast::<T>().ok().map(|b| *b)
+}
+
+/// `range` cut into consecutive groups of at most [`LANES`] tasks.
+fn groups_of(range: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+    range.clone().step_by(LANES).map(|s| s..(s + LANES).min(range.end)).collect()
+}
+
+/// Each task's meta-gradient (scaled by `scale`) and outcome for the tasks of `range`: a group
+/// of tasks lane by lane, or task by task when the group is small. Both are bitwise equal.
+fn group_results(
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+    range: std::ops::Range<usize>,
+    scale: f32,
+) -> Vec<(Params<f32>, TaskOutcome<f32>)> {
+    let mut grads: Vec<Params<f32>> = range.clone().map(|_| params.zeros_like()).collect();
+    let outs = if range.len() < MIN_GROUP {
+        grads
+            .iter_mut()
+            .zip(range)
+            .map(|(g, i)| task_meta_gradient(g, config, params, batch.task(i), scale))
+            .collect()
+    } else {
+        let tasks: Vec<TaskRef<'_, f32>> = range.map(|i| batch.task(i)).collect();
+        group_meta_gradient(&mut grads, config, params, &tasks, scale)
+    };
+    grads.into_iter().zip(outs).collect()
+}
 
 /// The mean meta-gradient of a batch and what the inner runs produced.
 #[derive(Debug, Clone)]
@@ -44,6 +106,10 @@ pub struct Evaluation<T> {
 #[derive(Debug)]
 pub struct Engine {
     pool: rayon::ThreadPool,
+    /// Whether f32 batches run in groups of tasks lane by lane ([`crate::task_group`]); off
+    /// with `METASCHED_TASK_LANES=0` (for benchmarks of the one-task path; same bits), and on
+    /// CPUs without AVX-512, where the portable lane products are no faster.
+    lanes: bool,
 }
 
 impl Engine {
@@ -54,7 +120,9 @@ impl Engine {
             .thread_name(|i| format!("metasched-engine-{i}"))
             .build()
             .map_err(|e| EngineError::ThreadPool(e.to_string()))?;
-        Ok(Self { pool })
+        let lanes = std::env::var("METASCHED_TASK_LANES").map_or(true, |v| v != "0")
+            && crate::lane_linalg::has_avx512();
+        Ok(Self { pool, lanes })
     }
 
     /// Runs `f` on the engine's thread pool (parallel work of other modules, e.g. the
@@ -97,17 +165,31 @@ impl Engine {
         denominator: usize,
     ) -> Result<MetaGradient<T>> {
         let scale = T::one() / T::of(denominator as f64);
-        let per_task: Vec<(Params<T>, TaskOutcome<T>)> = self.pool.install(|| {
-            range
-                .clone()
-                .into_par_iter()
-                .map(|i| {
-                    let mut g = params.zeros_like();
-                    let out = task_meta_gradient(&mut g, config, params, batch.task(i), scale);
-                    (g, out)
-                })
-                .collect()
-        });
+        let lanes = if self.lanes && fits_groups(config) { as_f32(params, batch) } else { None };
+        let per_task: Vec<(Params<T>, TaskOutcome<T>)> = match lanes {
+            Some((p32, b32)) => {
+                let s32 = scale.to_f32().unwrap_or(f32::NAN);
+                let per_group: Vec<Vec<(Params<f32>, TaskOutcome<f32>)>> = self.pool.install(|| {
+                    groups_of(range.clone())
+                        .into_par_iter()
+                        .map(|r| group_results(config, p32, b32, r, s32))
+                        .collect()
+                });
+                let flat: Vec<(Params<f32>, TaskOutcome<f32>)> = per_group.into_iter().flatten().collect();
+                same_type(flat).expect("T is f32 on this path")
+            }
+            None => self.pool.install(|| {
+                range
+                    .clone()
+                    .into_par_iter()
+                    .map(|i| {
+                        let mut g = params.zeros_like();
+                        let out = task_meta_gradient(&mut g, config, params, batch.task(i), scale);
+                        (g, out)
+                    })
+                    .collect()
+            }),
+        };
         let mut grad = params.zeros_like();
         let mut outer_loss = Vec::with_capacity(per_task.len());
         let mut lr = Vec::new();
@@ -134,6 +216,9 @@ impl Engine {
         let len: usize = params.buffers().iter().map(|b| b.len()).sum();
         // Each thread folds its tasks into one fixed-point sum (integer addition is
         // associative, so however rayon splits the range the total is the same bits).
+        if self.lanes && fits_groups(config) {
+            return Ok(self.meta_gradient_sum_groups(config, params, batch, len));
+        }
         let (sum, mut outcomes) = self.pool.install(|| {
             (0..batch.b)
                 .into_par_iter()
@@ -164,6 +249,43 @@ impl Engine {
         Ok((sum, outcomes))
     }
 
+    /// [`Engine::meta_gradient_sum`] in groups of tasks lane by lane (the same bits).
+    fn meta_gradient_sum_groups(
+        &self,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+        len: usize,
+    ) -> (FixedSum, Vec<TaskOutcome<f32>>) {
+        let (sum, mut outcomes) = self.pool.install(|| {
+            groups_of(0..batch.b)
+                .into_par_iter()
+                .fold(
+                    || (FixedSum::zeros(len), Vec::new()),
+                    |(mut s, mut outs), r| {
+                        let start = r.start;
+                        for (j, (g, out)) in
+                            group_results(config, params, batch, r, 1.0).into_iter().enumerate()
+                        {
+                            s.add_params(&g);
+                            outs.push((start + j, out));
+                        }
+                        (s, outs)
+                    },
+                )
+                .reduce(
+                    || (FixedSum::zeros(len), Vec::new()),
+                    |(mut a, mut ao), (b, bo)| {
+                        a.merge(&b);
+                        ao.extend(bo);
+                        (a, ao)
+                    },
+                )
+        });
+        outcomes.sort_by_key(|(i, _)| *i);
+        (sum, outcomes.into_iter().map(|(_, o)| o).collect())
+    }
+
     /// Query losses and rates of every task of a batch after the inner loop.
     pub fn evaluate<T: Real>(
         &self,
@@ -172,9 +294,29 @@ impl Engine {
         batch: &TaskBatch<T>,
     ) -> Result<Evaluation<T>> {
         Self::check(config, params, batch)?;
-        let per_task: Vec<TaskOutcome<T>> = self.pool.install(|| {
-            (0..batch.b).into_par_iter().map(|i| evaluate_task(config, params, batch.task(i))).collect()
-        });
+        let lanes = if self.lanes && fits_groups(config) { as_f32(params, batch) } else { None };
+        let per_task: Vec<TaskOutcome<T>> = match lanes {
+            Some((p32, b32)) => {
+                let per_group: Vec<Vec<TaskOutcome<f32>>> = self.pool.install(|| {
+                    groups_of(0..batch.b)
+                        .into_par_iter()
+                        .map(|r| {
+                            if r.len() < MIN_GROUP {
+                                r.map(|i| evaluate_task(config, p32, b32.task(i))).collect()
+                            } else {
+                                let tasks: Vec<TaskRef<'_, f32>> = r.map(|i| b32.task(i)).collect();
+                                evaluate_group(config, p32, &tasks)
+                            }
+                        })
+                        .collect()
+                });
+                let flat: Vec<TaskOutcome<f32>> = per_group.into_iter().flatten().collect();
+                same_type(flat).expect("T is f32 on this path")
+            }
+            None => self.pool.install(|| {
+                (0..batch.b).into_par_iter().map(|i| evaluate_task(config, params, batch.task(i))).collect()
+            }),
+        };
         let outer_loss: Vec<T> = per_task.iter().map(|o| o.outer_loss).collect();
         let lr = per_task.iter().flat_map(|o| o.lr.iter().copied()).collect();
         let mean = outer_loss.iter().copied().fold(T::zero(), |a, b| a + b) / T::of(batch.b as f64);
