@@ -168,7 +168,7 @@ fn fake_worker(addr: String, stop: Arc<AtomicBool>) -> usize {
                     ToWorker::Stop => return,
                     ToWorker::Work { job_id, job, .. } => {
                         let n = match job {
-                            Job::MetaGrad { .. } => &steps,
+                            Job::MetaGrad { .. } | Job::Window { .. } => &steps,
                             Job::Eval { .. } => &evals,
                         };
                         wrong_answer(job_id, &job, n.fetch_add(1, Ordering::Relaxed), params, lr_per_task)
@@ -251,6 +251,8 @@ fn wrong_answer(job_id: u64, job: &Job, n: usize, params: usize, lr_per_task: us
             }
             ToCoord::EvalDone { job_id, result: r }
         }
+        // These tests train few-shot tasks only: a window job is a protocol error here.
+        Job::Window { .. } => ToCoord::Failed { job_id, message: "no window jobs in this test".into() },
     }
 }
 

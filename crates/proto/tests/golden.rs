@@ -53,6 +53,7 @@ const TO_WORKER_GOLDEN: &[(&str, &str)] = &[
 
 /// Expected payload hex of each `ToCoord` example, by name.
 const TO_COORD_GOLDEN: &[(&str, &str)] = &[
+    ("window_done", "0a070303010200000000010000003f010000803e000000000000e03f"),
     (
         "hello",
         // variant 0, version 2, caps: cuda, 1 device, 4 cores, "0.1.0", "host-1234",

@@ -121,6 +121,22 @@ pub fn to_coord_examples() -> Vec<(&'static str, ToCoord)> {
             "group_step_done",
             ToCoord::GroupStepDone { job_id: 42, group: 2, root: true, result: step_result() },
         ),
+        (
+            "window_done",
+            ToCoord::WindowDone {
+                job_id: 7,
+                result: metasched_proto::WindowResult {
+                    step: 3,
+                    version: 3,
+                    first: 1,
+                    sum: metasched_engine::FixedSum::zeros(2),
+                    members: vec![],
+                    objective: vec![0.5],
+                    lr: vec![0.25],
+                    compute_s: 0.5,
+                },
+            },
+        ),
     ]
 }
 
@@ -157,8 +173,9 @@ pub fn to_coord_variant(m: &ToCoord) -> usize {
         ToCoord::GroupJoined { .. } => 7,
         ToCoord::GroupFailed { .. } => 8,
         ToCoord::GroupStepDone { .. } => 9,
+        ToCoord::WindowDone { .. } => 10,
     }
 }
 
 /// Number of `ToCoord` variants.
-pub const TO_COORD_VARIANTS: usize = 10;
+pub const TO_COORD_VARIANTS: usize = 11;
