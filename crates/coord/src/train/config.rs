@@ -580,7 +580,23 @@ mod tests {
         }
         let added: Vec<&str> =
             written.keys().filter(|k| !old_map.contains_key(*k)).map(String::as_str).collect();
-        assert_eq!(added, ["adam_beta1", "adam_beta2", "adam_eps", "inner_optimizer", "momentum"]);
+        assert_eq!(
+            added,
+            [
+                "adam_beta1",
+                "adam_beta2",
+                "adam_eps",
+                "batch_size",
+                "dataset",
+                "estimator",
+                "inner_optimizer",
+                "momentum",
+                "objective",
+                "pes_sigma",
+                "remat",
+                "window"
+            ]
+        );
         assert_eq!(written["inner_optimizer"], "sgd");
         let table = to_table(&cfg).expect("toml");
         let text = toml::to_string(&cfg).expect("toml");
