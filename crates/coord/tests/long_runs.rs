@@ -280,7 +280,10 @@ fn bad_long_run_input_exits_2_naming_the_field_and_writes_nothing() {
         write_dataset(&path, &x, &labels);
         let dataset = format!("file:{}", s(&path));
         let field = if name == "nan" { "x" } else { "labels" };
-        refused(&["--dataset", &dataset, "--layers", "2,4,2", "--loss", "cross_entropy", "--batch-size", "1"], field);
+        refused(
+            &["--dataset", &dataset, "--layers", "2,4,2", "--loss", "cross_entropy", "--batch-size", "1"],
+            field,
+        );
     }
 }
 
