@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_no_panic, coordinator_addr, finish, meta_coord, run, s, small_trajectory as trajectory, worker_bin,
+    assert_no_panic, coordinator_addr, finish, meta_coord, run, s, signal, small_trajectory as trajectory,
+    spawn_worker, wait_for_step,
 };
 
 const TOKEN: &str = "correct horse battery staple";
@@ -52,13 +53,7 @@ impl Run {
     }
 
     fn worker(&self, addr: &str, token_file: &Path) -> Child {
-        Command::new(worker_bin())
-            .args(["--coord", addr, "--token-file", s(token_file), "--threads", "1", "--give-up-after", "20"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meta-worker")
+        spawn_worker(addr, token_file)
     }
 
     fn checkpoint(&self) -> Vec<u8> {
@@ -66,29 +61,12 @@ impl Run {
     }
 
     fn wait_for_step(&self, child: &mut Child, step: u64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(self.dir.join("metrics.jsonl")).unwrap_or_default();
-            let last = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
-            if last.and_then(|v| v["step"].as_u64()).is_some_and(|s| s >= step) {
-                return;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("coordinator ended ({status}) before step {step}");
-            }
-            assert!(Instant::now() < deadline, "step {step} not reached in time");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_step(&self.dir, child, step);
     }
 }
 
 fn assert_clean(what: &str, out: &Output) {
     assert_no_panic(what, out);
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
-    assert!(ok.success());
 }
 
 /// The in-process run every distributed run must equal, bit for bit.

@@ -9,10 +9,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_panic, coordinator_addr, finish, meta_coord, s, worker_bin};
+use common::{assert_no_panic, coordinator_addr, finish, meta_coord, s, signal, spawn_worker, wait_for_step};
 
 const TOKEN: &str = "long runs token";
 
@@ -89,22 +89,7 @@ impl Run {
     }
 
     fn worker(&self, addr: &str) -> Child {
-        Command::new(worker_bin())
-            .args([
-                "--coord",
-                addr,
-                "--token-file",
-                s(&self.token_file),
-                "--threads",
-                "1",
-                "--give-up-after",
-                "20",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meta-worker")
+        spawn_worker(addr, &self.token_file)
     }
 
     fn checkpoint(&self) -> Vec<u8> {
@@ -112,30 +97,13 @@ impl Run {
     }
 
     fn wait_for_step(&self, child: &mut Child, step: u64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(self.dir.join("metrics.jsonl")).unwrap_or_default();
-            let last = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
-            if last.and_then(|v| v["step"].as_u64()).is_some_and(|s| s >= step) {
-                return;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("coordinator ended ({status}) before step {step}");
-            }
-            assert!(Instant::now() < deadline, "step {step} not reached in time");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for_step(&self.dir, child, step);
     }
 }
 
 fn ok(what: &str, out: &Output) {
     assert_no_panic(what, out);
     assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
-    assert!(ok.success());
 }
 
 fn stop_workers(workers: Vec<Child>) {

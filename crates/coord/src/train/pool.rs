@@ -227,8 +227,8 @@ pub struct AnswerShape {
     pub params: usize,
     /// Rates per task, `T·G`.
     pub lr_per_task: usize,
-    /// Inner steps `T` (a window answer has `G` mean rates per member, `lr_per_task / T`).
-    pub steps: usize,
+    /// Parameter groups `G` (a window answer has `G` mean rates per member).
+    pub groups: usize,
     /// Whether evaluations report an accuracy per task (classification) or none (regression).
     pub classification: bool,
 }
@@ -249,7 +249,7 @@ impl AnswerShape {
             long_runs: None,
             params: Params::<f32>::zeros(config).buffers().iter().map(|b| b.len()).sum(),
             lr_per_task: config.inner.steps * config.groups(),
-            steps: config.inner.steps,
+            groups: config.groups(),
             classification: config.model.loss == LossKind::CrossEntropy,
         }
     }
@@ -329,7 +329,7 @@ pub fn check_answer_parts(
             let count = members.len();
             per_task("members", r.members.len(), 1, count)?;
             per_task("objectives", r.objective.len(), 1, count)?;
-            per_task("rates", r.lr.len(), shape.lr_per_task / shape.steps.max(1), count)?;
+            per_task("rates", r.lr.len(), shape.groups, count)?;
             time(r.compute_s)?;
             let Some((config, estimator)) = &shape.long_runs else {
                 return Err("a window answer in a run without long runs".into());
@@ -474,7 +474,7 @@ mod tests {
     use super::*;
 
     const SHAPE: AnswerShape =
-        AnswerShape { long_runs: None, params: 7, lr_per_task: 6, steps: 3, classification: false };
+        AnswerShape { long_runs: None, params: 7, lr_per_task: 6, groups: 2, classification: false };
 
     fn step_job() -> Job {
         Job::MetaGrad { step: 4, version: 4, first: 3, count: 2 }

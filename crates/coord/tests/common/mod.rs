@@ -191,3 +191,39 @@ pub fn assert_no_panic(what: &str, out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
 }
+
+/// Sends `sig` (`-KILL`, `-STOP`, `-TERM`, ...) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success(), "kill {sig} {}", child.id());
+}
+
+/// A `meta-worker` connecting to `addr` with the token in `token_file`, one engine thread,
+/// giving up after 20 s without a coordinator.
+pub fn spawn_worker(addr: &str, token_file: &Path) -> Child {
+    Command::new(worker_bin())
+        .args(["--coord", addr, "--token-file", s(token_file), "--threads", "1", "--give-up-after", "20"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn meta-worker")
+}
+
+/// Waits (at most 60 s) until the run in `dir` logged meta-step `step` in `metrics.jsonl`;
+/// panics if `coordinator` ends first.
+pub fn wait_for_step(dir: &Path, coordinator: &mut Child, step: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+        let last = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        if last.and_then(|v| v["step"].as_u64()).is_some_and(|s| s >= step) {
+            return;
+        }
+        if let Ok(Some(status)) = coordinator.try_wait() {
+            panic!("coordinator ended ({status}) before step {step}");
+        }
+        assert!(Instant::now() < deadline, "step {step} not reached in time");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
