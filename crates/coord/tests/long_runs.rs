@@ -146,6 +146,41 @@ fn the_checkpoint_holds_the_population_and_a_resumed_run_is_bitwise_the_same() {
     }
 }
 
+/// Spec §8: `tbptt` with `W = H` is `full`: with one window per run, both estimators train
+/// the same bits (phi, theta and the outer optimiser's state after several meta-steps).
+#[test]
+fn tbptt_with_the_window_equal_to_the_horizon_is_the_full_estimator() {
+    let run = |estimator: &str| {
+        let mut t = trajectory(estimator, 4);
+        let w = t.iter().position(|a| a == "--window").expect("--window") + 1;
+        t[w] = "40".to_string();
+        let r = Run::new();
+        let mut args = vec!["train".to_string()];
+        args.extend(t);
+        args.extend(["--out".to_string(), s(&r.dir).to_string()]);
+        ok(estimator, &finish(r.spawn(&args), Duration::from_secs(60)));
+        metasched_formats::read_checkpoint(r.dir.join("checkpoint.safetensors")).expect("read")
+    };
+    let (full, tbptt) = (run("full"), run("tbptt"));
+    assert!(full.params.lstm.is_some(), "an lstm scheduler was trained");
+    // Debug prints every f32 round-trippably (and tells -0 from 0): equal text, equal bits.
+    let bits = |c: &metasched_formats::Checkpoint| format!("{:?}", c.params);
+    assert_eq!(bits(&full), bits(&tbptt), "phi/theta differ between full and tbptt with W = H");
+    let optim = |c: &metasched_formats::Checkpoint| {
+        c.extra_tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("optim."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(!optim(&full).is_empty(), "the outer optimiser's state is saved");
+    assert_eq!(
+        format!("{:?}", optim(&full)),
+        format!("{:?}", optim(&tbptt)),
+        "the outer optimiser's state differs"
+    );
+}
+
 #[test]
 fn tcp_workers_and_a_worker_killed_mid_window_change_nothing() {
     for estimator in ["tbptt", "pes"] {
