@@ -238,7 +238,8 @@ KNOWN = {"task", "shots", "query", "ways", "layers", "activation", "loss", "sche
          "inner_steps", "lr_min", "lr_max", "lr_init", "lr_fixed", "first_order", "learn_init",
          "meta_batch", "meta_lr", "clip_norm", "steps", "seed", "workers", "threads",
          "eval_every", "checkpoint_every", "log_every", "eval_tasks", "final_eval_tasks",
-         "eval_query"}
+         "eval_query", "inner_optimizer", "momentum", "adam_beta1", "adam_beta2", "adam_eps",
+         "dataset", "batch_size", "estimator", "window", "objective", "pes_sigma", "remat"}
 cfg = tomllib.load(open(sys.argv[1], "rb"))
 unknown = sorted(set(cfg) - KNOWN)
 if unknown:

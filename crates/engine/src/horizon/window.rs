@@ -93,17 +93,30 @@ pub fn window_meta_gradient<T: Real>(
     let ctx = Ctx { mlp: &mlp, config, data, t0, objective: Some(objective) };
     let seg_len = if remat { remat_segment(steps) } else { steps };
     let starts: Vec<usize> = (0..steps).step_by(seg_len).collect();
-    let mut sched = SchedulerTrace::window(config, t0, steps, Some((&state.h, &state.c)));
+    // With remat the scheduler's trace is segmented like the learner's: the forward pass
+    // keeps only rates and features, plus the LSTM state at every segment start, and the
+    // backward pass recomputes one segment's trace at a time from those.
+    let start = Some((&state.h[..], &state.c[..]));
+    let mut sched = if remat {
+        SchedulerTrace::window_forward(config, t0, steps, start)
+    } else {
+        SchedulerTrace::window(config, t0, steps, start)
+    };
 
     // Forward: every segment from the end state of the one before; without remat the one
     // segment keeps everything, with remat only the segments' start states are kept.
     let mut checkpoints: Vec<Start<T>> = Vec::new();
+    let mut lstm_starts: Vec<(Vec<T>, Vec<T>)> = Vec::new();
     let mut kept: Option<Segment<T>> = None;
     let mut cur: Start<T> = (state.theta.clone(), state.m.clone(), state.s.clone());
     let mut out =
         WindowOutcome { objective: T::zero(), train_loss: Vec::new(), lr: Vec::new(), val_loss: Vec::new() };
     for &a in &starts {
         let len = seg_len.min(steps - a);
+        if remat {
+            let (h, c) = sched.last_state();
+            lstm_starts.push((h.to_vec(), c.to_vec()));
+        }
         let source = RateSource::Learned { sched: &mut sched, params, fixed: None };
         let seg = Segment::run(&ctx, source, a, len, !remat, (&cur.0, &cur.1, &cur.2));
         out.train_loss.extend_from_slice(&seg.train_loss);
@@ -130,6 +143,7 @@ pub fn window_meta_gradient<T: Real>(
     let mut hv = vec![T::zero(); p];
     let mut da = vec![T::zero(); steps * groups];
     let mut scratch = None;
+    let mut carry = (vec![T::zero(); config.scheduler.hidden], vec![T::zero(); config.scheduler.hidden]);
     for (i, &a) in starts.iter().enumerate().rev() {
         let len = seg_len.min(steps - a);
         let mut seg = match kept.take() {
@@ -176,8 +190,18 @@ pub fn window_meta_gradient<T: Real>(
                 }
             }
         }
+        if remat {
+            let (h, c) = &lstm_starts[i];
+            let mut part = SchedulerTrace::window(config, t0 + a, len, Some((h, c)));
+            for (k, &x) in sched.features()[a..a + len].iter().enumerate() {
+                part.step(params, k, x);
+            }
+            part.backward_carrying(grad, params, &da[a * groups..(a + len) * groups], &mut carry);
+        }
     }
-    sched.backward(grad, params, &da);
+    if !remat {
+        sched.backward_carrying(grad, params, &da, &mut carry);
+    }
     let (h, c) = sched.last_state();
     state.h = h.to_vec();
     state.c = c.to_vec();
@@ -209,7 +233,7 @@ pub fn advance<T: Real>(
     let mlp = Mlp::new(config);
     let t0 = state.step;
     let ctx = Ctx { mlp: &mlp, config, data, t0, objective };
-    let mut sched = SchedulerTrace::window(config, t0, steps, Some((&state.h, &state.c)));
+    let mut sched = SchedulerTrace::window_forward(config, t0, steps, Some((&state.h, &state.c)));
     let uses_rule = rule.is_some();
     let source = match rule {
         Some(rule) => RateSource::Rule(rule),
