@@ -1,7 +1,8 @@
 //! `meta-coord apply` end to end on a tiny train-mlp checkpoint: it writes its table and
 //! figures; the learned row is a direct `advance` of the checkpoint's scheduler; the constant
 //! baseline is the engine's own `fixed` scheduler at that rate; results do not depend on the
-//! thread count; tuning never looks at Test runs; bad input exits 2 on one line.
+//! thread count; tuning never looks at Test runs; `--record-trajectory` writes that learned
+//! run step by step; bad input exits 2 on one line.
 
 mod common;
 
@@ -13,7 +14,7 @@ use metasched_coord::commands::apply::table::verdict;
 use metasched_engine::horizon::{Objective, ObjectiveMode, RunData, RunState, advance};
 use metasched_engine::mlp::Mlp;
 use metasched_engine::{Params, SchedulerKind};
-use metasched_formats::read_checkpoint;
+use metasched_formats::{read_checkpoint, read_tensors};
 use metasched_tasks::train_mlp::{OpenedDataset, RunStream, TrainMlpData, TrainRun};
 use serde_json::Value;
 
@@ -153,6 +154,58 @@ fn apply_generalises_to_other_horizons_layers_and_datasets() {
 }
 
 #[test]
+fn record_trajectory_writes_the_learned_run_step_by_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = tiny_checkpoint(dir.path());
+    let traj = dir.path().join("traj.safetensors");
+    let out = dir.path().join("apply");
+    let report = apply(
+        &ckpt,
+        &out,
+        &["--seeds", "2", "--curve-every", "1", "--record-trajectory", s(&traj), "--record-run", "1"],
+    );
+    let file = read_tensors(&traj).expect("trajectory written");
+    let about: Value =
+        serde_json::from_str(&file.metadata()["metasched.trajectory"]).expect("trajectory metadata is JSON");
+    assert_eq!((about["run"].as_u64(), about["stream"].as_str()), (Some(1), Some("test")));
+
+    // A direct `advance` of Test run 1, validation loss after every step: the same bits.
+    let c = read_checkpoint(&ckpt).expect("checkpoint");
+    let config = &c.config;
+    let h = config.inner.steps;
+    let data: TrainMlpData = "digits:3".parse().expect("dataset");
+    let opened = OpenedDataset::open(&data, config).expect("opens");
+    let run = TrainRun::<f32>::open(&opened, config, 5, RunStream::Test, 1, 16).expect("run");
+    let theta0 = run.learner_init();
+    let mut state = RunState::fresh(config, theta0.clone());
+    let obj = Objective { window: 1, mode: ObjectiveMode::End, horizon: h };
+    let direct = advance(config, &c.params, &mut state, &run, h, Some(&obj), None, None).expect("advance");
+    assert_eq!(file.f32("lr").expect("lr"), direct.lr);
+    assert_eq!(file.shape("lr"), Some(&[h, config.groups()][..]));
+    assert_eq!(file.f32("train_loss").expect("train_loss"), direct.train_loss);
+    let val: Vec<f32> = direct.val_loss.iter().map(|&(_, l)| l).collect();
+    assert_eq!(file.f32("val_loss").expect("val_loss"), val);
+    assert_eq!(file.i64("val_step").expect("val_step"), (1..=h as i64).collect::<Vec<_>>());
+    assert_eq!(val[h - 1].to_bits(), val_losses(&report, 0)[1].to_bits());
+
+    // theta_0 by tensor name, and every step's minibatch as indices into the training split.
+    let mut theta = Vec::new();
+    for l in 0..config.model.layers.len() - 1 {
+        theta.extend(file.f32(&format!("theta.layers.{l}.weight")).expect("weight"));
+        theta.extend(file.f32(&format!("theta.layers.{l}.bias")).expect("bias"));
+    }
+    assert_eq!(theta, theta0);
+    let indices = file.i64("batch.indices").expect("batch.indices");
+    assert_eq!(file.shape("batch.indices"), Some(&[h, 16][..]));
+    for t in [0, 1, h / 2, h - 1] {
+        let want: Vec<i64> = run.batch_indices(t).into_iter().map(|i| i as i64).collect();
+        assert_eq!(indices[t * 16..(t + 1) * 16], want[..], "step {t}");
+    }
+    assert_eq!(file.f32("train.x").expect("train.x").len(), run.n_train() * 64);
+    assert_eq!(file.i64("val.labels").expect("val.labels").len(), run.n_val());
+}
+
+#[test]
 fn group_map_sends_extra_hidden_layers_to_the_last_trained_hidden_layer() {
     assert_eq!(group_map(2, 2), vec![0, 1, 2, 3]);
     assert_eq!(group_map(2, 4), vec![0, 1, 0, 1, 0, 1, 2, 3]);
@@ -188,6 +241,21 @@ fn apply_refuses_bad_input_with_exit_2() {
     refused(&["apply", "--checkpoint", s(&ckpt), "--dataset", "sinusoid"], "--layers");
     refused(&["apply", "--checkpoint", s(&ckpt), "--layers", "64,8,4"], "layers");
     refused(&["apply", "--checkpoint", s(&ckpt), "--inner-optimizer", "rmsprop"], "rmsprop");
+    let traj = dir.path().join("traj.safetensors");
+    refused(
+        &[
+            "apply",
+            "--checkpoint",
+            s(&ckpt),
+            "--seeds",
+            "2",
+            "--record-trajectory",
+            s(&traj),
+            "--record-run",
+            "2",
+        ],
+        "--record-run",
+    );
 }
 
 #[test]

@@ -7,13 +7,15 @@
 //! - [`tuning`]: the baselines' grids, tuned on `Tune` runs only;
 //! - [`runner`]: one training run of one method;
 //! - [`table`]: the comparison table;
-//! - [`plots`]: the rate and loss figures.
+//! - [`plots`]: the rate and loss figures;
+//! - [`trajectory`]: `--record-trajectory`, one learned run written out for replay.
 
 pub mod baselines;
 pub mod plots;
 pub mod runner;
 pub mod setup;
 pub mod table;
+pub mod trajectory;
 pub mod tuning;
 
 use std::path::PathBuf;
@@ -69,6 +71,15 @@ pub struct ApplyArgs {
     /// CPU threads (0: one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Also write the learned scheduler's run on Test run --record-run to this safetensors
+    /// file (spec §7.2): theta_0, the run's splits, every step's minibatch indices, rates and
+    /// minibatch loss, and the validation curve (every --curve-every steps), for replaying it
+    /// elsewhere (the PyTorch drop-in's parity test).
+    #[arg(long)]
+    pub record_trajectory: Option<PathBuf>,
+    /// The Test run --record-trajectory records (one of the reported runs: below --seeds).
+    #[arg(long, default_value_t = 0, requires = "record_trajectory")]
+    pub record_run: u64,
 }
 
 /// The inner optimiser's name (for the HD row).
@@ -102,6 +113,13 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     }
     if args.curve_every == Some(0) {
         return Err(BadInput("--curve-every: must be at least 1".into()).into());
+    }
+    if args.record_run >= args.seeds {
+        return Err(BadInput(format!(
+            "--record-run {}: must be one of the reported Test runs 0..{} (--seeds)",
+            args.record_run, args.seeds
+        ))
+        .into());
     }
     let setup = setup::load(args)?;
     let horizon = setup.config.inner.steps;
@@ -169,6 +187,12 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     );
     print!("{}", table::render(&table));
 
+    if let Some(path) = &args.record_trajectory {
+        // Row 0 is the learned scheduler.
+        let learned = &results[0][args.record_run as usize];
+        trajectory::write(path, &args.checkpoint, &setup, args.record_run, curve_every, learned)?;
+        println!("wrote the learned run's trajectory on Test run {} to {}", args.record_run, path.display());
+    }
     plots::plot_rates(&out_dir.join("apply_lr.png"), &names, &results, horizon, &setup.group_names)?;
     plots::plot_losses(&out_dir.join("apply_loss.png"), &names, &results, horizon)?;
     let report = json!({

@@ -34,10 +34,14 @@ pub struct RunResult {
     /// Rates used, `[H, G]` (empty unless asked for).
     #[serde(skip)]
     pub lr: Vec<f32>,
+    /// Minibatch loss of each step, `[H]` (empty unless the rates were asked for).
+    #[serde(skip)]
+    pub train_loss: Vec<f32>,
 }
 
 /// Runs `method` on run `run` of `stream` for the whole horizon, measuring the validation
-/// loss every `curve_every` steps (`None`: only at the end); keeps the rates when `keep_lr`.
+/// loss every `curve_every` steps (`None`: only at the end); keeps the rates and minibatch
+/// losses when `keep_lr`.
 pub fn run_one(
     setup: &Setup,
     method: &Method,
@@ -72,6 +76,7 @@ pub fn run_one(
         accuracy,
         curve: out.val_loss,
         lr: if keep_lr { out.lr } else { Vec::new() },
+        train_loss: if keep_lr { out.train_loss } else { Vec::new() },
     })
 }
 
