@@ -10,9 +10,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use metasched_engine::horizon::{Estimator, Member};
 use metasched_engine::{Config, FixedSum, LossKind, Params};
-use metasched_proto::{
-    EvalResult, Job, JobResult, MemberJob, Split, StepResult, TaskFamily, TaskSpec, WindowResult,
-};
+use metasched_proto::{EvalResult, Job, JobResult, MemberJob, Split, TaskFamily, TaskSpec};
 
 use super::transport::{Gathered, Transport};
 
@@ -375,21 +373,10 @@ pub fn check_answer_parts(
 /// silently summed), then puts the parts together: sums the meta-gradients (exact, so the
 /// order does not matter) and concatenates per-task values in task order.
 fn reduce_step(gathered: Gathered, step: u64, version: u64, param_len: usize) -> anyhow::Result<StepOutput> {
-    let mut parts: Vec<(u32, StepResult)> = Vec::with_capacity(gathered.parts.len());
-    for (id, answer) in gathered.parts {
-        let JobResult::Step(r) = answer else {
-            return Err(anyhow!("worker {id} answered a step with an evaluation"));
-        };
-        if r.step != step || r.version != version {
-            return Err(anyhow!(
-                "worker {id} answered step {} v{} for step {step} v{version}",
-                r.step,
-                r.version
-            ));
-        }
-        parts.push((id, r));
-    }
-    parts.sort_by_key(|(_, r)| r.first);
+    let parts = answers_in_order(gathered.parts, step, version, "a step", |a| match a {
+        JobResult::Step(r) => Some((r.step, r.version, r.first, r)),
+        _ => None,
+    })?;
     let mut out = StepOutput {
         sum: FixedSum::zeros(param_len),
         outer_loss: Vec::new(),
@@ -408,6 +395,30 @@ fn reduce_step(gathered: Gathered, step: u64, version: u64, param_len: usize) ->
     Ok(out)
 }
 
+/// Checks that every part answers (with `unpack`'s kind of result) meta-step `step` at
+/// version `version`, and orders the parts by their first task or member, so that the sums
+/// and concatenations that follow do not depend on arrival order.
+fn answers_in_order<R>(
+    parts: Vec<(u32, JobResult)>,
+    step: u64,
+    version: u64,
+    what: &str,
+    unpack: impl Fn(JobResult) -> Option<(u64, u64, usize, R)>,
+) -> anyhow::Result<Vec<(u32, R)>> {
+    let mut out: Vec<(usize, u32, R)> = Vec::with_capacity(parts.len());
+    for (id, answer) in parts {
+        let Some((s, v, first, r)) = unpack(answer) else {
+            return Err(anyhow!("worker {id} answered {what} with another kind of result"));
+        };
+        if s != step || v != version {
+            return Err(anyhow!("worker {id} answered step {s} v{v} for step {step} v{version}"));
+        }
+        out.push((first, id, r));
+    }
+    out.sort_by_key(|(first, _, _)| *first);
+    Ok(out.into_iter().map(|(_, id, r)| (id, r)).collect())
+}
+
 /// Checks that every part answers window step `step` at version `version`, then sums the
 /// gradient estimates (exact) and concatenates the members in member order.
 fn reduce_window(
@@ -416,21 +427,10 @@ fn reduce_window(
     version: u64,
     param_len: usize,
 ) -> anyhow::Result<WindowOutput> {
-    let mut parts: Vec<(u32, WindowResult)> = Vec::with_capacity(gathered.parts.len());
-    for (id, answer) in gathered.parts {
-        let JobResult::Window(r) = answer else {
-            return Err(anyhow!("worker {id} answered a window with another kind of result"));
-        };
-        if r.step != step || r.version != version {
-            return Err(anyhow!(
-                "worker {id} answered step {} v{} for step {step} v{version}",
-                r.step,
-                r.version
-            ));
-        }
-        parts.push((id, r));
-    }
-    parts.sort_by_key(|(_, r)| r.first);
+    let parts = answers_in_order(gathered.parts, step, version, "a window", |a| match a {
+        JobResult::Window(r) => Some((r.step, r.version, r.first, r)),
+        _ => None,
+    })?;
     let mut out = WindowOutput {
         sum: FixedSum::zeros(param_len),
         members: Vec::new(),
@@ -472,6 +472,7 @@ fn reduce_eval(gathered: Gathered) -> anyhow::Result<EvalOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metasched_proto::StepResult;
 
     const SHAPE: AnswerShape =
         AnswerShape { long_runs: None, params: 7, lr_per_task: 6, groups: 2, classification: false };
