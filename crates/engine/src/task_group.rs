@@ -164,7 +164,6 @@ fn unroll(
             let sq = sum_of_squares(std::iter::empty::<f32>().sum(), g);
             let xs = std::array::from_fn(|l| features_of(losses[l], sq.0[l], t, steps));
             sched.step(params, t, &xs, rates);
-            d.copy_from_slice(g);
         } else {
             let losses = loss_and_grad(&mlp, &mut g, cache, theta, &sx, &sy);
             let mut xs = [[0.0; crate::config::FEATURES]; LANES];
@@ -177,6 +176,8 @@ fn unroll(
             sched.step(params, t, &xs, rates);
         }
         let theta_next = &mut next[..p];
+        // sgd's direction is the gradient itself (kept lane by lane in `grads_l`).
+        let d: &[Lanes] = if sgd { &grads_l[t * p..(t + 1) * p] } else { &d };
         for (k, &a) in rates.iter().enumerate() {
             let r = mlp.layout.group(k);
             sub_scaled(&mut theta_next[r.clone()], &theta[r.clone()], a, &d[r]);
