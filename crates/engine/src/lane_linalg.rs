@@ -192,40 +192,91 @@ fn dot_block<const RB: usize>(
 
 /// `out[n×m] += a[n×k] · b[m×k]ᵀ` per lane, exactly as [`crate::linalg::gemm_nt_acc`].
 pub fn gemm_nt_acc(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize) {
+    nt(out, a, b, n, k, m, false);
+}
+
+/// `out[n×m] = a[n×k] · b[m×k]ᵀ` per lane: exactly `out` zeroed, then [`gemm_nt_acc`] (every
+/// sum starts from +0.0), without a separate pass over `out`.
+pub fn gemm_nt(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize) {
+    nt(out, a, b, n, k, m, true);
+}
+
+fn nt(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize, zero: bool) {
     assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= m * k);
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F (checked above); the bounds are asserted above.
-        unsafe { avx512::gemm_nt_acc(out, a, b, n, k, m) };
+        unsafe {
+            if zero {
+                avx512::gemm_nt_acc::<true>(out, a, b, n, k, m)
+            } else {
+                avx512::gemm_nt_acc::<false>(out, a, b, n, k, m)
+            }
+        };
         return;
+    }
+    if zero {
+        out[..n * m].fill(Lanes::default());
     }
     gemm_nt_acc_portable(out, a, b, n, k, m);
 }
 
 /// `out[n×m] += a[n×k] · b[k×m]` per lane, exactly as [`crate::linalg::gemm_nn_acc`].
 pub fn gemm_nn_acc(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize) {
+    nn(out, a, b, n, k, m, false);
+}
+
+/// `out[n×m] = a[n×k] · b[k×m]` per lane: exactly `out` zeroed, then [`gemm_nn_acc`].
+pub fn gemm_nn(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize) {
+    nn(out, a, b, n, k, m, true);
+}
+
+fn nn(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, k: usize, m: usize, zero: bool) {
     assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= k * m);
     let s = Strides { out_i: m, out_j: 1, a_i: k, a_p: 1, b_p: m, b_j: 1 };
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512F; every index below `n, m, k` is in bounds (asserted).
-        unsafe { avx512::seq_product(out, a, b, s, n, m, k) };
-        return;
-    }
-    seq_product(out, a, b, s, n, m, k);
+    seq(out, a, b, s, n, m, k, zero);
 }
 
 /// `out[m×k] += a[n×m]ᵀ · b[n×k]` per lane, exactly as [`crate::linalg::gemm_tn_acc`].
 pub fn gemm_tn_acc(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, m: usize, k: usize) {
+    tn(out, a, b, n, m, k, false);
+}
+
+/// `out[m×k] = a[n×m]ᵀ · b[n×k]` per lane: exactly `out` zeroed, then [`gemm_tn_acc`].
+pub fn gemm_tn(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, m: usize, k: usize) {
+    tn(out, a, b, n, m, k, true);
+}
+
+fn tn(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], n: usize, m: usize, k: usize, zero: bool) {
     assert!(out.len() >= m * k && a.len() >= n * m && b.len() >= n * k);
     let s = Strides { out_i: k, out_j: 1, a_i: 1, a_p: m, b_p: k, b_j: 1 };
+    seq(out, a, b, s, m, k, n, zero);
+}
+
+/// [`seq_product`] over the extents of a caller that asserted them; from +0.0 if `zero`.
+#[allow(clippy::too_many_arguments)]
+fn seq(out: &mut [Lanes], a: &[Lanes], b: &[Lanes], s: Strides, ni: usize, nj: usize, np: usize, zero: bool) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        // SAFETY: the CPU has AVX-512F; every index below `m, k, n` is in bounds (asserted).
-        unsafe { avx512::seq_product(out, a, b, s, m, k, n) };
+        // SAFETY: the CPU has AVX-512F; every index below `ni, nj, np` is in bounds (the
+        // callers assert the extents).
+        unsafe {
+            if zero {
+                avx512::seq_product::<true>(out, a, b, s, ni, nj, np)
+            } else {
+                avx512::seq_product::<false>(out, a, b, s, ni, nj, np)
+            }
+        };
         return;
     }
-    seq_product(out, a, b, s, m, k, n);
+    if zero {
+        for i in 0..ni {
+            for j in 0..nj {
+                out[i * s.out_i + j * s.out_j] = Lanes::default();
+            }
+        }
+    }
+    seq_product(out, a, b, s, ni, nj, np);
 }
 
 /// Whether this CPU runs the AVX-512 kernels (one 512-bit register per [`Lanes`]).
@@ -408,7 +459,7 @@ mod avx512 {
     /// One `IB × JB` block of `seq_product`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn seq_block<const IB: usize, const JB: usize>(
+    unsafe fn seq_block<const IB: usize, const JB: usize, const Z: bool>(
         out: *mut Lanes,
         a: *const Lanes,
         b: *const Lanes,
@@ -422,7 +473,9 @@ mod avx512 {
             let mut acc = [[_mm512_setzero_ps(); JB]; IB];
             for ii in 0..IB {
                 for jj in 0..JB {
-                    acc[ii][jj] = ld(out.add((i0 + ii) * s.out_i + (j0 + jj) * s.out_j));
+                    if !Z {
+                        acc[ii][jj] = ld(out.add((i0 + ii) * s.out_i + (j0 + jj) * s.out_j));
+                    }
                 }
             }
             for p in 0..np {
@@ -447,7 +500,7 @@ mod avx512 {
 
     /// `out[i, j] += Σ_p a[i, p] · b[p, j]`, `p` in order (see the portable `seq_product`).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn seq_product(
+    pub(super) unsafe fn seq_product<const Z: bool>(
         out: &mut [Lanes],
         a: &[Lanes],
         b: &[Lanes],
@@ -466,16 +519,16 @@ mod avx512 {
                 // SAFETY: blocks stay inside `ni × nj`, `p < np`.
                 unsafe {
                     match (ib, jb) {
-                        (5, 4) => seq_block::<5, 4>(o, a, b, s, i0, j0, np),
-                        (4, 4) => seq_block::<4, 4>(o, a, b, s, i0, j0, np),
-                        (3, 4) => seq_block::<3, 4>(o, a, b, s, i0, j0, np),
-                        (2, 4) => seq_block::<2, 4>(o, a, b, s, i0, j0, np),
-                        (1, 4) => seq_block::<1, 4>(o, a, b, s, i0, j0, np),
-                        (5, _) => seq_block::<5, 1>(o, a, b, s, i0, j0, np),
-                        (4, _) => seq_block::<4, 1>(o, a, b, s, i0, j0, np),
-                        (3, _) => seq_block::<3, 1>(o, a, b, s, i0, j0, np),
-                        (2, _) => seq_block::<2, 1>(o, a, b, s, i0, j0, np),
-                        _ => seq_block::<1, 1>(o, a, b, s, i0, j0, np),
+                        (5, 4) => seq_block::<5, 4, Z>(o, a, b, s, i0, j0, np),
+                        (4, 4) => seq_block::<4, 4, Z>(o, a, b, s, i0, j0, np),
+                        (3, 4) => seq_block::<3, 4, Z>(o, a, b, s, i0, j0, np),
+                        (2, 4) => seq_block::<2, 4, Z>(o, a, b, s, i0, j0, np),
+                        (1, 4) => seq_block::<1, 4, Z>(o, a, b, s, i0, j0, np),
+                        (5, _) => seq_block::<5, 1, Z>(o, a, b, s, i0, j0, np),
+                        (4, _) => seq_block::<4, 1, Z>(o, a, b, s, i0, j0, np),
+                        (3, _) => seq_block::<3, 1, Z>(o, a, b, s, i0, j0, np),
+                        (2, _) => seq_block::<2, 1, Z>(o, a, b, s, i0, j0, np),
+                        _ => seq_block::<1, 1, Z>(o, a, b, s, i0, j0, np),
                     }
                 }
                 i0 += ib;
@@ -487,7 +540,7 @@ mod avx512 {
     /// Rows `r0 .. r0 + RB`, column `j` of `gemm_nt_acc`'s wide branch (see `dot_block`).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn dot_block<const RB: usize>(
+    unsafe fn dot_block<const RB: usize, const Z: bool>(
         out: *mut Lanes,
         a: *const Lanes,
         b: *const Lanes,
@@ -528,7 +581,8 @@ mod avx512 {
                     tail,
                 );
                 let o = out.add((r0 + rr) * m + j);
-                st(o, _mm512_add_ps(ld(o), dot));
+                let init = if Z { _mm512_setzero_ps() } else { ld(o) };
+                st(o, _mm512_add_ps(init, dot));
             }
         }
     }
@@ -610,7 +664,7 @@ mod avx512 {
 
     /// `gemm_nt_acc` (see the portable version for the order).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemm_nt_acc(
+    pub(super) unsafe fn gemm_nt_acc<const Z: bool>(
         out: &mut [Lanes],
         a: &[Lanes],
         b: &[Lanes],
@@ -621,7 +675,7 @@ mod avx512 {
         if k < 8 {
             let s = Strides { out_i: m, out_j: 1, a_i: k, a_p: 1, b_p: 1, b_j: k };
             // SAFETY: as the caller's.
-            unsafe { seq_product(out, a, b, s, n, m, k) };
+            unsafe { seq_product::<Z>(out, a, b, s, n, m, k) };
             return;
         }
         let (o, a, b) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
@@ -631,10 +685,10 @@ mod avx512 {
                 // SAFETY: `r0 + 2 <= n` or `r0 + 1 <= n`, `j < m`.
                 unsafe {
                     if n - r0 >= 2 {
-                        dot_block::<2>(o, a, b, r0, j, k, m);
+                        dot_block::<2, Z>(o, a, b, r0, j, k, m);
                         r0 += 2;
                     } else {
-                        dot_block::<1>(o, a, b, r0, j, k, m);
+                        dot_block::<1, Z>(o, a, b, r0, j, k, m);
                         r0 += 1;
                     }
                 }

@@ -6,8 +6,8 @@
 
 use crate::config::Activation;
 use crate::lane_linalg::{
-    LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc,
-    insert,
+    LANES, Lanes, add_row, col_sum_acc, extract, flat, flat_mut, gemm_nn, gemm_nn_acc, gemm_nt, gemm_nt_acc,
+    gemm_tn, gemm_tn_acc, insert,
 };
 use crate::lane_pool::{give, take_dirty};
 use crate::loss::{loss_forward_backward, loss_rop};
@@ -142,8 +142,7 @@ pub(crate) fn forward(mlp: &Mlp, cache: &mut LaneCache, theta: &[Lanes], x: &[La
         let (before, after) = cache.hidden.split_at_mut(l);
         let input: &[Lanes] = if l == 0 { x } else { &before[l - 1] };
         let z: &mut [Lanes] = if l == last { &mut cache.out } else { &mut after[0] };
-        z.fill(Lanes::default());
-        gemm_nt_acc(z, input, &theta[mlp.layout.weight(l)], n, din, dout);
+        gemm_nt(z, input, &theta[mlp.layout.weight(l)], n, din, dout);
         add_row(z, &theta[mlp.layout.bias(l)], n, dout);
         if l != last {
             activate(mlp.activation, z);
@@ -181,16 +180,17 @@ pub(crate) fn loss_and_grad(
         );
         insert(&mut cache.delta[last], &cache.task_dout, lane);
     }
-    grad.fill(Lanes::default());
+    // Each weight and bias group of `grad` from +0.0 (the one-task code zeroes `grad` first;
+    // the groups cover theta).
     for l in (0..=last).rev() {
         let (din, dout) = (w[l], w[l + 1]);
         let input: &[Lanes] = if l == 0 { x } else { &cache.hidden[l - 1] };
-        gemm_tn_acc(&mut grad[mlp.layout.weight(l)], &cache.delta[l], input, n, dout, din);
+        gemm_tn(&mut grad[mlp.layout.weight(l)], &cache.delta[l], input, n, dout, din);
+        grad[mlp.layout.bias(l)].fill(Lanes::default());
         col_sum_acc(&mut grad[mlp.layout.bias(l)], &cache.delta[l], n, dout);
         if l > 0 {
             let dh = &mut cache.dh[l - 1];
-            dh.fill(Lanes::default());
-            gemm_nn_acc(dh, &cache.delta[l], &theta[mlp.layout.weight(l)], n, dout, din);
+            gemm_nn(dh, &cache.delta[l], &theta[mlp.layout.weight(l)], n, dout, din);
             let (lo, _) = cache.delta.split_at_mut(l);
             times_d1(mlp.activation, &mut lo[l - 1], dh, &cache.hidden[l - 1]);
         }
@@ -220,11 +220,12 @@ pub(crate) fn hvp(
         let input: &[Lanes] = if l == 0 { x } else { &cache.hidden[l - 1] };
         let (rh_lo, rh_hi) = scratch.rh.split_at_mut(l);
         let rz = &mut scratch.rz[l];
-        rz.fill(Lanes::default());
         if l > 0 {
-            gemm_nt_acc(rz, &rh_lo[l - 1], &theta[lay.weight(l)], n, din, dout);
+            gemm_nt(rz, &rh_lo[l - 1], &theta[lay.weight(l)], n, din, dout);
+            gemm_nt_acc(rz, input, &u[lay.weight(l)], n, din, dout);
+        } else {
+            gemm_nt(rz, input, &u[lay.weight(l)], n, din, dout);
         }
-        gemm_nt_acc(rz, input, &u[lay.weight(l)], n, din, dout);
         add_row(rz, &u[lay.bias(l)], n, dout);
         if l != last {
             // `act'(h) * z`, the one-task order.
@@ -240,21 +241,21 @@ pub(crate) fn hvp(
         loss_rop(&mut scratch.task_rdout, mlp.loss, &cache.probs[lane], &scratch.task_rout, n, d_l);
         insert(&mut scratch.rdelta[last], &scratch.task_rdout, lane);
     }
-    hv.fill(Lanes::default());
+    // Each group of `hv` from +0.0, as `grad` in `loss_and_grad`.
     for l in (0..=last).rev() {
         let (din, dout) = (w[l], w[l + 1]);
         let input: &[Lanes] = if l == 0 { x } else { &cache.hidden[l - 1] };
         let (rd_lo, rd_hi) = scratch.rdelta.split_at_mut(l);
         let rdelta = &rd_hi[0];
-        gemm_tn_acc(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
+        gemm_tn(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
         if l > 0 {
             gemm_tn_acc(&mut hv[lay.weight(l)], &cache.delta[l], &scratch.rh[l - 1], n, dout, din);
         }
+        hv[lay.bias(l)].fill(Lanes::default());
         col_sum_acc(&mut hv[lay.bias(l)], rdelta, n, dout);
         if l > 0 {
             let rdh = &mut scratch.rdh[..n * din];
-            rdh.fill(Lanes::default());
-            gemm_nn_acc(rdh, rdelta, &theta[lay.weight(l)], n, dout, din);
+            gemm_nn(rdh, rdelta, &theta[lay.weight(l)], n, dout, din);
             gemm_nn_acc(rdh, &cache.delta[l], &u[lay.weight(l)], n, dout, din);
             let h = &cache.hidden[l - 1];
             let prev = &mut rd_lo[l - 1];

@@ -32,6 +32,7 @@ pub mod inner_optimizer;
 pub mod lane_linalg;
 pub mod lane_mlp;
 pub mod lane_pool;
+pub mod lane_scheduler;
 pub mod linalg;
 pub mod loss;
 pub mod lstm_cell;

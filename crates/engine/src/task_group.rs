@@ -19,6 +19,7 @@ use crate::lane_linalg::{
 };
 use crate::lane_mlp::{LaneCache, LaneScratch, accuracy_of_lane, hvp, loss_and_grad};
 use crate::lane_pool::{give, take, take_dirty};
+use crate::lane_scheduler::LaneLstm;
 use crate::mlp::Mlp;
 use crate::params::Params;
 use crate::scheduler::SchedulerTrace;
@@ -41,12 +42,76 @@ struct GroupUnroll {
     rates_l: Vec<Lanes>,
     /// Support-set caches at each `theta_t` (one reused cache without the backward pass).
     caches: Vec<LaneCache>,
-    scheds: Vec<SchedulerTrace<f32>>,
+    sched: GroupSched,
     opts: Vec<OptimizerTrace<f32>>,
     /// Query gradient at `theta_T` per lane.
     v: Vec<Lanes>,
     outer_loss: [f32; LANES],
     accuracy: Vec<Option<f32>>,
+}
+
+/// The schedulers of a group: the LSTM lane by lane, the others per lane.
+enum GroupSched {
+    Tasks(Vec<SchedulerTrace<f32>>),
+    Lstm(LaneLstm),
+}
+
+impl GroupSched {
+    fn new(config: &Config, tasks: usize) -> Self {
+        match LaneLstm::new(config, tasks) {
+            Some(s) => Self::Lstm(s),
+            None => Self::Tasks((0..LANES).map(|_| SchedulerTrace::new(config)).collect()),
+        }
+    }
+
+    /// The rates of step `t` (`[G]` lanes) from each lane's features.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    fn step(
+        &mut self,
+        params: &Params<f32>,
+        t: usize,
+        xs: &[[f32; crate::config::FEATURES]; LANES],
+        rates: &mut [Lanes],
+    ) {
+        match self {
+            Self::Tasks(scheds) => {
+                for (l, sched) in scheds.iter_mut().enumerate() {
+                    for (k, &a) in sched.step(params, t, xs[l]).iter().enumerate() {
+                        rates[k].0[l] = a;
+                    }
+                }
+            }
+            Self::Lstm(s) => {
+                let x = std::array::from_fn(|f| Lanes(std::array::from_fn(|l| xs[l][f])));
+                s.step(params.lstm.as_ref().expect("validated: lstm tensors present"), t, x, rates);
+            }
+        }
+    }
+
+    /// The phi gradients of the group's tasks (`grads[l]` for lane `l`) from `dJ/da_t`
+    /// (`[T, G]` lanes).
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    fn backward(&self, grads: &mut [Params<f32>], params: &Params<f32>, da: &[Lanes]) {
+        match self {
+            Self::Tasks(scheds) => {
+                let mut da_t = vec![0.0f32; da.len()];
+                for (l, grad) in grads.iter_mut().enumerate() {
+                    extract(&mut da_t, da, l);
+                    scheds[l].backward(grad, params, &da_t);
+                }
+            }
+            Self::Lstm(s) => {
+                s.backward(grads, params.lstm.as_ref().expect("validated: lstm tensors present"), da)
+            }
+        }
+    }
+
+    fn features(&self, l: usize) -> Vec<[f32; crate::config::FEATURES]> {
+        match self {
+            Self::Tasks(scheds) => scheds[l].features().to_vec(),
+            Self::Lstm(s) => s.features(l),
+        }
+    }
 }
 
 /// A set's inputs lane by lane and its targets per lane.
@@ -81,7 +146,7 @@ fn unroll(
     let mut grads_l = take_dirty(if sgd { steps * p } else { 0 });
     let mut caches: Vec<LaneCache> =
         (0..if keep_caches { steps } else { 1 }).map(|_| LaneCache::new(&mlp, n)).collect();
-    let mut scheds: Vec<SchedulerTrace<f32>> = (0..LANES).map(|_| SchedulerTrace::new(config)).collect();
+    let mut sched = GroupSched::new(config, tasks.len());
     let mut opts: Vec<OptimizerTrace<f32>> =
         (0..LANES).map(|_| OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches)).collect();
     let mut g = take_dirty(p);
@@ -97,26 +162,22 @@ fn unroll(
             let g = &mut grads_l[t * p..(t + 1) * p];
             let losses = loss_and_grad(&mlp, g, cache, theta, &sx, &sy);
             let sq = sum_of_squares(std::iter::empty::<f32>().sum(), g);
-            for l in 0..LANES {
-                let x = features_of(losses[l], sq.0[l], t, steps);
-                for (k, &a) in scheds[l].step(params, t, x).iter().enumerate() {
-                    rates[k].0[l] = a;
-                }
-            }
-            d.copy_from_slice(g);
+            let xs = std::array::from_fn(|l| features_of(losses[l], sq.0[l], t, steps));
+            sched.step(params, t, &xs, rates);
         } else {
             let losses = loss_and_grad(&mlp, &mut g, cache, theta, &sx, &sy);
+            let mut xs = [[0.0; crate::config::FEATURES]; LANES];
             for l in 0..LANES {
                 let gt = &mut grads[l][t * p..(t + 1) * p];
                 extract(gt, &g, l);
-                let x = features(losses[l], gt, t, steps);
-                for (k, &a) in scheds[l].step(params, t, x).iter().enumerate() {
-                    rates[k].0[l] = a;
-                }
+                xs[l] = features(losses[l], gt, t, steps);
                 insert(&mut d, opts[l].step(t, gt), l);
             }
+            sched.step(params, t, &xs, rates);
         }
         let theta_next = &mut next[..p];
+        // sgd's direction is the gradient itself (kept lane by lane in `grads_l`).
+        let d: &[Lanes] = if sgd { &grads_l[t * p..(t + 1) * p] } else { &d };
         for (k, &a) in rates.iter().enumerate() {
             let r = mlp.layout.group(k);
             sub_scaled(&mut theta_next[r.clone()], &theta[r.clone()], a, &d[r]);
@@ -140,7 +201,7 @@ fn unroll(
         grads_l,
         rates_l,
         caches,
-        scheds,
+        sched,
         opts,
         v,
         outer_loss,
@@ -162,13 +223,16 @@ impl GroupUnroll {
             give(b);
         }
         self.caches.into_iter().for_each(LaneCache::recycle);
+        if let GroupSched::Lstm(s) = self.sched {
+            s.recycle();
+        }
     }
 
     fn outcome(&self, l: usize) -> TaskOutcome<f32> {
         TaskOutcome {
             outer_loss: self.outer_loss[l],
-            lr: self.scheds[l].rates().to_vec(),
-            features: self.scheds[l].features().to_vec(),
+            lr: self.rates_l.iter().map(|r| r.0[l]).collect(),
+            features: self.sched.features(l),
             accuracy: self.accuracy[l],
         }
     }
@@ -264,15 +328,15 @@ fn group_meta_gradient_lanes(
     for t in (0..steps).rev() {
         for l in 0..nt {
             let g = &u.grads[l][t * p..(t + 1) * p];
-            let rates = u.scheds[l].rates_at(t);
+            let rates = &u.rates_l[t * g_count..(t + 1) * g_count];
             let d = u.opts[l].direction(t, g);
             for k in 0..g_count {
                 let r = u.mlp.layout.group(k);
                 da[l][t * g_count + k] = -crate::linalg::dot(&v[l][r.clone()], &d[r]);
             }
             if second_order {
-                for (k, &a) in rates.iter().enumerate() {
-                    let r = u.mlp.layout.group(k);
+                for (k, a) in rates.iter().enumerate() {
+                    let (a, r) = (a.0[l], u.mlp.layout.group(k));
                     for (ui, &vi) in ut[r.clone()].iter_mut().zip(&v[l][r]) {
                         *ui = a * vi;
                     }
@@ -292,8 +356,13 @@ fn group_meta_gradient_lanes(
             }
         }
     }
+    let mut da_l = take(steps * g_count);
+    for (l, da) in da.iter().enumerate() {
+        insert(&mut da_l, da, l);
+    }
+    u.sched.backward(&mut grads[..nt], params, &da_l);
+    give(da_l);
     for l in 0..nt {
-        u.scheds[l].backward(&mut grads[l], params, &da[l]);
         for (gi, &vi) in grads[l].theta.iter_mut().zip(&v[l]) {
             *gi += vi;
         }
@@ -347,11 +416,9 @@ fn sgd_backward(
             }
         }
     }
-    let mut da_t = vec![0.0f32; steps * g_count];
+    u.sched.backward(&mut grads[..nt], params, &da);
     let mut v_t = vec![0.0f32; p];
     for (l, grad) in grads.iter_mut().enumerate().take(nt) {
-        extract(&mut da_t, &da, l);
-        u.scheds[l].backward(grad, params, &da_t);
         extract(&mut v_t, &v, l);
         for (gi, &vi) in grad.theta.iter_mut().zip(&v_t) {
             *gi += vi;
