@@ -19,6 +19,14 @@ pub struct CudaBuffer<T> {
     _element: PhantomData<T>,
 }
 
+impl<T> crate::graph::sealed::Sealed for CudaBuffer<T> {}
+
+impl<T> crate::graph::Identified for CudaBuffer<T> {
+    fn id(&self) -> crate::graph::BufferId {
+        match self.never {}
+    }
+}
+
 impl<T> DeviceBuffer<T> for CudaBuffer<T> {
     fn len(&self) -> usize {
         match self.never {}
@@ -46,6 +54,7 @@ impl CudaRuntime {
 
 impl Runtime for CudaRuntime {
     type Buffer<T: Element> = CudaBuffer<T>;
+    type Graph = Infallible;
 
     fn device_name(&self) -> String {
         match self.never {}
