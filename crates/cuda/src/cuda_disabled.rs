@@ -46,6 +46,11 @@ impl CudaRuntime {
         Err(CudaError::FeatureDisabled("cuda"))
     }
 
+    /// The same runtime with its own meta-step graphs (unreachable: no value exists).
+    pub fn with_step_graphs(self, _on: bool) -> Self {
+        match self.never {}
+    }
+
     /// The architecture the kernels would be compiled for (unreachable: no value exists).
     pub fn arch(&self) -> &str {
         match self.never {}

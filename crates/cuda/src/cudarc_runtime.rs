@@ -32,6 +32,7 @@ use cudarc::nvrtc::Ptx;
 use crate::counters::{CounterSet, Counters, Event};
 use crate::error::{CudaError, Result};
 use crate::graph::{BufferId, Footprint, Identified};
+use crate::graph_step::MetaStepGraphs;
 use crate::kernel_dir::{KernelDir, KernelImage, load_error};
 use crate::kernels::{KernelId, MAX_PARAMS};
 use crate::pool::BufferPool;
@@ -104,6 +105,8 @@ pub struct CudaRuntime {
     capturing: AtomicBool,
     /// The buffers the capture under way has used so far.
     footprint: Mutex<Footprint>,
+    /// The meta-step graphs, when opted in ([`CudaRuntime::with_step_graphs`]).
+    step_graphs: Option<Mutex<MetaStepGraphs<CudaRuntime>>>,
 }
 
 /// The CUDA version the driver supports (`cuDriverGetVersion`, e.g. 12040), when it answers.
@@ -145,6 +148,7 @@ impl CudaRuntime {
             pool: Mutex::new(BufferPool::default()),
             capturing: AtomicBool::new(false),
             footprint: Mutex::new(Footprint::default()),
+            step_graphs: None,
         };
         // Precompiled kernels are all checked and loaded now, so a stale or refused file is an
         // error at start-up, not in the middle of a run.
@@ -155,6 +159,14 @@ impl CudaRuntime {
             }
         }
         Ok(rt)
+    }
+
+    /// The same runtime, with (`true`) or without its own [`MetaStepGraphs`]: with,
+    /// [`crate::device_meta_gradient_sum`] replays a captured CUDA graph per meta-step shape
+    /// (`METASCHED_CUDA_GRAPHS=1`). Untested on a GPU so far: opt-in.
+    pub fn with_step_graphs(mut self, on: bool) -> Self {
+        self.step_graphs = on.then(|| Mutex::new(MetaStepGraphs::default()));
+        self
     }
 
     /// The stream every launch and copy goes to.
@@ -446,6 +458,10 @@ impl Runtime for CudaRuntime {
 
     fn supports_graphs(&self) -> bool {
         true
+    }
+
+    fn step_graphs(&self) -> Option<&Mutex<MetaStepGraphs<Self>>> {
+        self.step_graphs.as_ref()
     }
 
     fn capture(&self, record: impl FnOnce(&Self) -> Result<()>) -> Result<CudaGraphExec> {

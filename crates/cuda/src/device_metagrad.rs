@@ -354,7 +354,23 @@ pub struct DeviceGradientSum {
 }
 
 /// The per-task meta-gradients of `batch` on `rt`, summed exactly on the host in task order.
+/// On a runtime opened with its own meta-step graphs ([`Runtime::step_graphs`]) the launches
+/// are replayed from a captured graph (bitwise the same results).
 pub fn device_meta_gradient_sum<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+) -> Result<DeviceGradientSum> {
+    if let Some(graphs) = rt.step_graphs() {
+        let mut graphs = graphs.lock().map_err(|_| CudaError::Graph("meta-step graphs poisoned".into()))?;
+        return crate::graph_step::device_meta_gradient_sum_graphed(rt, &mut graphs, config, params, batch);
+    }
+    plain_sum(rt, config, params, batch)
+}
+
+/// [`device_meta_gradient_sum`] with plain launches.
+pub(crate) fn plain_sum<R: Runtime>(
     rt: &R,
     config: &Config,
     params: &Params<f32>,

@@ -11,6 +11,7 @@ use crate::emu_graph::{EmuGraph, Op};
 use crate::error::{CudaError, Result};
 use crate::ffi::CheckedLaunch;
 use crate::graph::{BufferId, Footprint, Identified};
+use crate::graph_step::MetaStepGraphs;
 use crate::kernels::KernelId;
 use crate::pool::BufferPool;
 use crate::runtime::{Arg, DeviceBuffer, Element, LaunchConfig, Runtime, check_range};
@@ -97,6 +98,8 @@ pub struct EmuRuntime {
     pool: Arc<Mutex<BufferPool<EmuRuntime>>>,
     /// The capture under way, if any: operations from its thread are recorded, not run.
     capture: Arc<Mutex<Option<Recording>>>,
+    /// The meta-step graphs, when opted in ([`EmuRuntime::with_step_graphs`]).
+    step_graphs: Option<Arc<Mutex<MetaStepGraphs<EmuRuntime>>>>,
 }
 
 /// What a capture has recorded so far, and on which thread it runs (as CUDA's
@@ -148,6 +151,14 @@ impl EmuRuntime {
     /// fresh run, bit for bit).
     pub fn with_poisoned_pool(mut self, poison: bool) -> Self {
         self.poison = poison;
+        self
+    }
+
+    /// The same emulator, with (`true`) or without its own [`MetaStepGraphs`]: with,
+    /// [`crate::device_meta_gradient_sum`] replays a captured graph per meta-step shape (what
+    /// `METASCHED_CUDA_GRAPHS=1` turns on for `--device emu`). Clones share the graphs.
+    pub fn with_step_graphs(mut self, on: bool) -> Self {
+        self.step_graphs = on.then(|| Arc::new(Mutex::new(MetaStepGraphs::default())));
         self
     }
 
@@ -345,6 +356,10 @@ impl Runtime for EmuRuntime {
 
     fn supports_graphs(&self) -> bool {
         true
+    }
+
+    fn step_graphs(&self) -> Option<&Mutex<MetaStepGraphs<Self>>> {
+        self.step_graphs.as_deref()
     }
 
     fn capture(&self, record: impl FnOnce(&Self) -> Result<()>) -> Result<EmuGraph> {

@@ -175,7 +175,7 @@ pub fn device_meta_gradient_sum_graphed<R: Runtime>(
     batch: &TaskBatch<f32>,
 ) -> Result<DeviceGradientSum> {
     if !rt.supports_graphs() {
-        return crate::device_meta_gradient_sum(rt, config, params, batch);
+        return crate::device_metagrad::plain_sum(rt, config, params, batch);
     }
     let key = StepKey::of(config, batch);
     let mut entry = match graphs.take(&key) {

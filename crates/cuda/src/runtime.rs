@@ -308,6 +308,17 @@ pub trait Runtime {
     /// Frees every buffer the pool holds (e.g. after an evaluation of an unusual batch size).
     fn release_pool(&self) {}
 
+    /// The graphs of this runtime's meta-step shapes when it was opened with them
+    /// (`EmuRuntime::with_step_graphs`, `CudaRuntime::with_step_graphs`):
+    /// [`crate::device_meta_gradient_sum`] then replays captured graphs
+    /// ([`crate::device_meta_gradient_sum_graphed`]). The default: none.
+    fn step_graphs(&self) -> Option<&std::sync::Mutex<crate::graph_step::MetaStepGraphs<Self>>>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Whether [`Runtime::capture`] and [`Runtime::replay`] work here (the default: no).
     fn supports_graphs(&self) -> bool {
         false

@@ -159,3 +159,18 @@ fn a_capture_runs_nothing_and_refuses_host_work() {
     rt.launch_default(KernelId::VectorScale, &[Arg::buf(&x), Arg::F32(0.5), Arg::int(3)]).expect("launch");
     assert_eq!(rt.download(&x).expect("download"), vec![0.0, 4.0, 6.0]);
 }
+
+#[test]
+fn a_runtime_opened_with_step_graphs_replays_the_plain_entry_point() {
+    let c = Config::sinusoid_default();
+    let (plain, graphed) = (EmuRuntime::new(), EmuRuntime::new().with_step_graphs(true));
+    for seed in 0..3 {
+        let (p, batch) = (params(&c, seed), random_batch(&c, 3, 5, 6, seed));
+        let before = graphed.counters();
+        let got = device_meta_gradient_sum(&graphed, &c, &p, &batch).expect("graphed");
+        let d = graphed.counters().since(&before);
+        assert_eq!((d.launches, d.graph_launches, d.captures), (0, 1, u64::from(seed == 0)), "{d}");
+        let want = device_meta_gradient_sum(&plain, &c, &p, &batch).expect("plain");
+        assert!(bits(&got, &p) == bits(&want, &p), "step {seed}");
+    }
+}
