@@ -23,6 +23,13 @@ pub enum Compute {
     Cuda(Box<CudaRuntime>),
 }
 
+/// Whether a worker's part of a meta-step is replayed from a captured CUDA graph
+/// (`METASCHED_CUDA_GRAPHS=1`; off by default until measured on a GPU; see docs/KERNELS.md):
+/// bitwise the same results, one graph launch instead of ~120 kernel launches per meta-step.
+fn step_graphs() -> bool {
+    std::env::var("METASCHED_CUDA_GRAPHS").is_ok_and(|v| v == "1")
+}
+
 /// Why `--device cuda:N` cannot be opened here, in one line, from the probe alone (cudarc is
 /// not touched when the driver library is missing, so this never panics).
 fn cuda_unavailable(index: usize) -> Option<String> {
@@ -48,7 +55,7 @@ impl Compute {
         match device {
             Device::Cpu => Ok(Self::Cpu(Engine::new(threads)?)),
             Device::Emu => {
-                let rt = EmuRuntime::new();
+                let rt = EmuRuntime::new().with_step_graphs(step_graphs());
                 Ok(Self::Emu(if threads > 0 { rt.with_workers(threads as u32) } else { rt }))
             }
             Device::Cuda(index) => {
@@ -58,7 +65,7 @@ impl Compute {
                 let rt = CudaRuntime::new(index).map_err(|e| {
                     ComputeError::DeviceUnavailable(format!("--device cuda:{index}: cannot start CUDA: {e}"))
                 })?;
-                Ok(Self::Cuda(Box::new(rt)))
+                Ok(Self::Cuda(Box::new(rt.with_step_graphs(step_graphs()))))
             }
         }
     }
@@ -176,6 +183,35 @@ impl Compute {
             Self::Cpu(e) => Ok(e.evaluate(config, params, batch)?),
             Self::Emu(rt) => Ok(metasched_cuda::device_evaluate(rt, config, params, batch)?),
             Self::Cuda(rt) => Ok(metasched_cuda::device_evaluate(rt.as_ref(), config, params, batch)?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metasched_engine::init::init_params;
+
+    use super::*;
+
+    #[test]
+    fn a_part_sum_replayed_from_a_graph_has_the_bits_of_the_launches() {
+        let c = Config::sinusoid_default();
+        let plain = Compute::Emu(EmuRuntime::new());
+        let graphed = Compute::Emu(EmuRuntime::new().with_step_graphs(true));
+        for seed in 0..2 {
+            let p = init_params(&c, seed, 0.05).expect("params");
+            let batch = metasched_tasks::random_batch(&c, 2, 5, 5, seed);
+            let (a, b) = (
+                plain.meta_gradient_sum(&c, &p, &batch).expect("plain"),
+                graphed.meta_gradient_sum(&c, &p, &batch).expect("graphed"),
+            );
+            assert_eq!(a.sum, b.sum);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.lr), bits(&b.lr));
+            assert_eq!(bits(&a.outer_loss), bits(&b.outer_loss));
+        }
+        if let Compute::Emu(rt) = &graphed {
+            assert_eq!(rt.counters().graph_launches, 2);
         }
     }
 }

@@ -26,6 +26,14 @@ pub struct Counters {
     /// Points where the host waits for the device (an explicit synchronisation, or the wait
     /// every download ends with).
     pub syncs: u64,
+    /// Captured graphs launched ([`crate::Runtime::replay`]): one host call that runs every
+    /// operation of the graph, none of which counts as a launch, memset or copy above.
+    pub graph_launches: u64,
+    /// Graphs captured ([`crate::Runtime::capture`]).
+    pub captures: u64,
+    /// Kernel launches, memsets and device copies recorded into a graph while capturing
+    /// (not run then, and not counted as launches, memsets or copies).
+    pub captured: u64,
 }
 
 impl Counters {
@@ -40,6 +48,9 @@ impl Counters {
             device_copies: self.device_copies.saturating_sub(earlier.device_copies),
             memsets: self.memsets.saturating_sub(earlier.memsets),
             syncs: self.syncs.saturating_sub(earlier.syncs),
+            graph_launches: self.graph_launches.saturating_sub(earlier.graph_launches),
+            captures: self.captures.saturating_sub(earlier.captures),
+            captured: self.captured.saturating_sub(earlier.captured),
         }
     }
 }
@@ -58,7 +69,15 @@ impl std::fmt::Display for Counters {
             self.device_copies,
             self.memsets,
             self.syncs
-        )
+        )?;
+        if self.graph_launches + self.captures + self.captured > 0 {
+            write!(
+                f,
+                ", {} graph launches, {} captures ({} operations captured)",
+                self.graph_launches, self.captures, self.captured
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -81,13 +100,19 @@ pub enum Event {
     Memset,
     /// [`Counters::syncs`].
     Sync,
+    /// [`Counters::graph_launches`].
+    GraphLaunch,
+    /// [`Counters::captures`].
+    Capture,
+    /// [`Counters::captured`].
+    Captured,
 }
 
 /// The live counters a runtime owns: relaxed atomics, so counting costs no lock and a
 /// runtime shared between threads stays `Sync`.
 #[derive(Debug, Default)]
 pub struct CounterSet {
-    cells: [AtomicU64; 8],
+    cells: [AtomicU64; 11],
 }
 
 impl CounterSet {
@@ -108,6 +133,9 @@ impl CounterSet {
             device_copies: get(Event::DeviceCopy),
             memsets: get(Event::Memset),
             syncs: get(Event::Sync),
+            graph_launches: get(Event::GraphLaunch),
+            captures: get(Event::Capture),
+            captured: get(Event::Captured),
         }
     }
 }
@@ -128,6 +156,9 @@ mod tests {
             Event::DeviceCopy,
             Event::Memset,
             Event::Sync,
+            Event::GraphLaunch,
+            Event::Capture,
+            Event::Captured,
         ] {
             c.add(e);
         }
@@ -144,7 +175,10 @@ mod tests {
                 downloads: 1,
                 device_copies: 1,
                 memsets: 1,
-                syncs: 1
+                syncs: 1,
+                graph_launches: 1,
+                captures: 1,
+                captured: 1
             }
         );
     }

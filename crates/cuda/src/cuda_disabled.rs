@@ -19,6 +19,14 @@ pub struct CudaBuffer<T> {
     _element: PhantomData<T>,
 }
 
+impl<T> crate::graph::sealed::Sealed for CudaBuffer<T> {}
+
+impl<T> crate::graph::Identified for CudaBuffer<T> {
+    fn id(&self) -> crate::graph::BufferId {
+        match self.never {}
+    }
+}
+
 impl<T> DeviceBuffer<T> for CudaBuffer<T> {
     fn len(&self) -> usize {
         match self.never {}
@@ -38,6 +46,11 @@ impl CudaRuntime {
         Err(CudaError::FeatureDisabled("cuda"))
     }
 
+    /// The same runtime with its own meta-step graphs (unreachable: no value exists).
+    pub fn with_step_graphs(self, _on: bool) -> Self {
+        match self.never {}
+    }
+
     /// The architecture the kernels would be compiled for (unreachable: no value exists).
     pub fn arch(&self) -> &str {
         match self.never {}
@@ -46,6 +59,7 @@ impl CudaRuntime {
 
 impl Runtime for CudaRuntime {
     type Buffer<T: Element> = CudaBuffer<T>;
+    type Graph = Infallible;
 
     fn device_name(&self) -> String {
         match self.never {}

@@ -22,13 +22,17 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nvrtc::Ptx;
 
 use crate::counters::{CounterSet, Counters, Event};
 use crate::error::{CudaError, Result};
+use crate::graph::{BufferId, Footprint, Identified};
+use crate::graph_step::MetaStepGraphs;
 use crate::kernel_dir::{KernelDir, KernelImage, load_error};
 use crate::kernels::{KernelId, MAX_PARAMS};
 use crate::pool::BufferPool;
@@ -47,6 +51,34 @@ fn driver(what: &str, e: impl std::fmt::Display) -> CudaError {
 pub struct CudaBuffer<T> {
     slice: CudaSlice<T>,
 }
+
+impl<T> crate::graph::sealed::Sealed for CudaBuffer<T> {}
+
+impl<T> Identified for CudaBuffer<T> {
+    fn id(&self) -> BufferId {
+        let (addr, _no_event) = self.slice.device_ptr(self.slice.stream());
+        BufferId { addr, bytes: self.slice.num_bytes() as u64 }
+    }
+}
+
+/// A graph captured on the compute stream ([`Runtime::capture`]), instantiated, with the
+/// buffers its operations use.
+pub struct CudaGraphExec {
+    graph: CudaGraph,
+    footprint: Footprint,
+}
+
+impl std::fmt::Debug for CudaGraphExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaGraphExec({} buffers)", self.footprint.len())
+    }
+}
+
+// SAFETY: a CUDA graph may be used from any thread as long as calls on it are serialised
+// (CUDA's graph thread-safety rules); `CudaGraphExec` is not `Sync` and its one operation,
+// `launch`, takes `&self` through the runtime that owns the stream, so moving it to another
+// thread and launching it there is allowed.
+unsafe impl Send for CudaGraphExec {}
 
 impl<T> DeviceBuffer<T> for CudaBuffer<T> {
     fn len(&self) -> usize {
@@ -68,6 +100,13 @@ pub struct CudaRuntime {
     kernels: Option<KernelDir>,
     counters: CounterSet,
     pool: Mutex<BufferPool<CudaRuntime>>,
+    /// Whether a capture is under way on the compute stream (read on every launch, so a
+    /// launch outside a capture takes no lock).
+    capturing: AtomicBool,
+    /// The buffers the capture under way has used so far.
+    footprint: Mutex<Footprint>,
+    /// The meta-step graphs, when opted in ([`CudaRuntime::with_step_graphs`]).
+    step_graphs: Option<Mutex<MetaStepGraphs<CudaRuntime>>>,
 }
 
 /// The CUDA version the driver supports (`cuDriverGetVersion`, e.g. 12040), when it answers.
@@ -107,6 +146,9 @@ impl CudaRuntime {
             kernels,
             counters: CounterSet::default(),
             pool: Mutex::new(BufferPool::default()),
+            capturing: AtomicBool::new(false),
+            footprint: Mutex::new(Footprint::default()),
+            step_graphs: None,
         };
         // Precompiled kernels are all checked and loaded now, so a stale or refused file is an
         // error at start-up, not in the middle of a run.
@@ -117,6 +159,14 @@ impl CudaRuntime {
             }
         }
         Ok(rt)
+    }
+
+    /// The same runtime, with (`true`) or without its own [`MetaStepGraphs`]: with,
+    /// [`crate::device_meta_gradient_sum`] replays a captured CUDA graph per meta-step shape
+    /// (`METASCHED_CUDA_GRAPHS=1`). Untested on a GPU so far: opt-in.
+    pub fn with_step_graphs(mut self, on: bool) -> Self {
+        self.step_graphs = on.then(|| Mutex::new(MetaStepGraphs::default()));
+        self
     }
 
     /// The stream every launch and copy goes to.
@@ -200,6 +250,34 @@ impl CudaRuntime {
     }
 }
 
+impl CudaRuntime {
+    /// An error when a capture is under way: `what` cannot be part of a graph (and would
+    /// invalidate the capture if it reached the driver).
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        if self.capturing.load(Ordering::Acquire) {
+            return Err(CudaError::Graph(format!(
+                "{what} inside a capture (a CUDA graph holds launches, memsets and device copies \
+                 only): do it before the capture or after the replay"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `event`, or, during a capture, one captured operation touching `ids`.
+    fn count(&self, event: Event, ids: &[BufferId]) {
+        if !self.capturing.load(Ordering::Acquire) {
+            self.counters.add(event);
+            return;
+        }
+        self.counters.add(Event::Captured);
+        if let Ok(mut f) = self.footprint.lock() {
+            for &id in ids {
+                f.add(id);
+            }
+        }
+    }
+}
+
 /// Says on stderr that `file` is compiled for compute_90 because NVRTC refused `arch` (the
 /// crate has no logging dependency; this happens once per file and process).
 fn warn_arch_fallback(file: &str, arch: &str, e: &CudaError) {
@@ -225,6 +303,7 @@ fn slice_of<'b, T>(buf: &'b CudaBuffer<T>, range: Range<usize>) -> Result<cudarc
 
 impl Runtime for CudaRuntime {
     type Buffer<T: Element> = CudaBuffer<T>;
+    type Graph = CudaGraphExec;
 
     fn device_name(&self) -> String {
         let name = self.ctx.name().unwrap_or_else(|_| "unknown GPU".into());
@@ -232,6 +311,7 @@ impl Runtime for CudaRuntime {
     }
 
     fn alloc<T: Element>(&self, len: usize) -> Result<CudaBuffer<T>> {
+        self.not_capturing("an allocation")?;
         let slice = self.stream.alloc_zeros::<T>(len).map_err(|e| driver("allocation", e))?;
         self.counters.add(Event::Alloc);
         Ok(CudaBuffer { slice })
@@ -241,6 +321,7 @@ impl Runtime for CudaRuntime {
         if dst.slice.len() != src.len() {
             return Err(CudaError::LengthMismatch { buffer: dst.slice.len(), host: src.len() });
         }
+        self.not_capturing("an upload")?;
         self.counters.add(Event::Upload);
         self.stream.memcpy_htod(src, &mut dst.slice).map_err(|e| driver("host to device copy", e))
     }
@@ -249,6 +330,7 @@ impl Runtime for CudaRuntime {
         if src.slice.len() != dst.len() {
             return Err(CudaError::LengthMismatch { buffer: src.slice.len(), host: dst.len() });
         }
+        self.not_capturing("a download")?;
         self.counters.add(Event::Download);
         self.stream.memcpy_dtoh(&src.slice, dst).map_err(|e| driver("device to host copy", e))?;
         self.synchronize()
@@ -266,22 +348,24 @@ impl Runtime for CudaRuntime {
         let dst_range = dst_offset..dst_offset.saturating_add(n);
         check_range("device copy destination", dst.slice.len(), &dst_range)?;
         let from = slice_of(src, src_range)?;
+        let dst_id = dst.id();
         let dst_len = dst.slice.len();
         let mut to = dst.slice.try_slice_mut(dst_range.clone()).ok_or_else(|| {
             CudaError::Runtime(format!("range {dst_range:?} outside a buffer of {dst_len}"))
         })?;
-        self.counters.add(Event::DeviceCopy);
+        self.count(Event::DeviceCopy, &[dst_id, src.id()]);
         self.stream.memcpy_dtod(&from, &mut to).map_err(|e| driver("device to device copy", e))
     }
 
     fn zero<T: Element>(&self, buf: &mut CudaBuffer<T>, range: Range<usize>) -> Result<()> {
         let len = buf.slice.len();
         check_range("zero fill", len, &range)?;
+        let id = buf.id();
         let mut view = buf
             .slice
             .try_slice_mut(range.clone())
             .ok_or_else(|| CudaError::Runtime(format!("range {range:?} outside a buffer of {len}")))?;
-        self.counters.add(Event::Memset);
+        self.count(Event::Memset, &[id]);
         self.stream.memset_zeros(&mut view).map_err(|e| driver("zero fill", e))
     }
 
@@ -357,12 +441,61 @@ impl Runtime for CudaRuntime {
             )
         }
         .map_err(|e| driver(&format!("launch of {}", kernel.entry_point()), e))?;
-        self.counters.add(Event::Launch);
+        if self.capturing.load(Ordering::Acquire) {
+            let (ids, k) = crate::runtime::buffer_ids(args);
+            self.count(Event::Launch, &ids[..k]);
+        } else {
+            self.counters.add(Event::Launch);
+        }
         Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.not_capturing("a host wait")?;
         self.counters.add(Event::Sync);
         self.stream.synchronize().map_err(|e| driver("synchronize", e))
+    }
+
+    fn supports_graphs(&self) -> bool {
+        true
+    }
+
+    fn step_graphs(&self) -> Option<&Mutex<MetaStepGraphs<Self>>> {
+        self.step_graphs.as_ref()
+    }
+
+    fn capture(&self, record: impl FnOnce(&Self) -> Result<()>) -> Result<CudaGraphExec> {
+        if self.capturing.swap(true, Ordering::AcqRel) {
+            return Err(CudaError::Graph("a capture is already under way on this runtime".into()));
+        }
+        if let Ok(mut f) = self.footprint.lock() {
+            *f = Footprint::default();
+        }
+        // Thread-local mode: only this thread's potentially unsafe calls (allocations,
+        // synchronous copies) break the capture; other runtimes' threads are unaffected.
+        let begun = self
+            .stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| driver("begin capture", e));
+        let recorded = begun.and_then(|()| record(self));
+        // End the capture whatever `record` did, so the stream takes work again.
+        let ended =
+            self.stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| driver("end capture", e));
+        self.capturing.store(false, Ordering::Release);
+        let mut footprint =
+            self.footprint.lock().map(|mut f| std::mem::take(&mut *f)).map_err(|_| poisoned())?;
+        recorded?;
+        let graph = ended?.ok_or_else(|| CudaError::Graph("the capture recorded nothing".into()))?;
+        footprint.seal();
+        self.counters.add(Event::Capture);
+        Ok(CudaGraphExec { graph, footprint })
+    }
+
+    fn replay(&self, graph: &CudaGraphExec, bound: &[&dyn Identified]) -> Result<()> {
+        self.not_capturing("a graph replay")?;
+        graph.footprint.check(bound)?;
+        graph.graph.launch().map_err(|e| driver("graph launch", e))?;
+        self.counters.add(Event::GraphLaunch);
+        Ok(())
     }
 }

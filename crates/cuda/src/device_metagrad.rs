@@ -32,6 +32,7 @@ use metasched_engine::{
 };
 
 use crate::error::{CudaError, Result};
+use crate::graph::Identified;
 use crate::kernels::{FEATURES, KernelId};
 use crate::learner::{DeviceMlp, DeviceTargets, MlpWorkspace};
 use crate::runtime::{Arg, DeviceBuffer, Runtime};
@@ -47,11 +48,28 @@ enum Targs<R: Runtime> {
 }
 
 impl<R: Runtime> Targs<R> {
-    fn upload(rt: &R, t: &Targets<f32>) -> Result<Self> {
+    /// A buffer from the pool for targets shaped as `t`.
+    fn alloc(rt: &R, t: &Targets<f32>) -> Result<Self> {
         Ok(match t {
-            Targets::Values(v) => Targs::Values(rt.upload_pooled(v)?),
-            Targets::Labels(l) => Targs::Labels(rt.upload_pooled(l)?),
+            Targets::Values(v) => Targs::Values(rt.alloc_pooled(v.len())?),
+            Targets::Labels(l) => Targs::Labels(rt.alloc_pooled(l.len())?),
         })
+    }
+
+    /// Copies `t` in (one upload); `t` must be shaped as the buffer was allocated.
+    fn copy_in(&mut self, rt: &R, t: &Targets<f32>) -> Result<()> {
+        match (self, t) {
+            (Targs::Values(b), Targets::Values(v)) => rt.copy_in(b, v),
+            (Targs::Labels(b), Targets::Labels(l)) => rt.copy_in(b, l),
+            _ => Err(invalid("targets of another kind than the buffers were allocated for")),
+        }
+    }
+
+    fn id(&self) -> &dyn Identified {
+        match self {
+            Targs::Values(b) => b,
+            Targs::Labels(b) => b,
+        }
     }
 
     fn recycle(self, rt: &R) {
@@ -100,6 +118,7 @@ struct Unrolled<R: Runtime> {
     b: usize,
     steps: usize,
     hidden: usize,
+    lr_min: f32,
     lr_span: f32,
     second_order: bool,
     /// Packed parameters: `theta_0` `[B, P]` first (so the buffer is `theta_0`), then phi
@@ -112,6 +131,10 @@ struct Unrolled<R: Runtime> {
     offsets: R::Buffer<i32>,
     lstm: Option<LstmAt>,
     lslr: Option<usize>,
+    /// Where the fixed rates `[T, B, G]` lie in `params` (fixed scheduler).
+    fixed_at: Option<usize>,
+    /// The layout's group offsets, uploaded into `offsets` with the inputs.
+    offsets_host: Vec<i32>,
     /// `theta_1 ..= theta_T` (`theta_0` is `params`).
     thetas: Vec<R::Buffer<f32>>,
     grads: Vec<R::Buffer<f32>>,
@@ -147,6 +170,51 @@ impl<R: Runtime> Unrolled<R> {
     /// Where the [`Outputs`] start in `out`.
     fn outputs_at(&self) -> usize {
         self.b + self.steps * self.b * self.g
+    }
+
+    /// The scheduler kind the unroll runs.
+    fn kind(&self) -> SchedulerKind {
+        match (&self.lstm, &self.lslr) {
+            (Some(_), _) => SchedulerKind::Lstm,
+            (None, Some(_)) => SchedulerKind::Lslr,
+            (None, None) => SchedulerKind::Fixed,
+        }
+    }
+
+    /// Every buffer, for a graph replay's check ([`Runtime::replay`]).
+    fn bound(&self) -> Vec<&dyn Identified> {
+        let singles: [&dyn Identified; 13] = [
+            &self.params,
+            &self.support_x,
+            &self.query_x,
+            self.support_y.id(),
+            self.query_y.id(),
+            &self.offsets,
+            &self.sig,
+            &self.xs,
+            &self.hs,
+            &self.cs,
+            &self.gates,
+            &self.tanh_c,
+            &self.dummy,
+        ];
+        let mut all: Vec<&dyn Identified> = singles.into_iter().collect();
+        all.extend([&self.v as &dyn Identified, &self.out]);
+        all.extend(self.thetas.iter().chain(&self.grads).map(|b| b as &dyn Identified));
+        for ws in self.workspaces.iter().chain([&self.qws]) {
+            all.extend(ws.buffers().map(|b| b as &dyn Identified));
+        }
+        all
+    }
+
+    /// Copies the parameters (packed by [`pack`]) and the inputs of `batch` in: 6 uploads.
+    fn upload(&mut self, rt: &R, packed: &[f32], batch: &TaskBatch<f32>) -> Result<()> {
+        rt.copy_in(&mut self.params, packed)?;
+        rt.copy_in(&mut self.support_x, &batch.support_x)?;
+        rt.copy_in(&mut self.query_x, &batch.query_x)?;
+        self.support_y.copy_in(rt, &batch.support_y)?;
+        self.query_y.copy_in(rt, &batch.query_y)?;
+        rt.copy_in(&mut self.offsets, &self.offsets_host)
     }
 
     /// Gives every buffer back to the runtime's pool.
@@ -188,12 +256,33 @@ struct PerTask<R: Runtime> {
     tensors: Vec<(usize, usize)>,
     /// Elements of `buf` that are gradients (the rest is scratch).
     grads_len: usize,
+    /// Elements of `buf` in use (zeroed at the start of the backward pass).
+    len: usize,
     da: R::Buffer<f32>,
     uu: R::Buffer<f32>,
     hv: R::Buffer<f32>,
 }
 
 impl<R: Runtime> PerTask<R> {
+    /// The per-task buffer and the backward pass's scratch for `u`, from the pool.
+    fn alloc(rt: &R, u: &Unrolled<R>) -> Result<Self> {
+        let (b, p, bg) = (u.b, u.p, u.b * u.g);
+        let (tensors, grads_len, len) = per_task_layout(b, u.g, u.steps, u.hidden, u.kind());
+        Ok(PerTask {
+            buf: rt.alloc_pooled(len.max(1))?,
+            tensors,
+            grads_len,
+            len,
+            da: rt.alloc_pooled(u.steps * bg)?,
+            uu: rt.alloc_pooled(b * p)?,
+            hv: rt.alloc_pooled(b * p)?,
+        })
+    }
+
+    fn bound(&self) -> [&dyn Identified; 4] {
+        [&self.buf, &self.da, &self.uu, &self.hv]
+    }
+
     fn recycle(self, rt: &R) {
         for buf in [self.buf, self.da, self.uu, self.hv] {
             rt.recycle(buf);
@@ -214,7 +303,8 @@ pub fn device_meta_gradient<R: Runtime>(
     let (b, p, g) = (u.b, u.p, u.g);
     let scale = 1.0f32 / b as f32;
     rt.launch_default(KernelId::VectorScale, &[Arg::buf(&u.v), Arg::F32(scale), Arg::int(b * p)])?;
-    let per_task = backward(rt, &mut u)?;
+    let mut per_task = PerTask::alloc(rt, &u)?;
+    backward(rt, &mut u, &mut per_task)?;
     let mut at = u.outputs_at();
     let mut sum_into = |buf: &R::Buffer<f32>, offset: usize, n: usize| -> Result<usize> {
         rt.launch_default(
@@ -264,47 +354,142 @@ pub struct DeviceGradientSum {
 }
 
 /// The per-task meta-gradients of `batch` on `rt`, summed exactly on the host in task order.
+/// On a runtime opened with its own meta-step graphs ([`Runtime::step_graphs`]) the launches
+/// are replayed from a captured graph (bitwise the same results).
 pub fn device_meta_gradient_sum<R: Runtime>(
     rt: &R,
     config: &Config,
     params: &Params<f32>,
     batch: &TaskBatch<f32>,
 ) -> Result<DeviceGradientSum> {
-    let mut u = unroll(rt, config, params, batch, true, Outputs::PerTask)?;
-    let (b, p, g) = (u.b, u.p, u.g);
-    let per_task = backward(rt, &mut u)?;
-    let theta_at = u.outputs_at();
-    let phi_at = theta_at + b * p;
-    rt.copy_device(&mut u.out, theta_at, &u.v, 0..b * p)?;
-    if per_task.grads_len > 0 {
-        rt.copy_device(&mut u.out, phi_at, &per_task.buf, 0..per_task.grads_len)?;
+    if let Some(graphs) = rt.step_graphs() {
+        let mut graphs = graphs.lock().map_err(|_| CudaError::Graph("meta-step graphs poisoned".into()))?;
+        return crate::graph_step::device_meta_gradient_sum_graphed(rt, &mut graphs, config, params, batch);
     }
-    let out = rt.download(&u.out)?;
-    let theta = &out[theta_at..theta_at + b * p];
-    let phi = &out[phi_at..phi_at + per_task.grads_len];
-    let mut sum = FixedSum::zeros(params.buffers().iter().map(|x| x.len()).sum());
-    let mut task_grad = params.zeros_like();
-    for task in 0..b {
-        task_grad.theta.copy_from_slice(&theta[task * p..(task + 1) * p]);
-        if let (Some(gl), Some(_)) = (task_grad.lstm.as_mut(), u.lstm) {
-            let dst =
-                [&mut gl.w_ih, &mut gl.w_hh, &mut gl.b_ih, &mut gl.b_hh, &mut gl.head_w, &mut gl.head_b];
-            for (&(o, n), d) in per_task.tensors.iter().zip(dst) {
-                d.copy_from_slice(&phi[o + task * n..o + (task + 1) * n]);
-            }
-        }
-        if let (Some(gz), Some(_)) = (task_grad.lslr.as_mut(), u.lslr) {
-            for (t, &(o, _)) in per_task.tensors.iter().enumerate() {
-                gz[t * g..(t + 1) * g].copy_from_slice(&phi[o + task * g..o + (task + 1) * g]);
-            }
-        }
-        sum.add_params(&task_grad);
+    plain_sum(rt, config, params, batch)
+}
+
+/// [`device_meta_gradient_sum`] with plain launches.
+pub(crate) fn plain_sum<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+) -> Result<DeviceGradientSum> {
+    let mut step = SumStep::alloc(rt, config, params, batch)?;
+    let result = step.upload(rt, batch).and_then(|()| step.record(rt)).and_then(|()| step.finish(rt, params));
+    step.recycle(rt);
+    result
+}
+
+/// The buffers of a worker's part of a meta-step ([`device_meta_gradient_sum`]): the unroll's
+/// and the backward pass's. Allocated once per shape; [`crate::graph_step`] keeps them, with
+/// the graph captured on them, from one meta-step to the next.
+pub(crate) struct SumStep<R: Runtime> {
+    u: Unrolled<R>,
+    per_task: PerTask<R>,
+    /// The parameters packed for upload, from the last [`SumStep::alloc`] or [`SumStep::upload`].
+    packed: Vec<f32>,
+}
+
+impl<R: Runtime> SumStep<R> {
+    /// Checks the inputs and allocates every buffer (from the pool) for `batch`'s shape.
+    pub(crate) fn alloc(
+        rt: &R,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+    ) -> Result<Self> {
+        let (u, packed) = Unrolled::alloc(rt, config, params, batch, true, Outputs::PerTask)?;
+        let per_task = PerTask::alloc(rt, &u)?;
+        Ok(Self { u, per_task, packed })
     }
-    let outer_loss = out[..b].to_vec();
-    let lr = rates_by_task(&u, &out);
-    per_task.recycle(rt);
-    u.recycle(rt);
-    Ok(DeviceGradientSum { sum, outer_loss, lr })
+
+    /// Packs `params` again for the next upload (a later meta-step of the same shape).
+    pub(crate) fn repack(&mut self, config: &Config, params: &Params<f32>) -> Result<()> {
+        params.validate(config).map_err(|e| invalid(e.to_string()))?;
+        self.packed = pack(config, params, self.u.b, self.u.p, self.u.g)?.data;
+        Ok(())
+    }
+
+    /// Copies the packed parameters and `batch`'s inputs in (6 uploads).
+    pub(crate) fn upload(&mut self, rt: &R, batch: &TaskBatch<f32>) -> Result<()> {
+        let packed = std::mem::take(&mut self.packed);
+        let r = self.u.upload(rt, &packed, batch);
+        self.packed = packed;
+        r
+    }
+
+    /// Everything between the uploads and the download, all on the device: zero fills, the
+    /// forward and backward launches, and the copies of the per-task gradients into the
+    /// result buffer. What a graph captures.
+    pub(crate) fn record(&mut self, rt: &R) -> Result<()> {
+        let (u, per_task) = (&mut self.u, &mut self.per_task);
+        forward(rt, u)?;
+        backward(rt, u, per_task)?;
+        let bp = u.b * u.p;
+        let theta_at = u.outputs_at();
+        rt.copy_device(&mut u.out, theta_at, &u.v, 0..bp)?;
+        if per_task.grads_len > 0 {
+            rt.copy_device(&mut u.out, theta_at + bp, &per_task.buf, 0..per_task.grads_len)?;
+        }
+        Ok(())
+    }
+
+    /// Every buffer [`SumStep::record`] touches, for [`Runtime::replay`].
+    pub(crate) fn bound(&self) -> Vec<&dyn Identified> {
+        let mut all = self.u.bound();
+        all.extend(self.per_task.bound());
+        all
+    }
+
+    /// Downloads the result buffer (the one download and host wait) and sums the per-task
+    /// gradients exactly, in task order.
+    pub(crate) fn finish(&self, rt: &R, params: &Params<f32>) -> Result<DeviceGradientSum> {
+        let (u, per_task) = (&self.u, &self.per_task);
+        let (b, p, g) = (u.b, u.p, u.g);
+        let theta_at = u.outputs_at();
+        let phi_at = theta_at + b * p;
+        let out = rt.download(&u.out)?;
+        let theta = &out[theta_at..theta_at + b * p];
+        let phi = &out[phi_at..phi_at + per_task.grads_len];
+        let mut sum = FixedSum::zeros(params.buffers().iter().map(|x| x.len()).sum());
+        let mut task_grad = params.zeros_like();
+        for task in 0..b {
+            task_grad.theta.copy_from_slice(&theta[task * p..(task + 1) * p]);
+            if let (Some(gl), Some(_)) = (task_grad.lstm.as_mut(), u.lstm) {
+                let dst =
+                    [&mut gl.w_ih, &mut gl.w_hh, &mut gl.b_ih, &mut gl.b_hh, &mut gl.head_w, &mut gl.head_b];
+                for (&(o, n), d) in per_task.tensors.iter().zip(dst) {
+                    d.copy_from_slice(&phi[o + task * n..o + (task + 1) * n]);
+                }
+            }
+            if let (Some(gz), Some(_)) = (task_grad.lslr.as_mut(), u.lslr) {
+                for (t, &(o, _)) in per_task.tensors.iter().enumerate() {
+                    gz[t * g..(t + 1) * g].copy_from_slice(&phi[o + task * g..o + (task + 1) * g]);
+                }
+            }
+            sum.add_params(&task_grad);
+        }
+        let outer_loss = out[..b].to_vec();
+        let lr = rates_by_task(u, &out);
+        Ok(DeviceGradientSum { sum, outer_loss, lr })
+    }
+
+    /// Replaces `v` by a fresh buffer (tests: the arena's buffers changing under a graph).
+    #[cfg(test)]
+    pub(crate) fn replace_v(&mut self, rt: &R) -> Result<()> {
+        let fresh = rt.alloc(self.u.v.len())?;
+        let old = std::mem::replace(&mut self.u.v, fresh);
+        rt.recycle(old);
+        Ok(())
+    }
+
+    /// Gives every buffer back to the runtime's pool.
+    pub(crate) fn recycle(self, rt: &R) {
+        self.per_task.recycle(rt);
+        self.u.recycle(rt);
+    }
 }
 
 /// Query losses after the inner loop, the rates used and (classification) the query accuracy
@@ -368,42 +553,28 @@ fn rates_by_task<R: Runtime>(u: &Unrolled<R>, out: &[f32]) -> Vec<f32> {
     lr
 }
 
-/// Runs the inner loop of every task forward and the query loss and gradient at `theta_T`,
-/// leaving the query losses and the rates in `out`, which is sized for `outputs`.
-fn unroll<R: Runtime>(
-    rt: &R,
-    config: &Config,
-    params: &Params<f32>,
-    batch: &TaskBatch<f32>,
-    for_backward: bool,
-    outputs: Outputs,
-) -> Result<Unrolled<R>> {
-    config.validate().map_err(|e| invalid(e.to_string()))?;
-    params.validate(config).map_err(|e| invalid(e.to_string()))?;
-    batch.validate(config).map_err(|e| invalid(e.to_string()))?;
+/// The parameters packed into one upload: theta_0 per task, phi, the fixed rates; and where
+/// each part lies.
+struct Packed {
+    data: Vec<f32>,
+    lstm: Option<LstmAt>,
+    lslr: Option<usize>,
+    fixed_at: Option<usize>,
+}
 
-    let mlp = DeviceMlp::from_config(config);
-    let layout = mlp.layout().clone();
-    let (p, g) = (layout.len(), layout.groups());
-    let (b, steps) = (batch.b, config.inner.steps);
+/// Packs `params` for `b` tasks (`p` parameters, `g` groups; `params` validated).
+fn pack(config: &Config, params: &Params<f32>, b: usize, p: usize, g: usize) -> Result<Packed> {
     let s = &config.scheduler;
-    let kind = s.kind;
-    let hidden = if kind == SchedulerKind::Lstm { s.hidden } else { 0 };
-    let lr_min = s.lr_min as f32;
-    let lr_span = (s.lr_max - s.lr_min) as f32;
-    let second_order = !config.inner.first_order && for_backward;
-    let bg = b * g;
-
-    // The parameters, packed into one upload: theta_0 per task, phi, the fixed rates.
-    let mut packed = Vec::with_capacity(b * p);
+    let steps = config.inner.steps;
+    let mut data = Vec::with_capacity(b * p);
     for _ in 0..b {
-        packed.extend_from_slice(&params.theta);
+        data.extend_from_slice(&params.theta);
     }
     let mut push = |v: &[f32]| {
-        packed.extend_from_slice(v);
-        packed.len() - v.len()
+        data.extend_from_slice(v);
+        data.len() - v.len()
     };
-    let lstm = match kind {
+    let lstm = match s.kind {
         SchedulerKind::Lstm => {
             let l = params.lstm.as_ref().ok_or_else(|| invalid("the lstm scheduler needs phi.lstm"))?;
             Some(LstmAt {
@@ -417,86 +588,119 @@ fn unroll<R: Runtime>(
         }
         _ => None,
     };
-    let lslr = match kind {
+    let lslr = match s.kind {
         SchedulerKind::Lslr => {
             let z = params.lslr.as_ref().ok_or_else(|| invalid("the lslr scheduler needs phi.lslr.z"))?;
             Some(push(z))
         }
         _ => None,
     };
-    let fixed_at = (kind == SchedulerKind::Fixed).then(|| push(&vec![s.lr_fixed as f32; steps * bg]));
-    let params_buf = rt.upload_pooled(&packed)?;
+    let fixed_at = (s.kind == SchedulerKind::Fixed).then(|| push(&vec![s.lr_fixed as f32; steps * b * g]));
+    Ok(Packed { data, lstm, lslr, fixed_at })
+}
 
-    // Inputs.
-    let support_x = rt.upload_pooled(&batch.support_x)?;
-    let query_x = rt.upload_pooled(&batch.query_x)?;
-    let support_y = Targs::upload(rt, &batch.support_y)?;
-    let query_y = Targs::upload(rt, &batch.query_y)?;
-    let offsets: Vec<i32> = layout.offsets.iter().map(|&o| o as i32).collect();
-    let offsets = rt.upload_pooled(&offsets)?;
+/// Runs the inner loop of every task forward and the query loss and gradient at `theta_T`,
+/// leaving the query losses and the rates in `out`, which is sized for `outputs`.
+fn unroll<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+    for_backward: bool,
+    outputs: Outputs,
+) -> Result<Unrolled<R>> {
+    let (mut u, packed) = Unrolled::alloc(rt, config, params, batch, for_backward, outputs)?;
+    u.upload(rt, &packed, batch)?;
+    forward(rt, &mut u)?;
+    Ok(u)
+}
 
-    // Forward state.
-    let thetas: Vec<R::Buffer<f32>> = (0..steps).map(|_| rt.alloc_pooled(b * p)).collect::<Result<_>>()?;
-    let grads: Vec<R::Buffer<f32>> = (0..steps).map(|_| rt.alloc_pooled(b * p)).collect::<Result<_>>()?;
-    let workspaces: Vec<MlpWorkspace<R>> = (0..if second_order { steps } else { 1 })
-        .map(|_| mlp.workspace_pooled(rt, b, batch.k))
-        .collect::<Result<_>>()?;
-    let hb = b * hidden.max(1);
-    let sig = rt.alloc_pooled(steps * bg)?;
-    let xs = rt.alloc_pooled(steps * b * FEATURES)?;
-    let mut hs = rt.alloc_pooled((steps + 1) * hb)?;
-    let mut cs = rt.alloc_pooled((steps + 1) * hb)?;
-    let gates = rt.alloc_pooled(steps * 4 * hb)?;
-    let tanh_c = rt.alloc_pooled(steps * hb)?;
-    // A one-element placeholder for the head's unused pointers (LSLR: hidden = 0).
-    let dummy = rt.alloc_pooled(1)?;
-    let qws = mlp.workspace_pooled(rt, b, batch.q)?;
-    let v = rt.alloc_pooled(b * p)?;
-    let extra = match outputs {
-        Outputs::Mean => params.buffers().iter().map(|x| x.len()).sum(),
-        Outputs::PerTask => b * p + per_task_layout(b, g, steps, hidden, kind).1,
-        Outputs::Evaluation => qws.out().len(),
-    };
-    let mut out = rt.alloc_pooled(b + steps * bg + extra)?;
-    if lstm.is_some() {
-        rt.zero(&mut hs, 0..hb)?;
-        rt.zero(&mut cs, 0..hb)?;
+impl<R: Runtime> Unrolled<R> {
+    /// Checks the inputs, packs the parameters, and allocates (from the pool) every buffer of
+    /// the unroll of `batch`; nothing is uploaded yet ([`Unrolled::upload`]).
+    fn alloc(
+        rt: &R,
+        config: &Config,
+        params: &Params<f32>,
+        batch: &TaskBatch<f32>,
+        for_backward: bool,
+        outputs: Outputs,
+    ) -> Result<(Self, Vec<f32>)> {
+        config.validate().map_err(|e| invalid(e.to_string()))?;
+        params.validate(config).map_err(|e| invalid(e.to_string()))?;
+        batch.validate(config).map_err(|e| invalid(e.to_string()))?;
+
+        let mlp = DeviceMlp::from_config(config);
+        let layout = mlp.layout().clone();
+        let (p, g) = (layout.len(), layout.groups());
+        let (b, steps) = (batch.b, config.inner.steps);
+        let s = &config.scheduler;
+        let hidden = if s.kind == SchedulerKind::Lstm { s.hidden } else { 0 };
+        let bg = b * g;
+        let packed = pack(config, params, b, p, g)?;
+        let hb = b * hidden.max(1);
+        let second_order = !config.inner.first_order && for_backward;
+        let qws = mlp.workspace_pooled(rt, b, batch.q)?;
+        let extra = match outputs {
+            Outputs::Mean => params.buffers().iter().map(|x| x.len()).sum(),
+            Outputs::PerTask => b * p + per_task_layout(b, g, steps, hidden, s.kind).1,
+            Outputs::Evaluation => qws.out().len(),
+        };
+        let u = Unrolled {
+            p,
+            g,
+            b,
+            steps,
+            hidden,
+            lr_min: s.lr_min as f32,
+            lr_span: (s.lr_max - s.lr_min) as f32,
+            second_order,
+            params: rt.alloc_pooled(packed.data.len())?,
+            support_x: rt.alloc_pooled(batch.support_x.len())?,
+            query_x: rt.alloc_pooled(batch.query_x.len())?,
+            support_y: Targs::alloc(rt, &batch.support_y)?,
+            query_y: Targs::alloc(rt, &batch.query_y)?,
+            offsets: rt.alloc_pooled(layout.offsets.len())?,
+            offsets_host: layout.offsets.iter().map(|&o| o as i32).collect(),
+            lstm: packed.lstm,
+            lslr: packed.lslr,
+            fixed_at: packed.fixed_at,
+            thetas: (0..steps).map(|_| rt.alloc_pooled(b * p)).collect::<Result<_>>()?,
+            grads: (0..steps).map(|_| rt.alloc_pooled(b * p)).collect::<Result<_>>()?,
+            workspaces: (0..if second_order { steps } else { 1 })
+                .map(|_| mlp.workspace_pooled(rt, b, batch.k))
+                .collect::<Result<_>>()?,
+            sig: rt.alloc_pooled(steps * bg)?,
+            xs: rt.alloc_pooled(steps * b * FEATURES)?,
+            hs: rt.alloc_pooled((steps + 1) * hb)?,
+            cs: rt.alloc_pooled((steps + 1) * hb)?,
+            gates: rt.alloc_pooled(steps * 4 * hb)?,
+            tanh_c: rt.alloc_pooled(steps * hb)?,
+            // A one-element placeholder for the head's unused pointers (LSLR: hidden = 0).
+            dummy: rt.alloc_pooled(1)?,
+            v: rt.alloc_pooled(b * p)?,
+            out: rt.alloc_pooled(b + steps * bg + extra)?,
+            qws,
+            mlp,
+        };
+        Ok((u, packed.data))
     }
-    if let Some(at) = fixed_at {
-        rt.copy_device(&mut out, b, &params_buf, at..at + steps * bg)?;
-    }
-    let mut u = Unrolled {
-        mlp,
-        p,
-        g,
-        b,
-        steps,
-        hidden,
-        lr_span,
-        second_order,
-        params: params_buf,
-        support_x,
-        query_x,
-        support_y,
-        query_y,
-        offsets,
-        lstm,
-        lslr,
-        thetas,
-        grads,
-        workspaces,
-        sig,
-        xs,
-        hs,
-        cs,
-        gates,
-        tanh_c,
-        dummy,
-        qws,
-        v,
-        out,
-    };
+}
 
+/// The forward pass of an unroll whose inputs are uploaded: zero fills and device copies,
+/// then the launches of every inner step, the query loss and its gradient (no upload, no
+/// download, no wait: a graph can capture it).
+fn forward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<()> {
+    let (b, p, g, steps, hidden) = (u.b, u.p, u.g, u.steps, u.hidden);
+    let (hb, bg) = (u.hb(), b * g);
+    let (second_order, lr_min, lr_span) = (u.second_order, u.lr_min, u.lr_span);
+    if u.lstm.is_some() {
+        rt.zero(&mut u.hs, 0..hb)?;
+        rt.zero(&mut u.cs, 0..hb)?;
+    }
+    if let Some(at) = u.fixed_at {
+        rt.copy_device(&mut u.out, b, &u.params, at..at + steps * bg)?;
+    }
     for t in 0..steps {
         let ws = &mut u.workspaces[if second_order { t } else { 0 }];
         let theta = if t == 0 { &u.params } else { &u.thetas[t - 1] };
@@ -586,7 +790,7 @@ fn unroll<R: Runtime>(
     let theta_t = if steps == 0 { &u.params } else { &u.thetas[steps - 1] };
     u.mlp.loss_and_grad(rt, &mut u.qws, &u.v, theta_t, &u.query_x, u.query_y.get())?;
     rt.copy_device(&mut u.out, 0, u.qws.loss(), 0..b)?;
-    Ok(u)
+    Ok(())
 }
 
 /// The per-task buffer of the backward pass: the `(offset, n)` of each gradient tensor
@@ -618,28 +822,20 @@ fn per_task_layout(
 /// The backward pass from `v_T` (already scaled): the `v` recursion with every `dJ/da_t`,
 /// then phi's per-task gradients (head and LSTM by BPTT, or the LSLR table). Leaves `v_0`, the
 /// per-task theta gradient, in `u.v`.
-fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTask<R>> {
+fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>, pt: &mut PerTask<R>) -> Result<()> {
     let (b, p, g, steps, h, lr_span) = (u.b, u.p, u.g, u.steps, u.hidden, u.lr_span);
     let (hb, bg) = (u.hb(), b * g);
-    let kind = match (&u.lstm, &u.lslr) {
-        (Some(_), _) => SchedulerKind::Lstm,
-        (None, Some(_)) => SchedulerKind::Lslr,
-        (None, None) => SchedulerKind::Fixed,
-    };
-    let (tensors, grads_len, len) = per_task_layout(b, g, steps, h, kind);
-    let mut buf = rt.alloc_pooled(len.max(1))?;
-    if len > 0 {
-        rt.zero(&mut buf, 0..len)?;
+    if pt.len > 0 {
+        rt.zero(&mut pt.buf, 0..pt.len)?;
     }
-    let da = rt.alloc_pooled(steps * bg)?;
-    let uu = rt.alloc_pooled(b * p)?;
-    let hv = rt.alloc_pooled(b * p)?;
+    let PerTask { buf, tensors, grads_len, da, uu, hv, .. } = pt;
+    let (buf, grads_len, da, uu, hv) = (&*buf, *grads_len, &*da, &*uu, &*hv);
     for t in (0..steps).rev() {
         rt.launch_default(
             KernelId::SgdUpdateBackward,
             &[
-                Arg::buf_at(&da, t * bg),
-                Arg::buf(&uu),
+                Arg::buf_at(da, t * bg),
+                Arg::buf(uu),
                 Arg::buf(&u.v),
                 Arg::buf(&u.grads[t]),
                 Arg::buf_at(&u.out, u.rates_at(t)),
@@ -651,10 +847,10 @@ fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTask<R>> {
         )?;
         if u.second_order {
             let theta = if t == 0 { &u.params } else { &u.thetas[t - 1] };
-            u.mlp.hvp(rt, &mut u.workspaces[t], &hv, theta, &u.support_x, &uu)?;
+            u.mlp.hvp(rt, &mut u.workspaces[t], hv, theta, &u.support_x, uu)?;
             rt.launch_default(
                 KernelId::VectorAxpy,
-                &[Arg::buf(&u.v), Arg::buf(&hv), Arg::F32(-1.0), Arg::int(b * p)],
+                &[Arg::buf(&u.v), Arg::buf(hv), Arg::F32(-1.0), Arg::int(b * p)],
             )?;
         }
     }
@@ -666,7 +862,7 @@ fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTask<R>> {
                 [0, 1, 2, 3, 4, 5].map(|i| tensors.get(i).map_or(0, |&(o, _)| o));
             let (dh_carry, dc_carry, dh_total, dgates) =
                 (grads_len, grads_len + hb, grads_len + 2 * hb, grads_len + 3 * hb);
-            let at = |o: usize| Arg::buf_at(&buf, o);
+            let at = |o: usize| Arg::buf_at(buf, o);
             for t in (0..steps).rev() {
                 rt.launch_default(
                     KernelId::SchedulerHeadBackward,
@@ -674,7 +870,7 @@ fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTask<R>> {
                         at(dh_total),
                         at(g_head_w),
                         at(g_head_b),
-                        Arg::buf_at(&da, t * bg),
+                        Arg::buf_at(da, t * bg),
                         Arg::buf_at(&u.sig, t * bg),
                         Arg::buf_at(&u.hs, (t + 1) * hb),
                         Arg::buf_at(&u.params, l.head_w),
@@ -717,8 +913,8 @@ fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTask<R>> {
                     &[
                         Arg::buf(dummy),
                         Arg::buf(dummy),
-                        Arg::buf_at(&buf, o),
-                        Arg::buf_at(&da, t * bg),
+                        Arg::buf_at(buf, o),
+                        Arg::buf_at(da, t * bg),
                         Arg::buf_at(&u.sig, t * bg),
                         Arg::buf(dummy),
                         Arg::buf(dummy),
@@ -733,5 +929,5 @@ fn backward<R: Runtime>(rt: &R, u: &mut Unrolled<R>) -> Result<PerTask<R>> {
         }
         (None, None) => {}
     }
-    Ok(PerTask { buf, tensors, grads_len, da, uu, hv })
+    Ok(())
 }

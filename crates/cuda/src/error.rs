@@ -92,6 +92,12 @@ pub enum CudaError {
     /// naming the file (and the versions involved).
     #[error("{0}")]
     Kernels(String),
+    /// A captured graph cannot be replayed: its runtime records no graphs, the operation is
+    /// not allowed while a capture is under way (an upload, a download, a wait, an
+    /// allocation), or a buffer the graph was captured with is not among the buffers handed
+    /// to the replay (a replay would use stale pointers; recapture instead).
+    #[error("graph: {0}")]
+    Graph(String),
     /// The runtime itself failed (out of memory, internal error).
     #[error("device runtime failure: {0}")]
     Runtime(String),

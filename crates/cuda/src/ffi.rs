@@ -137,6 +137,64 @@ impl<'r, 'a> CheckedLaunch<'r, 'a> {
         // touches them while the emulator runs.
         unsafe { launch_raw(rt, &name, &self.config, self.args) }
     }
+
+    /// The launch as a graph records it ([`crate::emu_graph`]): name, shape, and every
+    /// argument by value, buffer arguments as exposed addresses.
+    pub(crate) fn record(self) -> Result<RecordedLaunch> {
+        let name = CString::new(self.name).map_err(|e| CudaError::UnknownKernel(e.to_string()))?;
+        let (storage, sig) = slots(self.args);
+        let sig = CString::new(sig).map_err(|e| CudaError::Signature(e.to_string()))?;
+        let values = storage
+            .into_iter()
+            .map(|s| match s {
+                Slot::F32(v) => Recorded::F32(v),
+                Slot::I32(v) => Recorded::I32(v),
+                Slot::U32(v) => Recorded::U32(v),
+                Slot::Ptr(p) => Recorded::Ptr(p.expose_provenance()),
+            })
+            .collect();
+        Ok(RecordedLaunch { name, config: self.config, values, sig })
+    }
+}
+
+/// One argument of a recorded launch (an address instead of a pointer, so that a graph is
+/// `Send` like the runtime).
+enum Recorded {
+    F32(f32),
+    I32(i32),
+    U32(u32),
+    Ptr(usize),
+}
+
+/// A checked launch kept for replay by an emulator graph.
+pub(crate) struct RecordedLaunch {
+    name: CString,
+    config: LaunchConfig,
+    values: Vec<Recorded>,
+    sig: CString,
+}
+
+impl RecordedLaunch {
+    /// Runs the recorded launch on `rt`'s emulator.
+    ///
+    /// # Safety
+    /// The buffers the recorded addresses point into must still be alive (the caller checked
+    /// the graph's footprint against buffers it borrows) and not in use elsewhere.
+    pub(crate) unsafe fn run(&self, rt: &EmuRuntime) -> Result<()> {
+        let storage = self
+            .values
+            .iter()
+            .map(|v| match *v {
+                Recorded::F32(x) => Slot::F32(x),
+                Recorded::I32(x) => Slot::I32(x),
+                Recorded::U32(x) => Slot::U32(x),
+                Recorded::Ptr(a) => Slot::Ptr(std::ptr::with_exposed_provenance_mut(a)),
+            })
+            .collect();
+        // SAFETY: the arguments were checked against the kernel's contract when recorded, and
+        // the caller guarantees the buffers are still those (alive, same lengths).
+        unsafe { launch_slots(rt, &self.name, &self.config, storage, &self.sig) }
+    }
 }
 
 /// # Safety
@@ -148,9 +206,23 @@ unsafe fn launch_raw(
     config: &LaunchConfig,
     args: &[Arg<'_, EmuRuntime>],
 ) -> Result<()> {
-    let (mut storage, sig) = slots(args);
-    let mut ptrs: Vec<*mut c_void> = storage.iter_mut().map(Slot::as_mut_ptr).collect();
+    let (storage, sig) = slots(args);
     let sig = CString::new(sig).map_err(|e| CudaError::Signature(e.to_string()))?;
+    // SAFETY: this function's contract.
+    unsafe { launch_slots(rt, name, config, storage, &sig) }
+}
+
+/// # Safety
+/// As [`launch_raw`]: every pointer in `storage` must be valid for all reads and writes the
+/// kernel does.
+unsafe fn launch_slots(
+    rt: &EmuRuntime,
+    name: &CStr,
+    config: &LaunchConfig,
+    mut storage: Vec<Slot>,
+    sig: &CStr,
+) -> Result<()> {
+    let mut ptrs: Vec<*mut c_void> = storage.iter_mut().map(Slot::as_mut_ptr).collect();
     let (order, seed) = match rt.schedule() {
         Schedule::Forward => (0, 0),
         Schedule::Reverse => (1, 0),

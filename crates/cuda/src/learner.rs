@@ -72,6 +72,19 @@ impl<R: Runtime> MlpWorkspace<R> {
         &self.loss
     }
 
+    /// Every buffer of the workspace, for a graph replay's check ([`Runtime::replay`]).
+    pub fn buffers(&self) -> impl Iterator<Item = &R::Buffer<f32>> {
+        let singles = [&self.out, &self.probs, &self.loss];
+        self.hidden
+            .iter()
+            .chain(&self.delta)
+            .chain(&self.dh)
+            .chain(&self.rz)
+            .chain(&self.rh)
+            .chain(&self.rdelta)
+            .chain(singles)
+    }
+
     /// Gives every buffer back to `rt`'s pool, for the next meta-step.
     pub fn recycle(self, rt: &R) {
         let singles = [self.out, self.probs, self.loss];

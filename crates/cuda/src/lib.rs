@@ -41,8 +41,11 @@ mod cuda_disabled;
 pub mod cudarc_runtime;
 pub mod device_metagrad;
 pub mod emu;
+pub mod emu_graph;
 pub mod error;
 mod ffi;
+pub mod graph;
+pub mod graph_step;
 pub mod kernel_dir;
 pub mod kernels;
 pub mod learner;
@@ -56,12 +59,15 @@ pub use counters::Counters;
 #[cfg(not(feature = "cuda"))]
 pub use cuda_disabled::{CudaBuffer, CudaRuntime};
 #[cfg(feature = "cuda")]
-pub use cudarc_runtime::{CudaBuffer, CudaRuntime};
+pub use cudarc_runtime::{CudaBuffer, CudaGraphExec, CudaRuntime};
 pub use device_metagrad::{
     DeviceGradientSum, device_evaluate, device_meta_gradient, device_meta_gradient_sum,
 };
 pub use emu::{EmuBuffer, EmuRuntime, Schedule};
+pub use emu_graph::EmuGraph;
 pub use error::{CudaError, Result};
+pub use graph::{BufferId, Footprint, Identified};
+pub use graph_step::{GraphStats, MetaStepGraphs, device_meta_gradient_sum_graphed};
 pub use kernels::{
     ArgValue, BlockShape, Family, GridNeed, KernelId, Param, ParamType, Requirements, kernel_source,
 };

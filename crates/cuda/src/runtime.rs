@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::counters::Counters;
 use crate::error::{CudaError, Result};
+use crate::graph::{BufferId, Identified};
 use crate::kernels::{ArgValue, KernelId, MAX_PARAMS, ParamType};
 use crate::pool::BufferPool;
 
@@ -118,8 +119,9 @@ impl Element for u32 {
     }
 }
 
-/// A device allocation of `len()` elements of `T`.
-pub trait DeviceBuffer<T> {
+/// A device allocation of `len()` elements of `T`; its identity ([`Identified`]) is what a
+/// graph replay checks.
+pub trait DeviceBuffer<T>: Identified {
     /// Number of elements.
     fn len(&self) -> usize;
 
@@ -220,6 +222,26 @@ pub fn arg_values<R: Runtime + ?Sized>(
     Ok((values, args.len()))
 }
 
+/// The identities of the buffers among `args`, on the stack (what a capture adds to the
+/// graph's footprint): the array and how many of its entries are used.
+pub(crate) fn buffer_ids<R: Runtime + ?Sized>(args: &[Arg<'_, R>]) -> ([BufferId; MAX_PARAMS], usize) {
+    let mut ids = [BufferId { addr: 0, bytes: 0 }; MAX_PARAMS];
+    let mut n = 0;
+    for a in args {
+        let id = match a {
+            Arg::BufF32(b, _) => b.id(),
+            Arg::BufI32(b, _) => b.id(),
+            Arg::BufU32(b, _) => b.id(),
+            Arg::F32(_) | Arg::I32(_) | Arg::U32(_) => continue,
+        };
+        if let Some(slot) = ids.get_mut(n) {
+            *slot = id;
+            n += 1;
+        }
+    }
+    (ids, n)
+}
+
 /// A device: memory plus kernel launches. Launches are ordered (each sees the effects of the
 /// ones before it); `copy_out` returns once all earlier work is done.
 ///
@@ -229,6 +251,10 @@ pub fn arg_values<R: Runtime + ?Sized>(
 pub trait Runtime {
     /// A device allocation of elements of `T`.
     type Buffer<T: Element>: DeviceBuffer<T>;
+
+    /// A captured sequence of launches, memsets and device copies ([`Runtime::capture`]),
+    /// replayed by one host call ([`Runtime::replay`]).
+    type Graph;
 
     /// Human-readable description of the device.
     fn device_name(&self) -> String;
@@ -281,6 +307,42 @@ pub trait Runtime {
 
     /// Frees every buffer the pool holds (e.g. after an evaluation of an unusual batch size).
     fn release_pool(&self) {}
+
+    /// The graphs of this runtime's meta-step shapes when it was opened with them
+    /// (`EmuRuntime::with_step_graphs`, `CudaRuntime::with_step_graphs`):
+    /// [`crate::device_meta_gradient_sum`] then replays captured graphs
+    /// ([`crate::device_meta_gradient_sum_graphed`]). The default: none.
+    fn step_graphs(&self) -> Option<&std::sync::Mutex<crate::graph_step::MetaStepGraphs<Self>>>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// Whether [`Runtime::capture`] and [`Runtime::replay`] work here (the default: no).
+    fn supports_graphs(&self) -> bool {
+        false
+    }
+
+    /// Runs `record` without executing what it issues: its launches, memsets and device
+    /// copies are recorded, with the buffer pointers and scalar arguments they had, into a
+    /// graph that [`Runtime::replay`] runs (nothing has run when this returns). Uploads,
+    /// downloads, waits and allocations inside `record` are errors ([`CudaError::Graph`]),
+    /// as they are inside a CUDA stream capture: do them before, or after the replay. The
+    /// default records nothing and says so.
+    fn capture(&self, record: impl FnOnce(&Self) -> Result<()>) -> Result<Self::Graph> {
+        drop(record);
+        Err(CudaError::Graph(format!("{} records no graphs", self.device_name())))
+    }
+
+    /// Runs `graph` once, in launch order, with one host call. `bound` must hold every buffer
+    /// the graph was captured with (the same allocations, alive: they are borrowed for the
+    /// call); a graph whose buffers are not all there is refused with [`CudaError::Graph`]
+    /// instead of running on stale pointers.
+    fn replay(&self, graph: &Self::Graph, bound: &[&dyn Identified]) -> Result<()> {
+        let _ = (graph, bound);
+        Err(CudaError::Graph(format!("{} records no graphs", self.device_name())))
+    }
 
     /// Launches `kernel` with the launch shape [`KernelId::default_config`] derives from its
     /// arguments.

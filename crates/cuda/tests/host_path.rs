@@ -152,7 +152,8 @@ fn counters_count_what_they_say() {
             downloads: 2,
             device_copies: 1,
             memsets: 1,
-            syncs: 2
+            syncs: 2,
+            ..Counters::default()
         }
     );
     assert!(rt.copy_device(&mut rt.alloc::<f32>(2).expect("alloc"), 1, &c, 0..2).is_err(), "overlong copy");

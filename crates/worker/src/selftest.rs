@@ -2,14 +2,19 @@
 //! [`metasched_cuda::checks`], one row per [`metasched_cuda::KernelId`]) and the whole
 //! device meta-gradient against their CPU twins on a [`Runtime`], with a table of the worst
 //! deviations; then the host path of a meta-step (launches, allocations, copies and host
-//! waits, from the runtime's counters), checked against what `metasched_cuda` promises.
+//! waits, from the runtime's counters), checked against what `metasched_cuda` promises,
+//! with and without the part sum replayed from a captured graph.
 
 use metasched_cuda::checks::meta_gradient_tensors;
 use metasched_cuda::checks::{self, Check, Comparison, Tolerance};
-use metasched_cuda::{Counters, Runtime, device_meta_gradient};
+use metasched_cuda::{
+    Counters, MetaStepGraphs, Runtime, device_meta_gradient, device_meta_gradient_sum,
+    device_meta_gradient_sum_graphed,
+};
 use metasched_engine::init::init_params;
 use metasched_engine::{
-    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind, TaskBatch,
+    Activation, Config, Engine, InnerConfig, LossKind, ModelConfig, Params, SchedulerConfig, SchedulerKind,
+    TaskBatch,
 };
 use metasched_tasks::random_batch;
 
@@ -145,7 +150,7 @@ pub fn host_path<R: Runtime>(rt: &R) -> (Vec<String>, Vec<Check>) {
         Err(e) => return (lines, vec![Check::failed("host path", METAGRAD_TOLERANCE, &e)]),
     };
     let paths: [(&str, &dyn Fn() -> metasched_cuda::Result<()>); 2] = [
-        ("part sum", &|| metasched_cuda::device_meta_gradient_sum(rt, &config, &params, &batch).map(drop)),
+        ("part sum", &|| device_meta_gradient_sum(rt, &config, &params, &batch).map(drop)),
         ("mean", &|| device_meta_gradient(rt, &config, &params, &batch).map(drop)),
     ];
     for (label, step) in paths {
@@ -168,7 +173,76 @@ pub fn host_path<R: Runtime>(rt: &R) -> (Vec<String>, Vec<Check>) {
             rows.push(c.finish());
         }
     }
+    if rt.supports_graphs() {
+        rows.push(graph_path(rt, &config, &params, &batch, &mut lines));
+    }
     (lines, rows)
+}
+
+/// The part sum replayed from a captured graph ([`device_meta_gradient_sum_graphed`]), three
+/// meta-steps: the counters of the first (capture and replay) and of a warm one (one graph
+/// launch, no kernel launch), as lines; the row checks the warm counts and that every step's
+/// results are bitwise those of the plain launches.
+fn graph_path<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    params: &Params<f32>,
+    batch: &TaskBatch<f32>,
+    lines: &mut Vec<String>,
+) -> Check {
+    let name = "host path part sum graph (warm)";
+    let mut graphs = MetaStepGraphs::default();
+    let mut counts: Vec<Counters> = Vec::new();
+    let mut differing = 0usize;
+    // Wall time of the warm steps (after the first), graph and launches, in seconds.
+    let (mut t_graph, mut t_plain) = (0.0f64, 0.0f64);
+    for step in 0..3 {
+        let before = rt.counters();
+        let start = std::time::Instant::now();
+        let got = match device_meta_gradient_sum_graphed(rt, &mut graphs, config, params, batch) {
+            Ok(s) => s,
+            Err(e) => return Check::failed(name, METAGRAD_TOLERANCE, &e),
+        };
+        let graphed = start.elapsed().as_secs_f64();
+        counts.push(rt.counters().since(&before));
+        let start = std::time::Instant::now();
+        let want = match device_meta_gradient_sum(rt, config, params, batch) {
+            Ok(s) => s,
+            Err(e) => return Check::failed(name, METAGRAD_TOLERANCE, &e),
+        };
+        if step > 0 {
+            t_graph += graphed;
+            t_plain += start.elapsed().as_secs_f64();
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        let same = got.sum == want.sum
+            && bits(&got.lr) == bits(&want.lr)
+            && bits(&got.outer_loss) == bits(&want.outer_loss);
+        differing += usize::from(!same);
+    }
+    graphs.clear(rt);
+    let (cold, warm) = (counts[0], counts[2]);
+    lines.push(format!("  {:<8} first: {cold}", "graph"));
+    lines.push(format!("  {:<8} warm:  {warm}", "graph"));
+    lines.push(format!(
+        "  graph launches {}, kernel launches {} on replay ({} operations captured once); \
+         results bitwise those of the launches: {}",
+        warm.graph_launches,
+        warm.launches,
+        cold.captured,
+        if differing == 0 { "yes" } else { "NO" }
+    ));
+    lines.push(format!(
+        "  graph    warm step {:.3} ms, launches {:.3} ms (wall time incl. uploads and download, \
+         mean of 2)",
+        t_graph * 500.0,
+        t_plain * 500.0
+    ));
+    let mut c = Comparison::new(name, METAGRAD_TOLERANCE);
+    let got =
+        [warm.launches, warm.graph_launches, warm.allocs, warm.syncs, differing as u64].map(|x| x as f32);
+    c.add("launches,graph_launches,allocs,syncs,differing_steps", &got, &[0.0, 1.0, 0.0, 1.0, 0.0]);
+    c.finish()
 }
 
 /// Prints the table to stdout; true when every row passed.

@@ -60,6 +60,15 @@ fn selftest_on_the_emulator_passes_and_prints_the_table() {
             stdout.lines().find(|l| l.starts_with(&warm)).unwrap_or_else(|| panic!("{warm}: {stdout}"));
         assert!(line.contains(" 0 allocs") && line.contains(" 1 host syncs"), "{line}");
     }
+    // The part sum replayed from a captured graph: one graph launch, no kernel launch, and
+    // bitwise the results of the launches.
+    let row = "host path part sum graph (warm)";
+    let line = stdout.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("{row}: {stdout}"));
+    assert!(line.contains("pass"), "{line}");
+    let summary = "  graph launches 1, kernel launches 0 on replay";
+    let line =
+        stdout.lines().find(|l| l.starts_with(summary)).unwrap_or_else(|| panic!("{summary}: {stdout}"));
+    assert!(line.ends_with("bitwise those of the launches: yes"), "{line}");
 }
 
 fn assert_one_line_refusal(code: Option<i32>, stdout: &str, stderr: &str) -> String {

@@ -89,6 +89,7 @@ struct Sabotaged {
 
 impl Runtime for Sabotaged {
     type Buffer<T: Element> = EmuBuffer<T>;
+    type Graph = ();
 
     fn device_name(&self) -> String {
         format!("sabotaged emulator ({:?})", self.fault)
