@@ -73,6 +73,107 @@ pub fn gemm_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize,
     }
 }
 
+/// Smallest weight matrix (`k·m` elements) whose products [`nt_acc`], [`nn_acc`] and [`tn_acc`]
+/// hand to `matrixmultiply` (a packing, register-blocked GEMM) instead of the fixed-order loops
+/// above: 2^15, so the wide learner's 256×256 layer (1-256-256-1) goes to the crate and every
+/// other shape the engine runs (40×40 default, 128×128 digits, the LSTM's products) keeps its
+/// bits. Measured at 10×256×256 (docs/PERFORMANCE.md, 2026-12-03): 1.4-2.9× the loops' speed.
+/// The crate runs single-threaded and sums each output in a fixed order for a given CPU, so
+/// results stay independent of thread and worker counts; they may differ in the last bits
+/// from the loops (FMA, another order) and between CPUs with and without FMA.
+pub const GEMM_CRATE_MIN: usize = 1 << 15;
+
+/// `c[m×n] += a[m×k] · b[k×n]` by `matrixmultiply`, with `a` and `b` given by (row, column)
+/// strides and `c` row-major; `false` (nothing done) when `T` is neither f32 nor f64.
+#[allow(clippy::too_many_arguments)]
+fn crate_gemm<T: Real>(
+    c: &mut [T],
+    a: &[T],
+    (rsa, csa): (usize, usize),
+    b: &[T],
+    (rsb, csb): (usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+) -> bool {
+    use std::any::TypeId;
+    if m == 0 || n == 0 {
+        return true;
+    }
+    // Every index the crate reads or writes lies in the slices (the largest is the last one).
+    assert!(c.len() >= m * n);
+    assert!(k == 0 || ((m - 1) * rsa + (k - 1) * csa < a.len() && (k - 1) * rsb + (n - 1) * csb < b.len()));
+    let s = |x: usize| x as isize;
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32` (same `TypeId`), so the casts keep the element type; the
+        // assertions above keep every element the strides address inside `a`, `b` and `c`;
+        // `c` is a unique borrow, so it aliases neither input.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr().cast::<f32>(),
+                s(rsa),
+                s(csa),
+                b.as_ptr().cast::<f32>(),
+                s(rsb),
+                s(csb),
+                1.0,
+                c.as_mut_ptr().cast::<f32>(),
+                s(n),
+                1,
+            );
+        }
+        true
+    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
+        // SAFETY: as above, with `T` = `f64`.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr().cast::<f64>(),
+                s(rsa),
+                s(csa),
+                b.as_ptr().cast::<f64>(),
+                s(rsb),
+                s(csb),
+                1.0,
+                c.as_mut_ptr().cast::<f64>(),
+                s(n),
+                1,
+            );
+        }
+        true
+    } else {
+        false
+    }
+}
+
+/// [`gemm_nt_acc`], by `matrixmultiply` when `b` has at least [`GEMM_CRATE_MIN`] elements.
+pub fn nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
+    if k * m < GEMM_CRATE_MIN || !crate_gemm(out, a, (k, 1), b, (1, k), n, k, m) {
+        gemm_nt_acc(out, a, b, n, k, m);
+    }
+}
+
+/// [`gemm_nn_acc`], by `matrixmultiply` when `b` has at least [`GEMM_CRATE_MIN`] elements.
+pub fn nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
+    if k * m < GEMM_CRATE_MIN || !crate_gemm(out, a, (k, 1), b, (m, 1), n, k, m) {
+        gemm_nn_acc(out, a, b, n, k, m);
+    }
+}
+
+/// [`gemm_tn_acc`], by `matrixmultiply` when `out` has at least [`GEMM_CRATE_MIN`] elements.
+pub fn tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
+    if m * k < GEMM_CRATE_MIN || !crate_gemm(out, a, (1, m), b, (k, 1), m, n, k) {
+        gemm_tn_acc(out, a, b, n, m, k);
+    }
+}
+
 /// `y += s · x`.
 #[inline]
 pub fn axpy<T: Real>(y: &mut [T], s: T, x: &[T]) {
@@ -146,7 +247,7 @@ mod tests {
 
     #[test]
     fn products_match_naive() {
-        for (n, k, m) in [(3, 11, 5), (4, 40, 40), (2, 17, 25), (10, 1, 40)] {
+        for (n, k, m) in [(3, 11, 5), (4, 40, 40), (2, 17, 25), (10, 1, 40), (10, 256, 256), (3, 300, 129)] {
             check_products(n, k, m);
         }
     }
@@ -161,7 +262,17 @@ mod tests {
         gemm_nt_acc(&mut nt, &a, &transpose(&b, k, m), n, k, m);
         let mut tn = vec![0.0; n * m];
         gemm_tn_acc(&mut tn, &transpose(&a, n, k), &b, k, n, m);
+        let mut nn2 = vec![0.0; n * m];
+        nn_acc(&mut nn2, &a, &b, n, k, m);
+        let mut nt2 = vec![0.0; n * m];
+        nt_acc(&mut nt2, &a, &transpose(&b, k, m), n, k, m);
+        let mut tn2 = vec![0.0; n * m];
+        tn_acc(&mut tn2, &transpose(&a, n, k), &b, k, n, m);
+        let tol = 1e-12 * k as f64;
         for i in 0..n * m {
+            assert!((nn2[i] - want[i]).abs() < tol, "nn_acc {i}");
+            assert!((nt2[i] - want[i]).abs() < tol, "nt_acc {i}");
+            assert!((tn2[i] - want[i]).abs() < tol, "tn_acc {i}");
             assert!((nn[i] - want[i]).abs() < 1e-12, "nn {i}");
             assert!((nt[i] - want[i]).abs() < 1e-12, "nt {i}");
             assert!((tn[i] - want[i]).abs() < 1e-12, "tn {i}");

@@ -4,7 +4,7 @@
 
 use crate::config::{Activation, Config, LossKind};
 use crate::layout::ThetaLayout;
-use crate::linalg::{add_row, col_sum_acc, gemm_nn_acc, gemm_nt_acc, gemm_tn_acc};
+use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc};
 use crate::loss::{loss_forward_backward, loss_rop, loss_value};
 use crate::real::Real;
 use crate::task::TargetsRef;
@@ -104,7 +104,7 @@ impl Mlp {
             let input: &[T] = if l == 0 { x } else { &before[l - 1] };
             let z: &mut [T] = if l == last { &mut cache.out } else { &mut after[0] };
             z.fill(T::zero());
-            gemm_nt_acc(z, input, &theta[self.layout.weight(l)], n, din, dout);
+            nt_acc(z, input, &theta[self.layout.weight(l)], n, din, dout);
             add_row(z, &theta[self.layout.bias(l)], n, dout);
             if l != last {
                 for v in z.iter_mut() {
@@ -156,12 +156,12 @@ impl Mlp {
         for l in (0..=last).rev() {
             let (din, dout) = (self.width(l), self.width(l + 1));
             let input: &[T] = if l == 0 { x } else { &cache.hidden[l - 1] };
-            gemm_tn_acc(&mut grad[self.layout.weight(l)], &cache.delta[l], input, n, dout, din);
+            tn_acc(&mut grad[self.layout.weight(l)], &cache.delta[l], input, n, dout, din);
             col_sum_acc(&mut grad[self.layout.bias(l)], &cache.delta[l], n, dout);
             if l > 0 {
                 let dh = &mut cache.dh[l - 1];
                 dh.fill(T::zero());
-                gemm_nn_acc(dh, &cache.delta[l], &theta[self.layout.weight(l)], n, dout, din);
+                nn_acc(dh, &cache.delta[l], &theta[self.layout.weight(l)], n, dout, din);
                 for ((d, &g), &h) in cache.delta[l - 1].iter_mut().zip(dh.iter()).zip(&cache.hidden[l - 1]) {
                     *d = g * self.activation.d1(h);
                 }
@@ -192,9 +192,9 @@ impl Mlp {
             let rz = &mut scratch.rz[l];
             rz.fill(T::zero());
             if l > 0 {
-                gemm_nt_acc(rz, &rh_lo[l - 1], &theta[lay.weight(l)], n, din, dout);
+                nt_acc(rz, &rh_lo[l - 1], &theta[lay.weight(l)], n, din, dout);
             }
-            gemm_nt_acc(rz, input, &u[lay.weight(l)], n, din, dout);
+            nt_acc(rz, input, &u[lay.weight(l)], n, din, dout);
             add_row(rz, &u[lay.bias(l)], n, dout);
             if l != last {
                 let h = &cache.hidden[l];
@@ -212,16 +212,16 @@ impl Mlp {
             let input: &[T] = if l == 0 { x } else { &cache.hidden[l - 1] };
             let (rd_lo, rd_hi) = scratch.rdelta.split_at_mut(l);
             let rdelta = &rd_hi[0];
-            gemm_tn_acc(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
+            tn_acc(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
             if l > 0 {
-                gemm_tn_acc(&mut hv[lay.weight(l)], &cache.delta[l], &scratch.rh[l - 1], n, dout, din);
+                tn_acc(&mut hv[lay.weight(l)], &cache.delta[l], &scratch.rh[l - 1], n, dout, din);
             }
             col_sum_acc(&mut hv[lay.bias(l)], rdelta, n, dout);
             if l > 0 {
                 let rdh = &mut scratch.rdh[..n * din];
                 rdh.fill(T::zero());
-                gemm_nn_acc(rdh, rdelta, &theta[lay.weight(l)], n, dout, din);
-                gemm_nn_acc(rdh, &cache.delta[l], &u[lay.weight(l)], n, dout, din);
+                nn_acc(rdh, rdelta, &theta[lay.weight(l)], n, dout, din);
+                nn_acc(rdh, &cache.delta[l], &u[lay.weight(l)], n, dout, din);
                 let h = &cache.hidden[l - 1];
                 let prev = &mut rd_lo[l - 1];
                 if self.activation.is_piecewise_linear() {

@@ -143,36 +143,43 @@ fn single_layer_and_deep_learners_match_finite_differences() {
     );
 }
 
+/// Relative errors of the HVP at `theta` (against float64 differences of the gradient along a
+/// random direction `u`) and of the gradient along `u` (against differences of the loss), on
+/// one random task of `k` support points.
+fn hvp_errors(cfg: &Config, theta: &[f64], k: usize, seed: u64) -> (f64, f64) {
+    let mlp = Mlp::new(cfg);
+    let batch = random_batch(cfg, 1, k, 1, seed);
+    let task = batch.task(0).support;
+    let p = mlp.layout.len();
+    let mut rng = CounterRng::new(3, &[]);
+    let u: Vec<f64> = (0..p).map(|_| rng.uniform_in(-1.0, 1.0)).collect();
+    let mut cache = mlp.cache(task.n);
+    let mut g = vec![0.0; p];
+    mlp.loss_and_grad(&mut g, &mut cache, theta, task.x, task.y);
+    let mut hv = vec![0.0; p];
+    let mut scratch = mlp.hvp_scratch(task.n);
+    mlp.hvp(&mut hv, &mut scratch, &cache, theta, task.x, &u);
+    let h = 1e-5;
+    let at = |s: f64| {
+        let th: Vec<f64> = theta.iter().zip(&u).map(|(t, u)| t + s * u).collect();
+        let mut c = mlp.cache(task.n);
+        let mut g = vec![0.0; p];
+        let l = mlp.loss_and_grad(&mut g, &mut c, &th, task.x, task.y);
+        (l, g)
+    };
+    let ((lp, gp), (lm, gm)) = (at(h), at(-h));
+    let fd: Vec<f64> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * h)).collect();
+    let gu: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum();
+    (rel_err(&hv, &fd), ((lp - lm) / (2.0 * h) - gu).abs() / gu.abs().max(1e-12))
+}
+
 #[test]
 fn hessian_vector_product_matches_differences_of_the_gradient() {
     for act in [Activation::Relu, Activation::Tanh] {
         for (loss, layers) in [(LossKind::Mse, vec![2, 5, 4, 2]), (LossKind::CrossEntropy, vec![3, 6, 5, 4])]
         {
             let cfg = config(&layers, act, loss, SchedulerKind::Fixed, false);
-            let mlp = Mlp::new(&cfg);
-            let params = random_params(&cfg, 5);
-            let batch = random_batch(&cfg, 1, 6, 1, 5);
-            let task = batch.task(0).support;
-            let p = mlp.layout.len();
-            let mut rng = CounterRng::new(3, &[]);
-            let u: Vec<f64> = (0..p).map(|_| rng.uniform_in(-1.0, 1.0)).collect();
-            let mut cache = mlp.cache(task.n);
-            let mut g = vec![0.0; p];
-            mlp.loss_and_grad(&mut g, &mut cache, &params.theta, task.x, task.y);
-            let mut hv = vec![0.0; p];
-            let mut scratch = mlp.hvp_scratch(task.n);
-            mlp.hvp(&mut hv, &mut scratch, &cache, &params.theta, task.x, &u);
-            let h = 1e-5;
-            let grad_at = |s: f64| {
-                let th: Vec<f64> = params.theta.iter().zip(&u).map(|(t, u)| t + s * u).collect();
-                let mut c = mlp.cache(task.n);
-                let mut g = vec![0.0; p];
-                mlp.loss_and_grad(&mut g, &mut c, &th, task.x, task.y);
-                g
-            };
-            let (gp, gm) = (grad_at(h), grad_at(-h));
-            let fd: Vec<f64> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * h)).collect();
-            let e = rel_err(&hv, &fd);
+            let e = hvp_errors(&cfg, &random_params(&cfg, 5).theta, 6, 5).0;
             assert!(e < TOL, "{act:?} {loss:?}: HVP relative error {e:.3e}");
         }
     }
@@ -212,6 +219,14 @@ fn gradient_matches_finite_differences_of_the_loss() {
     }
 }
 
+/// Every output bit of a meta-gradient.
+fn bits(m: &metasched_engine::MetaGradient<f32>) -> Vec<u32> {
+    let mut v: Vec<u32> = m.grad.values().map(|x| x.to_bits()).collect();
+    v.extend(m.outer_loss.iter().chain(&m.lr).map(|x| x.to_bits()));
+    v.push(m.j.to_bits());
+    v
+}
+
 #[test]
 fn thread_count_does_not_change_a_single_bit() {
     let cfg = Config::sinusoid_default();
@@ -221,12 +236,6 @@ fn thread_count_does_not_change_a_single_bit() {
     for threads in [2, 3, 8] {
         let many =
             Engine::new(threads).expect("pool").meta_gradient(&cfg, &params, &batch).expect("n threads");
-        let bits = |m: &metasched_engine::MetaGradient<f32>| {
-            let mut v: Vec<u32> = m.grad.values().map(|x| x.to_bits()).collect();
-            v.extend(m.outer_loss.iter().chain(&m.lr).map(|x| x.to_bits()));
-            v.push(m.j.to_bits());
-            v
-        };
         assert_eq!(bits(&one), bits(&many), "{threads} threads differ from 1");
     }
 }
@@ -278,5 +287,38 @@ fn inner_optimizers_match_finite_differences() {
                 seed += 1;
             }
         }
+    }
+}
+
+/// A learner whose hidden layer reaches `linalg::GEMM_CRATE_MIN` (192 × 192 = 36,864 weights),
+/// so its products go to the GEMM crate: the gradient (along a random direction) and the
+/// Hessian-vector product against float64 differences, f32 against f64 meta-gradients, and
+/// the same bits for any thread count.
+#[test]
+fn wide_learner_products_stay_exact_and_thread_independent() {
+    for act in [Activation::Relu, Activation::Tanh] {
+        let cfg = config(&[2, 192, 192, 2], act, LossKind::Mse, SchedulerKind::Fixed, false);
+        let theta: Vec<f64> = random_params(&cfg, 5).theta.iter().map(|t| t * 0.1).collect();
+        let (e, e_dir) = hvp_errors(&cfg, &theta, 10, 5);
+        assert!(e < TOL, "{act:?}: wide HVP relative error {e:.3e}");
+        assert!(e_dir < TOL, "{act:?}: wide directional gradient relative error {e_dir:.3e}");
+    }
+    let mut cfg = Config::sinusoid_default();
+    cfg.model.layers = vec![1, 192, 192, 1];
+    let params = metasched_engine::init::init_params(&cfg, 11, 0.05).expect("init");
+    let batch = random_batch(&cfg, 5, 10, 10, 12).cast::<f32>();
+    let lo = Engine::new(1).expect("pool").meta_gradient(&cfg, &params, &batch).expect("f32");
+    let hi = Engine::new(2)
+        .expect("pool")
+        .meta_gradient(&cfg, &params.cast::<f64>(), &batch.cast::<f64>())
+        .expect("f64");
+    for spec in params.present_slots(&cfg) {
+        let a: Vec<f64> = lo.grad.slot(&cfg, spec.slot).expect("slot").iter().map(|&x| x as f64).collect();
+        let e = rel_err(&a, hi.grad.slot(&cfg, spec.slot).expect("slot"));
+        assert!(e < 1e-4, "wide {}: f32 vs f64 relative error {e:.3e}", spec.name);
+    }
+    for threads in [2, 3] {
+        let many = Engine::new(threads).expect("pool").meta_gradient(&cfg, &params, &batch).expect("n");
+        assert_eq!(bits(&lo), bits(&many), "wide: {threads} threads differ from 1");
     }
 }
