@@ -29,8 +29,15 @@ ptxas="$site/nvidia/cuda_nvcc/bin/ptxas"
 [ -x "$ptxas" ] || fail "no ptxas at $ptxas"
 export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-cargo build --release --locked -p metasched-worker --bin meta-worker --quiet || fail "cargo build meta-worker"
-worker="$root/target/release/meta-worker"
+# $METASCHED_BIN (a directory holding meta-worker, e.g. the one `cargo test --workspace --release`
+# just built: CI) saves a rebuild with `-p`'s different feature set; else build it here.
+if [ -n "${METASCHED_BIN:-}" ]; then
+    worker="$METASCHED_BIN/meta-worker"
+else
+    cargo build --release --locked -p metasched-worker --bin meta-worker --quiet || fail "cargo build meta-worker"
+    worker="$root/target/release/meta-worker"
+fi
+[ -x "$worker" ] || fail "no meta-worker at $worker"
 
 rm -rf "$out"
 echo "== compile-kernels (built-in sources) for sm_80, sm_90 -> $out"
@@ -50,7 +57,7 @@ done
 echo "== manifest.tsv: every file listed, fresh, loadable by the kernels-directory loader"
 [ -s "$out/manifest.tsv" ] || fail "compile-kernels wrote no $out/manifest.tsv"
 [ "$(grep -vc '^#' "$out/manifest.tsv")" -eq 20 ] || fail "$out/manifest.tsv: expected 20 files (5 sources x 2 archs x ptx+cubin)"
-METASCHED_KERNELS_CHECK_DIR="$out" cargo test --release --locked -p metasched-cuda --lib --quiet kernel_dir::tests \
+METASCHED_KERNELS_CHECK_DIR="$out" cargo test --release --locked --workspace --lib --quiet kernel_dir::tests \
     || fail "kernel_dir tests on the compile-kernels output in $out"
 
 echo "== a broken kernel must be rejected"
@@ -64,7 +71,7 @@ printf '%s\n' "$log" | grep -q 'broken_compile.cu(9): error' || fail "broken_com
 [ ! -e "$out/broken/broken_compile.sm_80.ptx" ] || fail "broken_compile.cu: PTX written despite the error"
 
 echo "== metasched-cuda compile tests with this NVRTC (the NVRTC-present branch, asserted)"
-METASCHED_EXPECT_NVRTC=1 cargo test --release --locked -p metasched-cuda --lib --quiet compile::tests \
+METASCHED_EXPECT_NVRTC=1 cargo test --release --locked --workspace --lib --quiet compile::tests \
     || fail "metasched-cuda compile tests with NVRTC from $nvrtc_lib"
 
 echo "check_ptx: OK"
