@@ -12,6 +12,7 @@ the figure printed is the median over repetitions.
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,8 @@ WORKLOADS = {
     "digits": (dict(layers=(64, 128, 128, 5), loss="cross_entropy"), "digits", 25, 50, 10),
 }
 B = 25
+# Seconds of idle before each measured side (see `compare`).
+IDLE_S = float(os.environ.get("PEER_IDLE_S", "1.0"))
 
 
 def build(name):
@@ -106,8 +109,12 @@ def compare(binary, reps, names):
         peaks.append(gemm_peak())
         for n in names:
             w = built[n]
+            # Both cores idle before each side: OpenBLAS's and XLA's worker threads spin for a
+            # while after their last call and would steal a core from whichever runs next.
+            time.sleep(IDLE_S)
             ours, line = run_rust(binary, n, w["steps"])
             res[n]["ours"].append(ours)
+            time.sleep(IDLE_S)
             res[n]["jax"].append(w["run"](w["steps"]))
             print(f"  rep {r + 1}/{reps} {n}: metasched {ours:.3f} ms, jax {res[n]['jax'][-1]:.3f} ms",
                   flush=True)
