@@ -429,6 +429,46 @@ pub fn insert(dst: &mut [Lanes], src: &[f32], lane: usize) {
     }
 }
 
+/// Lane `l` of `src` into `dst[l]`, for every `l < dst.len()` (the group's real tasks): each
+/// task's tensor out of a group's, bitwise [`extract`] per lane. With AVX-512, 16 elements at a
+/// time by an in-register 16×16 transpose (one pass over `src`, no gathers).
+pub fn extract_all(dst: &mut [&mut [f32]], src: &[Lanes]) {
+    lanes_out::<false>(dst, src);
+}
+
+/// `dst[l][i] += src[i].0[l]` for every `l < dst.len()`: bitwise [`extract`] followed by an
+/// element-wise `+=` per lane, in one pass.
+pub fn add_extracted_all(dst: &mut [&mut [f32]], src: &[Lanes]) {
+    lanes_out::<true>(dst, src);
+}
+
+fn lanes_out<const ADD: bool>(dst: &mut [&mut [f32]], src: &[Lanes]) {
+    assert!(dst.len() <= LANES, "at most {LANES} lanes");
+    for d in dst.iter() {
+        assert!(d.len() >= src.len(), "each destination holds the whole tensor");
+    }
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; every destination holds `src.len()` values (asserted).
+        done = unsafe { avx512::lanes_out::<ADD>(dst, src) };
+    }
+    for (l, d) in dst.iter_mut().enumerate() {
+        for (d, s) in d[done..src.len()].iter_mut().zip(&src[done..]) {
+            if ADD {
+                *d += s.0[l];
+            } else {
+                *d = s.0[l];
+            }
+        }
+    }
+}
+
+/// Whether every value of `x` is +0.0 (bit pattern zero), in whole registers.
+pub fn all_zero_bits(x: &[f32]) -> bool {
+    x.chunks(LANES).all(|c| c.iter().fold(0u32, |a, v| a | v.to_bits()) == 0)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -662,6 +702,61 @@ mod avx512 {
         }
     }
 
+    /// The 16 rows of `r` transposed in place (row `i` becomes column `i`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for q in 0..4 {
+            let b = 4 * q;
+            let pd = _mm512_castps_pd;
+            u[b] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[b]), pd(t[b + 2])));
+            u[b + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[b]), pd(t[b + 2])));
+            u[b + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[b + 1]), pd(t[b + 3])));
+            u[b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[b + 1]), pd(t[b + 3])));
+        }
+        let mut v = [_mm512_setzero_ps(); 16];
+        for h in 0..2 {
+            let b = 8 * h;
+            for i in 0..4 {
+                v[b + i] = _mm512_shuffle_f32x4::<0x88>(u[b + i], u[b + 4 + i]);
+                v[b + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(u[b + i], u[b + 4 + i]);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(v[i], v[8 + i]);
+            r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(v[i], v[8 + i]);
+        }
+    }
+
+    /// `lanes_out` on whole blocks of 16 elements; returns how many elements it did.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn lanes_out<const ADD: bool>(dst: &mut [&mut [f32]], src: &[Lanes]) -> usize {
+        let blocks = src.len() / 16;
+        for b in 0..blocks {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, r) in r.iter_mut().enumerate() {
+                // SAFETY: `b * 16 + i < src.len()`.
+                *r = unsafe { ld(src.as_ptr().add(b * 16 + i)) };
+            }
+            transpose16(&mut r);
+            for (l, d) in dst.iter_mut().enumerate() {
+                // SAFETY: `d` holds at least `src.len()` values (asserted by the caller).
+                unsafe {
+                    let p = d.as_mut_ptr().add(b * 16);
+                    let x = if ADD { _mm512_add_ps(_mm512_loadu_ps(p), r[l]) } else { r[l] };
+                    _mm512_storeu_ps(p, x);
+                }
+            }
+        }
+        blocks * 16
+    }
+
     /// `gemm_nt_acc` (see the portable version for the order).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gemm_nt_acc<const Z: bool>(
@@ -765,6 +860,35 @@ mod tests {
                 assert_eq!(bits(&got), bits(&want), "tn {n} {k} {m}");
             }
         }
+    }
+
+    /// The transposing extraction is bitwise the lane-by-lane one, with and without `+=`.
+    #[test]
+    fn extract_all_is_extract_per_lane() {
+        for len in [0, 1, 15, 16, 17, 40, 1761] {
+            let per_task: Vec<Vec<f32>> = (0..LANES).map(|l| data(len, 7.0 * l as f32)).collect();
+            let src = if len == 0 { Vec::new() } else { group(&per_task) };
+            for nt in [1, 9, 13, 16] {
+                let mut out: Vec<Vec<f32>> = (0..nt).map(|l| data(len, 500.0 + l as f32)).collect();
+                let before = out.clone();
+                let mut refs: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[..]).collect();
+                add_extracted_all(&mut refs, &src);
+                for l in 0..nt {
+                    let want: Vec<f32> = before[l].iter().zip(&per_task[l]).map(|(a, b)| a + b).collect();
+                    assert_eq!(bits(&out[l]), bits(&want), "add len {len} lane {l}");
+                }
+                let mut refs: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[..]).collect();
+                extract_all(&mut refs, &src);
+                for l in 0..nt {
+                    assert_eq!(bits(&out[l]), bits(&per_task[l]), "extract len {len} lane {l}");
+                }
+            }
+        }
+        assert!(all_zero_bits(&[0.0; 40]));
+        assert!(!all_zero_bits(&[0.0, -0.0]));
+        let mut x = vec![0.0f32; 33];
+        x[32] = 1e-45;
+        assert!(!all_zero_bits(&x));
     }
 
     fn bits(x: &[f32]) -> Vec<u32> {

@@ -17,7 +17,7 @@
 #![allow(unsafe_code)]
 
 use crate::config::{Config, FEATURES, SchedulerKind};
-use crate::lane_linalg::{LANES, Lanes, extract, insert};
+use crate::lane_linalg::{LANES, Lanes, all_zero_bits, extract_all, insert};
 use crate::lane_pool::{give, take, take_dirty};
 use crate::lstm_cell::sigmoid;
 use crate::params::{LstmParams, Params};
@@ -256,7 +256,7 @@ impl LaneLstm {
             for (dst, src) in gl.iter_mut().zip([&t.w_ih, &t.w_hh, &t.b_ih, &t.b_hh, &t.head_w, &t.head_b]) {
                 // The buffers start at +0.0: a task's all-zero gradient (the usual case) needs
                 // no transpose.
-                if src.iter().any(|x| x.to_bits() != 0) {
+                if !all_zero_bits(src) {
                     insert(dst, src, l);
                 }
             }
@@ -320,18 +320,21 @@ impl LaneLstm {
             std::mem::swap(&mut dh_carry, &mut dh_prev);
             std::mem::swap(&mut dc_carry, &mut dc_prev);
         }
-        for (l, grad) in grads.iter_mut().enumerate().take(nt) {
-            let t = grad.lstm.as_mut().expect("gradient has the lstm slots");
-            for (src, dst) in gl.iter().zip([
-                &mut t.w_ih,
-                &mut t.w_hh,
-                &mut t.b_ih,
-                &mut t.b_hh,
-                &mut t.head_w,
-                &mut t.head_b,
-            ]) {
-                extract(dst, src, l);
-            }
+        let mut lstm: Vec<&mut LstmParams<f32>> =
+            grads[..nt].iter_mut().map(|g| g.lstm.as_mut().expect("gradient has the lstm slots")).collect();
+        for (k, src) in gl.iter().enumerate() {
+            let mut dst: Vec<&mut [f32]> = lstm
+                .iter_mut()
+                .map(|t| match k {
+                    0 => &mut t.w_ih[..],
+                    1 => &mut t.w_hh[..],
+                    2 => &mut t.b_ih[..],
+                    3 => &mut t.b_hh[..],
+                    4 => &mut t.head_w[..],
+                    _ => &mut t.head_b[..],
+                })
+                .collect();
+            extract_all(&mut dst, src);
         }
         for b in gl.into_iter().chain([dh_carry, dc_carry, dh_total, dh_prev, dc_prev, dgates]) {
             give(b);

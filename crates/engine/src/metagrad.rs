@@ -47,9 +47,28 @@ fn same_type<U: 'static, T: 'static>(x: U) -> Option<T> {
     (Box::new(x) as Box<dyn Any>).downcast::<T>().ok().map(|b| *b)
 }
 
-/// `range` cut into consecutive groups of at most [`LANES`] tasks.
+/// `range` cut into consecutive groups of at most [`LANES`] tasks: as few groups as lanes allow,
+/// of balanced sizes (25 tasks: 13 + 12, not 16 + 9), so that on several threads the largest
+/// group, the critical path, does as little per-task work (scheduler transcendentals, loss,
+/// outcomes) as possible; a remainder too small for a group (< [`MIN_GROUP`]) stays a
+/// remainder (it runs task by task, cheaper than a group of lanes). Which group a task lands
+/// in never changes its bits.
 fn groups_of(range: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
-    range.clone().step_by(LANES).map(|s| s..(s + LANES).min(range.end)).collect()
+    let len = range.len();
+    let count = len.div_ceil(LANES);
+    if count < 2 || len % LANES == 0 || len % LANES < MIN_GROUP {
+        return range.clone().step_by(LANES).map(|s| s..(s + LANES).min(range.end)).collect();
+    }
+    let (base, extra) = (len / count, len % count);
+    let mut start = range.start;
+    (0..count)
+        .map(|g| {
+            let size = base + usize::from(g < extra);
+            let r = start..start + size;
+            start += size;
+            r
+        })
+        .collect()
 }
 
 /// Each task's meta-gradient (scaled by `scale`) and outcome for the tasks of `range`: a group
@@ -322,5 +341,37 @@ impl Engine {
         let mean = outer_loss.iter().copied().fold(T::zero(), |a, b| a + b) / T::of(batch.b as f64);
         let accuracy = per_task.iter().map(|o| o.accuracy).collect();
         Ok(Evaluation { mean, outer_loss, lr, accuracy })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(range: std::ops::Range<usize>) -> Vec<usize> {
+        let groups = groups_of(range.clone());
+        let mut next = range.start;
+        for g in &groups {
+            assert_eq!(g.start, next, "groups are consecutive");
+            assert!(!g.is_empty() && g.len() <= LANES, "group {g:?} of at most {LANES} tasks");
+            next = g.end;
+        }
+        assert_eq!(next, range.end, "groups cover the range");
+        groups.iter().map(|g| g.len()).collect()
+    }
+
+    /// Balanced groups where that keeps the number of lane groups; small remainders stay.
+    #[test]
+    fn groups_are_balanced_without_adding_groups() {
+        assert_eq!(sizes(0..25), vec![13, 12]);
+        assert_eq!(sizes(5..30), vec![13, 12]);
+        assert_eq!(sizes(0..9), vec![9]);
+        assert_eq!(sizes(0..16), vec![16]);
+        assert_eq!(sizes(0..32), vec![16, 16]);
+        assert_eq!(sizes(0..17), vec![16, 1]);
+        assert_eq!(sizes(0..19), vec![16, 3]);
+        assert_eq!(sizes(0..20), vec![10, 10]);
+        assert_eq!(sizes(0..100), vec![15, 15, 14, 14, 14, 14, 14]);
+        assert_eq!(sizes(0..0), Vec::<usize>::new());
     }
 }

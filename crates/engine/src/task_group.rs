@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::inner_loop::{TaskOutcome, evaluate_task, features, task_meta_gradient};
 use crate::inner_optimizer::OptimizerTrace;
 use crate::lane_linalg::{
-    LANES, Lanes, dot, extract, flat, flat_mut, has_avx512, insert, scaled, sub_scaled, sum_of_squares,
+    LANES, Lanes, add_extracted_all, dot, extract, flat, flat_mut, has_avx512, insert, scaled, sub_scaled,
+    sum_of_squares,
 };
 use crate::lane_mlp::{LaneCache, LaneScratch, accuracy_of_lane, hvp, loss_and_grad};
 use crate::lane_pool::{give, take, take_dirty};
@@ -417,13 +418,8 @@ fn sgd_backward(
         }
     }
     u.sched.backward(&mut grads[..nt], params, &da);
-    let mut v_t = vec![0.0f32; p];
-    for (l, grad) in grads.iter_mut().enumerate().take(nt) {
-        extract(&mut v_t, &v, l);
-        for (gi, &vi) in grad.theta.iter_mut().zip(&v_t) {
-            *gi += vi;
-        }
-    }
+    let mut thetas: Vec<&mut [f32]> = grads[..nt].iter_mut().map(|g| &mut g.theta[..]).collect();
+    add_extracted_all(&mut thetas, &v);
     for b in [v, da, ul, hv] {
         give(b);
     }
