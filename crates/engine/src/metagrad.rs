@@ -56,7 +56,7 @@ fn same_type<U: 'static, T: 'static>(x: U) -> Option<T> {
 fn groups_of(range: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
     let len = range.len();
     let count = len.div_ceil(LANES);
-    if count < 2 || len % LANES == 0 || len % LANES < MIN_GROUP {
+    if count < 2 || len.is_multiple_of(LANES) || len % LANES < MIN_GROUP {
         return range.clone().step_by(LANES).map(|s| s..(s + LANES).min(range.end)).collect();
     }
     let (base, extra) = (len / count, len % count);
