@@ -106,6 +106,7 @@ def compare(binary, reps, names):
     res = {n: {"ours": [], "jax": []} for n in names}
     peaks = []
     for r in range(reps):
+        time.sleep(IDLE_S)
         peaks.append(gemm_peak())
         for n in names:
             w = built[n]
@@ -118,9 +119,11 @@ def compare(binary, reps, names):
             res[n]["jax"].append(w["run"](w["steps"]))
             print(f"  rep {r + 1}/{reps} {n}: metasched {ours:.3f} ms, jax {res[n]['jax'][-1]:.3f} ms",
                   flush=True)
-    peak = statistics.median(peaks)
-    print(f"\nsgemm 1024^2 (numpy, this venv): {peak:.1f} GFLOP/s (median of {reps}: "
-          f"{[round(p, 1) for p in peaks]})")
+    # The peak is the best repetition (each the median of 15 products): on a shared host the
+    # median would understate what the machine can do and so flatter the %-of-peak figures.
+    peak = max(peaks)
+    print(f"\nsgemm 1024^2 (numpy, this venv): peak {peak:.1f} GFLOP/s (best of {reps}; median "
+          f"{statistics.median(peaks):.1f}; all {[round(p, 1) for p in peaks]})")
     hdr = ("config", "metasched ms", "JAX ms", "JAX/ours", "FLOPs shapes", "FLOPs XLA",
            "ours GFLOP/s", "JAX GFLOP/s", "ours %peak", "JAX %peak")
     print("| " + " | ".join(hdr) + " |")
