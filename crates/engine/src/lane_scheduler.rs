@@ -269,19 +269,20 @@ impl LaneLstm {
         let mut dh_total = take_dirty(hid);
         let mut dh_prev = take_dirty(hid);
         let mut dc_prev = take_dirty(hid);
-        let mut dgates = take_dirty(4 * hid);
+        // The recurrence first (it needs only the weights), keeping each step's head and gate
+        // gradients; then every weight gradient in one pass, each element summing its steps in
+        // the same order (t = T-1 down to 0) as the step-by-step loop did: the same bits, one
+        // pass over the 4H x (F + H) gradient instead of T.
+        let mut d_head = take_dirty(steps * g);
+        let mut dgates_all = take_dirty(steps * 4 * hid);
         let span = Lanes::splat(self.lr_span);
         let one = Lanes::splat(1.0);
         for t in (0..steps).rev() {
-            let h_new = &self.hs[(t + 1) * hid..(t + 2) * hid];
             dh_total.copy_from_slice(&dh_carry);
             for k in 0..g {
                 let s = self.sig[t * g + k];
                 let d = mul(mul(mul(da[t * g + k], span), s), sub(one, s));
-                for (y, &x) in ghead_w[k * hid..(k + 1) * hid].iter_mut().zip(h_new) {
-                    *y = add(*y, mul(d, x));
-                }
-                ghead_b[k] = add(ghead_b[k], d);
+                d_head[t * g + k] = d;
                 for (y, &w) in dh_total.iter_mut().zip(&p.head_w[k * hid..(k + 1) * hid]) {
                     *y = add(*y, mul(d, Lanes::splat(w)));
                 }
@@ -289,8 +290,7 @@ impl LaneLstm {
             // lstm_cell_backward.
             let gates = &self.gates[t * 4 * hid..(t + 1) * 4 * hid];
             let c = &self.cs[t * hid..(t + 1) * hid];
-            let h = &self.hs[t * hid..(t + 1) * hid];
-            let x = &self.xs[t * FEATURES..(t + 1) * FEATURES];
+            let dgates = &mut dgates_all[t * 4 * hid..(t + 1) * 4 * hid];
             for j in 0..hid {
                 let (i, f, gg, o) = (gates[j], gates[hid + j], gates[2 * hid + j], gates[3 * hid + j]);
                 let tc = self.tanh_c[t * hid + j];
@@ -305,20 +305,40 @@ impl LaneLstm {
             }
             dh_prev.fill(Lanes::default());
             for (r, &dg) in dgates.iter().enumerate() {
-                for (y, &x) in gw_ih[r * FEATURES..(r + 1) * FEATURES].iter_mut().zip(x) {
-                    *y = add(*y, mul(dg, x));
-                }
-                for (y, &x) in gw_hh[r * hid..(r + 1) * hid].iter_mut().zip(h) {
-                    *y = add(*y, mul(dg, x));
-                }
-                gb_ih[r] = add(gb_ih[r], dg);
-                gb_hh[r] = add(gb_hh[r], dg);
                 for (y, &w) in dh_prev.iter_mut().zip(&p.w_hh[r * hid..(r + 1) * hid]) {
                     *y = add(*y, mul(dg, Lanes::splat(w)));
                 }
             }
             std::mem::swap(&mut dh_carry, &mut dh_prev);
             std::mem::swap(&mut dc_carry, &mut dc_prev);
+        }
+        // The weight gradients: `grad += d_t * input_t` for t = T-1 down to 0, per element.
+        let accumulate =
+            |gw: &mut [Lanes], d: &[Lanes], d_len: usize, inputs: &[Lanes], in_len: usize, lag: usize| {
+                for (r, row) in gw.chunks_exact_mut(in_len).enumerate() {
+                    for (c, y) in row.iter_mut().enumerate() {
+                        let mut acc = *y;
+                        for t in (0..steps).rev() {
+                            acc = add(acc, mul(d[t * d_len + r], inputs[(t + lag) * in_len + c]));
+                        }
+                        *y = acc;
+                    }
+                }
+            };
+        accumulate(ghead_w, &d_head, g, &self.hs, hid, 1);
+        accumulate(gw_ih, &dgates_all, 4 * hid, &self.xs, FEATURES, 0);
+        accumulate(gw_hh, &dgates_all, 4 * hid, &self.hs, hid, 0);
+        for (k, y) in ghead_b.iter_mut().enumerate() {
+            for t in (0..steps).rev() {
+                *y = add(*y, d_head[t * g + k]);
+            }
+        }
+        for (r, (yi, yh)) in gb_ih.iter_mut().zip(gb_hh.iter_mut()).enumerate() {
+            for t in (0..steps).rev() {
+                let dg = dgates_all[t * 4 * hid + r];
+                *yi = add(*yi, dg);
+                *yh = add(*yh, dg);
+            }
         }
         let mut lstm: Vec<&mut LstmParams<f32>> =
             grads[..nt].iter_mut().map(|g| g.lstm.as_mut().expect("gradient has the lstm slots")).collect();
@@ -336,7 +356,7 @@ impl LaneLstm {
                 .collect();
             extract_all(&mut dst, src);
         }
-        for b in gl.into_iter().chain([dh_carry, dc_carry, dh_total, dh_prev, dc_prev, dgates]) {
+        for b in gl.into_iter().chain([dh_carry, dc_carry, dh_total, dh_prev, dc_prev, d_head, dgates_all]) {
             give(b);
         }
     }
