@@ -110,9 +110,10 @@ def init_phi(cfg, seed=0):
     return {k: p[k] for k in ms.PHI}
 
 
-def make_meta_step(cfg, unroll=1):
-    """The jit-able meta-step `(phi, opt, runs) -> (phi, opt, J)` of `cfg`; `unroll` steps per
-    iteration of the scan's loop (only `xla_flops` uses more than 1)."""
+def make_run(cfg, unroll=1):
+    """`run(phi, theta0, train_x, train_y, val_x, val_y, idx) -> (L_val, (rates, losses))`: one
+    whole run (the function the meta-step differentiates, and `check_trajectory` replays);
+    `unroll` steps per iteration of the scan's loop (only `xla_flops` uses more than 1)."""
     names = ms.Cfg(layers=cfg.layers).theta_names()
     L, H = cfg.n_linear, cfg.horizon
 
@@ -152,17 +153,25 @@ def make_meta_step(cfg, unroll=1):
             h, c = lstm(phi, feats, h, c)
             a = cfg.lr_max * jax.nn.sigmoid(phi["phi.head.weight"] @ h + phi["phi.head.bias"])
             theta = {n: theta[n] - a[i] * g[n] for i, n in enumerate(names)}
-            return (theta, h, c), None
+            return (theta, h, c), (a, l)
 
         body = jax.checkpoint(step) if cfg.remat else step
         z = jnp.zeros((cfg.hidden,), jnp.float32)
         ts = jnp.arange(H, dtype=jnp.float32)
-        (theta, _, _), _ = jax.lax.scan(body, (theta0, z, z), (ts, idx), unroll=unroll)
-        return loss(theta, val_x, val_y)
+        (theta, _, _), trace = jax.lax.scan(body, (theta0, z, z), (ts, idx), unroll=unroll)
+        return loss(theta, val_x, val_y), trace
+
+    return run
+
+
+def make_meta_step(cfg, unroll=1):
+    """The jit-able meta-step `(phi, opt, runs) -> (phi, opt, J)` of `cfg` (`unroll`: as
+    `make_run`'s)."""
+    run = make_run(cfg, unroll)
 
     def objective(phi, d):
         """J: the mean over the runs of their final validation loss."""
-        per_run = jax.vmap(run, in_axes=(None, 0, None, 0, None, 0, 0))(
+        per_run, _ = jax.vmap(run, in_axes=(None, 0, None, 0, None, 0, 0))(
             phi, d["theta0"], d["train_x"], d["train_y"], d["val_x"], d["val_y"], d["idx"])
         return jnp.mean(per_run)
 
@@ -206,3 +215,36 @@ def shape_flops(cfg, n_val):
     inner gradient per step, 6bP) and the LSTM are left out, as for the short configs."""
     P = sum(cfg.layers[i] * cfg.layers[i + 1] for i in range(cfg.n_linear))
     return cfg.runs * (18 * cfg.horizon * cfg.batch * P + 6 * n_val * P)
+
+
+def check_trajectory(ckpt, traj):
+    """Replays a run metasched recorded (`meta-coord apply --record-trajectory`, spec 7.2)
+    with the checkpoint's scheduler through `make_run`, on the recorded theta_0, splits and
+    minibatches: returns the relative errors of the rates, the minibatch losses and the final
+    validation loss against metasched's, and the run's horizon."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    with safe_open(traj, "np") as f:
+        meta = json.loads(f.metadata()["metasched.trajectory"])
+    rec = load_file(traj)
+    cfg = LongCfg(horizon=int(meta["horizon"]), layers=meta["layers"],
+                  batch=int(meta["batch_size"]))
+    with safe_open(ckpt, "np") as f:
+        c = json.loads(f.metadata()["metasched.config"])
+    cfg.hidden, cfg.lr_max = c["scheduler"]["hidden"], c["scheduler"]["lr_max"]
+    assert c["scheduler"]["lr_min"] == 0.0 and meta["inner_optimizer"]["kind"] == "sgd"
+    phi = {k: jnp.asarray(v, jnp.float32) for k, v in load_file(ckpt).items() if k in ms.PHI}
+    theta0 = {k: jnp.asarray(rec[k], jnp.float32) for k in ms.Cfg(layers=cfg.layers).theta_names()}
+    val_loss, (rates, losses) = jax.jit(make_run(cfg))(
+        phi, theta0, jnp.asarray(rec["train.x"]), jnp.asarray(rec["train.labels"], jnp.int32),
+        jnp.asarray(rec["val.x"]), jnp.asarray(rec["val.labels"], jnp.int32),
+        jnp.asarray(rec["batch.indices"], jnp.int32))
+    rel = lambda a, b: float(np.linalg.norm(np.asarray(a, np.float64) - b)
+                             / max(np.linalg.norm(np.asarray(b, np.float64)), 1e-30))
+    at_h = rec["val_loss"][list(rec["val_step"]).index(cfg.horizon)]
+    return dict(lr=rel(rates, rec["lr"]), train_loss=rel(losses, rec["train_loss"]),
+                val_loss=rel(val_loss, at_h), horizon=cfg.horizon,
+                val=(float(val_loss), float(at_h)))
