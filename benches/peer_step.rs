@@ -10,20 +10,56 @@
 //! is the same with H = 100.
 //!
 //! `cargo bench --bench peer_step -- [default|wide|digits|long|long100] [--steps N] [--warmup N] [--threads N]`
+//! `cargo bench --bench peer_step -- long-grad --checkpoint CKPT --grad-out FILE` (the check)
 
 use std::path::Path;
 use std::time::Instant;
 
-use metasched::engine::horizon::{Member, RunData, WindowItem};
+use metasched::engine::horizon::{Member, RunData, RunState, WindowItem, window_meta_gradient};
 use metasched::engine::init::init_params;
 use metasched::engine::rng::CounterRng;
 use metasched::engine::{
     Activation, Adam, AdamConfig, Config, Engine, LossKind, TaskBatch, UpdateMask, clip_grad_norm,
 };
+use metasched::formats::{Checkpoint, read_checkpoint, write_checkpoint};
 use metasched::tasks::{Digits, OpenedDataset, RunStream, Split, TrainRun, sample_sinusoid};
 use metasched_coord::train::config::load_toml;
 use metasched_coord::train::state::TrainState;
 use metasched_proto::TaskFamily;
+
+/// `long-grad`: the meta-gradient of metasched's `full` estimator (remat) for Test run 0 of
+/// digits-long.toml under the scheduler of the checkpoint `ckpt`, written to `out` as a
+/// checkpoint (spec §5 names), so that `bench.py --check-long` can hold the peer's `jax.grad`
+/// of the same run (recorded by `meta-coord apply --record-trajectory`) against it.
+fn long_grad(ckpt: &Path, out: &Path) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/digits-long.toml");
+    let cfg = load_toml(&path).expect("deploy/examples/digits-long.toml");
+    let TaskFamily::TrainMlp(runs) = cfg.family().expect("task family") else {
+        panic!("digits-long.toml is not a train-mlp configuration")
+    };
+    let ck = read_checkpoint(ckpt).expect("checkpoint");
+    let config = &ck.config;
+    let data = OpenedDataset::open(&runs.data, config).expect("digits dataset");
+    let run = TrainRun::<f32>::open(&data, config, cfg.trajectory.outer.seed, RunStream::Test, 0, runs.batch)
+        .expect("run");
+    let h = config.inner.steps;
+    let mut grad = ck.params.zeros_like();
+    let mut state = RunState::fresh(config, run.learner_init());
+    let w = window_meta_gradient(
+        &mut grad,
+        config,
+        &ck.params,
+        &mut state,
+        &run,
+        h,
+        &runs.objective(h),
+        runs.remat,
+        1.0,
+    )
+    .expect("meta-gradient");
+    write_checkpoint(out, &Checkpoint::new(config.clone(), grad)).expect("write the gradient");
+    println!("peer_step long-grad H={h} J={} out={}", w.objective, out.display());
+}
 
 /// A short-horizon config and its fixed task batch (B = 25).
 fn workload(name: &str) -> (Config, TaskBatch<f32>) {
@@ -132,6 +168,7 @@ fn short_step<'a>(engine: &'a Engine, name: &str) -> impl FnMut() -> f32 + 'a {
 fn main() {
     let mut name = "default".to_string();
     let (mut steps, mut warmup, mut threads) = (20usize, 3usize, 0usize);
+    let (mut checkpoint, mut grad_out) = (None::<String>, None::<String>);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> usize {
@@ -141,10 +178,17 @@ fn main() {
             "--steps" => steps = num("--steps"),
             "--warmup" => warmup = num("--warmup"),
             "--threads" => threads = num("--threads"),
+            "--checkpoint" => checkpoint = args.next(),
+            "--grad-out" => grad_out = args.next(),
             "--bench" => {} // what `cargo bench` passes
             s if !s.starts_with('-') => name = s.to_string(),
             s => panic!("unknown argument {s}"),
         }
+    }
+    if name == "long-grad" {
+        let need = |v: Option<String>, what: &str| v.unwrap_or_else(|| panic!("long-grad needs {what}"));
+        long_grad(Path::new(&need(checkpoint, "--checkpoint")), Path::new(&need(grad_out, "--grad-out")));
+        return;
     }
     let engine = Engine::new(threads).expect("thread pool");
     let mut step: Box<dyn FnMut() -> f32> = match name.as_str() {

@@ -2,7 +2,7 @@
 
   python bench.py                      # peer alone, default config: ms per meta-step + XLA FLOPs
   python bench.py --check CKPT TASKS METAGRAD_OUT   # same math as `meta-coord metagrad`?
-  python bench.py --check-long CKPT TRAJECTORY      # long peer replays `apply --record-trajectory`
+  python bench.py --check-long CKPT TRAJECTORY [GRAD]   # long peer replays a recorded run
   python bench.py --compare RUST_BIN   # metasched vs peer, interleaved, + GEMM peak
 
 `long` / `long100` are the long-horizon train-mlp meta-step of
@@ -228,13 +228,17 @@ def check(ckpt, tasks, out, tol):
     return ok
 
 
-def check_long(ckpt, traj, tol):
+def check_long(ckpt, traj, tol, grad=None):
     """The long-horizon peer's run against one metasched recorded (`meta-coord apply
-    --record-trajectory`): rates, minibatch losses and final validation loss within `tol`."""
-    r = msl.check_trajectory(ckpt, traj)
-    worst = max(r["lr"], r["train_loss"], r["val_loss"])
+    --record-trajectory`): rates, minibatch losses, final validation loss and, given metasched's
+    meta-gradient of the run (`peer_step long-grad`), every phi gradient within `tol`."""
+    r = msl.check_trajectory(ckpt, traj, grad)
     print(f"  H = {r['horizon']}: lr rel err {r['lr']:.2e}, train_loss {r['train_loss']:.2e}, "
           f"final val_loss {r['val_loss']:.2e} (peer {r['val'][0]:.6f}, metasched {r['val'][1]:.6f})")
+    grads = {k: v for k, v in r.items() if k.startswith("grad.")}
+    for k, v in grads.items():
+        print(f"  {k:28s} rel err {v:.2e}")
+    worst = max([r["lr"], r["train_loss"], r["val_loss"], *grads.values()])
     ok = worst < tol
     print(f"check-long: worst relative error {worst:.2e} (tolerance {tol:g}): {'OK' if ok else 'FAILED'}")
     return ok
@@ -243,7 +247,7 @@ def check_long(ckpt, traj, tol):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", nargs=3, metavar=("CKPT", "TASKS", "METAGRAD_OUT"))
-    ap.add_argument("--check-long", nargs=2, metavar=("CKPT", "TRAJECTORY"))
+    ap.add_argument("--check-long", nargs="+", metavar="CKPT TRAJECTORY [GRAD]")
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--compare", metavar="RUST_BENCH_BINARY")
     ap.add_argument("--configs", default="default,wide,digits")
@@ -252,7 +256,10 @@ def main():
     if a.check:
         sys.exit(0 if check(*a.check, a.tol) else 1)
     if a.check_long:
-        sys.exit(0 if check_long(*a.check_long, a.tol) else 1)
+        if len(a.check_long) not in (2, 3):
+            ap.error("--check-long takes CKPT TRAJECTORY [GRAD]")
+        ckpt, traj, *grad = a.check_long
+        sys.exit(0 if check_long(ckpt, traj, a.tol, *grad) else 1)
     if a.compare:
         compare(a.compare, a.reps, a.configs.split(","))
     else:

@@ -217,11 +217,13 @@ def shape_flops(cfg, n_val):
     return cfg.runs * (18 * cfg.horizon * cfg.batch * P + 6 * n_val * P)
 
 
-def check_trajectory(ckpt, traj):
+def check_trajectory(ckpt, traj, grad=None):
     """Replays a run metasched recorded (`meta-coord apply --record-trajectory`, spec 7.2)
     with the checkpoint's scheduler through `make_run`, on the recorded theta_0, splits and
     minibatches: returns the relative errors of the rates, the minibatch losses and the final
-    validation loss against metasched's, and the run's horizon."""
+    validation loss against metasched's, and the run's horizon; with `grad` (metasched's
+    meta-gradient of that run, `peer_step long-grad`), also the relative error of the peer's
+    `jax.grad` of the run's final validation loss per phi tensor (`grad.NAME`)."""
     import json
 
     from safetensors import safe_open
@@ -238,13 +240,18 @@ def check_trajectory(ckpt, traj):
     assert c["scheduler"]["lr_min"] == 0.0 and meta["inner_optimizer"]["kind"] == "sgd"
     phi = {k: jnp.asarray(v, jnp.float32) for k, v in load_file(ckpt).items() if k in ms.PHI}
     theta0 = {k: jnp.asarray(rec[k], jnp.float32) for k in ms.Cfg(layers=cfg.layers).theta_names()}
-    val_loss, (rates, losses) = jax.jit(make_run(cfg))(
-        phi, theta0, jnp.asarray(rec["train.x"]), jnp.asarray(rec["train.labels"], jnp.int32),
-        jnp.asarray(rec["val.x"]), jnp.asarray(rec["val.labels"], jnp.int32),
-        jnp.asarray(rec["batch.indices"], jnp.int32))
+    args = (theta0, jnp.asarray(rec["train.x"]), jnp.asarray(rec["train.labels"], jnp.int32),
+            jnp.asarray(rec["val.x"]), jnp.asarray(rec["val.labels"], jnp.int32),
+            jnp.asarray(rec["batch.indices"], jnp.int32))
+    run = make_run(cfg)
+    (val_loss, (rates, losses)), g = jax.jit(jax.value_and_grad(run, has_aux=True))(phi, *args)
     rel = lambda a, b: float(np.linalg.norm(np.asarray(a, np.float64) - b)
                              / max(np.linalg.norm(np.asarray(b, np.float64)), 1e-30))
     at_h = rec["val_loss"][list(rec["val_step"]).index(cfg.horizon)]
-    return dict(lr=rel(rates, rec["lr"]), train_loss=rel(losses, rec["train_loss"]),
-                val_loss=rel(val_loss, at_h), horizon=cfg.horizon,
-                val=(float(val_loss), float(at_h)))
+    out = dict(lr=rel(rates, rec["lr"]), train_loss=rel(losses, rec["train_loss"]),
+               val_loss=rel(val_loss, at_h), horizon=cfg.horizon,
+               val=(float(val_loss), float(at_h)))
+    if grad is not None:
+        ref = load_file(grad)
+        out.update({f"grad.{k}": rel(g[k], ref[k]) for k in sorted(ms.PHI)})
+    return out

@@ -36,13 +36,23 @@ if [ "${1:-}" = "--check" ]; then
     done
     # The long-horizon peer (metastep_long.py) replays a run metasched recorded: one train
     # step of deploy/examples/digits-long.toml (a scheduler that reads its features), then
-    # `apply --record-trajectory` of Test run 0 (H = 1000).
+    # `apply --record-trajectory` of Test run 0 (H = 1000), and metasched's meta-gradient of
+    # that run (`peer_step long-grad`) against the peer's jax.grad.
     "$mc" train --config "$root/deploy/examples/digits-long.toml" --steps 1 --eval-every 0 \
         --final-eval-tasks 2 --out "$dir/long" >/dev/null
     "$mc" apply --checkpoint "$dir/long/checkpoint.safetensors" --seeds 1 --tune-seeds 1 \
         --curve-every 1000 --record-trajectory "$dir/long.traj" --out "$dir/long" >/dev/null
+    bin="$(cd "$root" && cargo bench --bench peer_step --no-run --message-format=json 2>/dev/null \
+          | "$py" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "peer_step" and m.get("executable"):
+        print(m["executable"])')"
+    "$bin" long-grad --checkpoint "$dir/long/checkpoint.safetensors" --grad-out "$dir/long.grad" >/dev/null
     echo "digits-long:"
-    "$py" bench.py --check-long "$dir/long/checkpoint.safetensors" "$dir/long.traj" || status=1
+    "$py" bench.py --check-long "$dir/long/checkpoint.safetensors" "$dir/long.traj" "$dir/long.grad" \
+        || status=1
     exit $status
 fi
 exec "$py" bench.py "$@"
