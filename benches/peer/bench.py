@@ -2,9 +2,13 @@
 
   python bench.py                      # peer alone, default config: ms per meta-step + XLA FLOPs
   python bench.py --check CKPT TASKS METAGRAD_OUT   # same math as `meta-coord metagrad`?
+  python bench.py --check-long CKPT TRAJECTORY [GRAD]   # long peer replays a recorded run
   python bench.py --compare RUST_BIN   # metasched vs peer, interleaved, + GEMM peak
 
-Timing: a fixed pre-sampled batch of B = 25 tasks; the jitted meta-step (meta-gradient,
+`long` / `long100` are the long-horizon train-mlp meta-step of
+deploy/examples/digits-long.toml (metastep_long.py): 8 pre-drawn runs of H = 1000 / 100 steps.
+
+Timing: a fixed pre-sampled batch of B = 25 tasks (or the 8 runs); the jitted meta-step (meta-gradient,
 global-norm clip 10, Adam lr 1e-3) is compiled and warmed up first (compile time
 excluded), then each repetition is the median of `steps` calls (block_until_ready);
 the figure printed is the median over repetitions.
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import metastep as ms
+import metastep_long as msl
 
 WORKLOADS = {
     # name: (cfg kwargs, kind, k, q, steps per repetition)
@@ -30,12 +35,66 @@ WORKLOADS = {
     "wide": (dict(layers=(1, 256, 256, 1)), "sinusoid", 10, 10, 10),
     "digits": (dict(layers=(64, 128, 128, 5), loss="cross_entropy"), "digits", 25, 50, 10),
 }
+# The long-horizon train-mlp meta-step (deploy/examples/digits-long.toml, metastep_long.py):
+# name: (horizon H, steps per repetition, warm-up steps). One step of `long` is about 1 s.
+LONG_WORKLOADS = {
+    "long": (1000, 3, 1),
+    "long100": (100, 10, 2),
+}
 B = 25
 # Seconds of idle before each measured side (see `compare`).
 IDLE_S = float(os.environ.get("PEER_IDLE_S", "1.0"))
 
 
+def compiled_flops(compiled):
+    """XLA's own FLOP count of a compiled computation (NaN where it gives none)."""
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):
+        ca = ca[0] if ca else {}
+    return float(ca.get("flops", float("nan"))) if ca else float("nan")
+
+
+def timer(compiled, state, data):
+    """`run(n)`: the median ms of n calls of the compiled meta-step, carrying its state."""
+
+    def run(n):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            p, o, j = compiled(state["params"], state["opt"], data)
+            jax.block_until_ready((p, o, j))
+            times.append((time.perf_counter() - t) * 1e3)
+            state["params"], state["opt"] = p, o
+        return statistics.median(times)
+
+    return run
+
+
+def build_long(name):
+    """A long-horizon workload: the pre-drawn runs, the compiled meta-step, its FLOP counts."""
+    horizon, steps, warmup = LONG_WORKLOADS[name]
+    cfg = msl.LongCfg(horizon=horizon)
+    data = msl.sample_runs(cfg)
+    phi = msl.init_phi(cfg)
+    opt = ms.adam_init(phi)
+    t0 = time.perf_counter()
+    compiled = jax.jit(msl.make_meta_step(cfg)).lower(phi, opt, data).compile()
+    compile_s = time.perf_counter() - t0
+    run = timer(compiled, {"params": phi, "opt": opt}, data)
+    run(warmup)
+    xla, (c1, c2) = msl.xla_flops(cfg, (phi, opt, data), compiled_flops)
+    print(f"{name}: XLA counts {c1 / 1e6:.2f} M FLOPs as compiled (loop bodies once), "
+          f"{c2 / 1e6:.2f} M with the scan unrolled twice: {xla / 1e6:.1f} M per meta-step",
+          flush=True)
+    return dict(cfg=cfg, run=run, steps=steps, warmup=warmup, compile_s=compile_s,
+                xla_flops=xla,
+                shape_flops=msl.shape_flops(cfg, data["val_x"].shape[0]))
+
+
 def build(name):
+    """Config `name`, compiled and warmed up: its timer, FLOP counts and steps per repetition."""
+    if name in LONG_WORKLOADS:
+        return build_long(name)
     kw, kind, k, q, steps = WORKLOADS[name]
     cfg = ms.Cfg(**kw)
     rng = np.random.default_rng(0)
@@ -49,25 +108,10 @@ def build(name):
     t0 = time.perf_counter()
     compiled = jax.jit(meta_step).lower(params, opt, batch).compile()
     compile_s = time.perf_counter() - t0
-    ca = compiled.cost_analysis()
-    if isinstance(ca, (list, tuple)):
-        ca = ca[0] if ca else {}
-    xla_flops = float(ca.get("flops", float("nan"))) if ca else float("nan")
-    state = {"params": params, "opt": opt}
-
-    def run(n):
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            p, o, j = compiled(state["params"], state["opt"], batch)
-            jax.block_until_ready((p, o, j))
-            times.append((time.perf_counter() - t) * 1e3)
-            state["params"], state["opt"] = p, o
-        return statistics.median(times)
-
+    run = timer(compiled, {"params": params, "opt": opt}, batch)
     run(10)  # warm-up
-    return dict(cfg=cfg, run=run, steps=steps, compile_s=compile_s, xla_flops=xla_flops,
-                shape_flops=ms.shape_flops(cfg, k, q, B))
+    return dict(cfg=cfg, run=run, steps=steps, warmup=3, compile_s=compile_s,
+                xla_flops=compiled_flops(compiled), shape_flops=ms.shape_flops(cfg, k, q, B))
 
 
 def gemm_peak(n=1024, reps=15):
@@ -82,9 +126,10 @@ def gemm_peak(n=1024, reps=15):
     return 2 * n ** 3 / statistics.median(ts) / 1e9
 
 
-def run_rust(binary, name, steps):
-    out = subprocess.run([binary, name, "--steps", str(steps), "--warmup", "3"], check=True,
-                         capture_output=True, text=True).stdout
+def run_rust(binary, name, steps, warmup=3):
+    """metasched's median ms per meta-step of config `name` (its `peer_step` binary)."""
+    out = subprocess.run([binary, name, "--steps", str(steps), "--warmup", str(warmup)],
+                         check=True, capture_output=True, text=True).stdout
     line = [l for l in out.splitlines() if l.startswith("peer_step")][-1]
     return float(line.split("median_ms=")[1].split()[0]), line
 
@@ -113,7 +158,7 @@ def compare(binary, reps, names):
             # Both cores idle before each side: OpenBLAS's and XLA's worker threads spin for a
             # while after their last call and would steal a core from whichever runs next.
             time.sleep(IDLE_S)
-            ours, line = run_rust(binary, n, w["steps"])
+            ours, line = run_rust(binary, n, w["steps"], w["warmup"])
             res[n]["ours"].append(ours)
             time.sleep(IDLE_S)
             res[n]["jax"].append(w["run"](w["steps"]))
@@ -183,9 +228,26 @@ def check(ckpt, tasks, out, tol):
     return ok
 
 
+def check_long(ckpt, traj, tol, grad=None):
+    """The long-horizon peer's run against one metasched recorded (`meta-coord apply
+    --record-trajectory`): rates, minibatch losses, final validation loss and, given metasched's
+    meta-gradient of the run (`peer_step long-grad`), every phi gradient within `tol`."""
+    r = msl.check_trajectory(ckpt, traj, grad)
+    print(f"  H = {r['horizon']}: lr rel err {r['lr']:.2e}, train_loss {r['train_loss']:.2e}, "
+          f"final val_loss {r['val_loss']:.2e} (peer {r['val'][0]:.6f}, metasched {r['val'][1]:.6f})")
+    grads = {k: v for k, v in r.items() if k.startswith("grad.")}
+    for k, v in grads.items():
+        print(f"  {k:28s} rel err {v:.2e}")
+    worst = max([r["lr"], r["train_loss"], r["val_loss"], *grads.values()])
+    ok = worst < tol
+    print(f"check-long: worst relative error {worst:.2e} (tolerance {tol:g}): {'OK' if ok else 'FAILED'}")
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", nargs=3, metavar=("CKPT", "TASKS", "METAGRAD_OUT"))
+    ap.add_argument("--check-long", nargs="+", metavar="CKPT TRAJECTORY [GRAD]")
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--compare", metavar="RUST_BENCH_BINARY")
     ap.add_argument("--configs", default="default,wide,digits")
@@ -193,6 +255,11 @@ def main():
     a = ap.parse_args()
     if a.check:
         sys.exit(0 if check(*a.check, a.tol) else 1)
+    if a.check_long:
+        if len(a.check_long) not in (2, 3):
+            ap.error("--check-long takes CKPT TRAJECTORY [GRAD]")
+        ckpt, traj, *grad = a.check_long
+        sys.exit(0 if check_long(ckpt, traj, a.tol, *grad) else 1)
     if a.compare:
         compare(a.compare, a.reps, a.configs.split(","))
     else:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The JAX peer of metasched's default meta-step (benches/peer/README.md).
 #   bash benches/peer/run.sh            # ms per meta-step (compile excluded) + XLA FLOPs
-#   bash benches/peer/run.sh --check    # same math as `meta-coord metagrad` (rel. err < 1e-4)
+#   bash benches/peer/run.sh --check    # same math as `meta-coord metagrad` (rel. err < 1e-4),
+#                                       # and the long peer replays a recorded run
 # Creates a throwaway virtualenv under target/peer-venv (jax[cpu], safetensors, numpy from
 # PyPI) on first use. Not part of CI.
 set -euo pipefail
@@ -33,6 +34,25 @@ if [ "${1:-}" = "--check" ]; then
         echo "$name:"
         "$py" bench.py --check "$dir/$name.ckpt" "$dir/$name.tasks" "$dir/$name.out" || status=1
     done
+    # The long-horizon peer (metastep_long.py) replays a run metasched recorded: one train
+    # step of deploy/examples/digits-long.toml (a scheduler that reads its features), then
+    # `apply --record-trajectory` of Test run 0 (H = 1000), and metasched's meta-gradient of
+    # that run (`peer_step long-grad`) against the peer's jax.grad.
+    "$mc" train --config "$root/deploy/examples/digits-long.toml" --steps 1 --eval-every 0 \
+        --final-eval-tasks 2 --out "$dir/long" >/dev/null
+    "$mc" apply --checkpoint "$dir/long/checkpoint.safetensors" --seeds 1 --tune-seeds 1 \
+        --curve-every 1000 --record-trajectory "$dir/long.traj" --out "$dir/long" >/dev/null
+    bin="$(cd "$root" && cargo bench --bench peer_step --no-run --message-format=json 2>/dev/null \
+          | "$py" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "peer_step" and m.get("executable"):
+        print(m["executable"])')"
+    "$bin" long-grad --checkpoint "$dir/long/checkpoint.safetensors" --grad-out "$dir/long.grad" >/dev/null
+    echo "digits-long:"
+    "$py" bench.py --check-long "$dir/long/checkpoint.safetensors" "$dir/long.traj" "$dir/long.grad" \
+        || status=1
     exit $status
 fi
 exec "$py" bench.py "$@"
