@@ -39,36 +39,104 @@ pub fn gemm_nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize,
     }
 }
 
-/// `out[n×m] += a[n×k] · b[k×m]` (back-propagation to a layer's input, `δ W`).
+/// Rows and columns of `out` that [`gemm_nn_acc`] and [`gemm_tn_acc`] keep in registers while
+/// they run over the summed index: every output still sums its terms one by one in the order
+/// of the index, so the blocking changes no bit.
+const BLOCK_ROWS: usize = 4;
+const BLOCK_COLS: usize = 32;
+
+/// `out[i, j] += Σ_p a(i, p) · b[p·ldb + j]` for the `R × C` block of `out` at row stride
+/// `ldo`, terms in the order `p = 0, 1, ...` (a rounded product, then a sum).
+#[inline(always)]
+fn block_acc<T: Real, const R: usize, const C: usize>(
+    out: &mut [T],
+    ldo: usize,
+    a: impl Fn(usize, usize) -> T,
+    b: &[T],
+    ldb: usize,
+    np: usize,
+) {
+    let mut acc = [[T::zero(); C]; R];
+    for (i, acc) in acc.iter_mut().enumerate() {
+        acc.copy_from_slice(&out[i * ldo..i * ldo + C]);
+    }
+    for p in 0..np {
+        let bp = &b[p * ldb..p * ldb + C];
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let s = a(i, p);
+            for q in 0..C {
+                acc[q] += s * bp[q];
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        out[i * ldo..i * ldo + C].copy_from_slice(acc);
+    }
+}
+
+/// `out[n×m] += a[n×k] · b[k×m]` (back-propagation to a layer's input, `δ W`): blocks of
+/// [`BLOCK_ROWS`] × [`BLOCK_COLS`] outputs in registers over `p`, the rest by rows.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn gemm_nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
     debug_assert!(out.len() >= n * m && a.len() >= n * k && b.len() >= k * m);
+    let (rows, cols) = (n - n % BLOCK_ROWS, m - m % BLOCK_COLS);
+    for r0 in (0..rows).step_by(BLOCK_ROWS) {
+        for j0 in (0..cols).step_by(BLOCK_COLS) {
+            block_acc::<T, BLOCK_ROWS, BLOCK_COLS>(
+                &mut out[r0 * m + j0..],
+                m,
+                |i, p| a[(r0 + i) * k + p],
+                &b[j0..],
+                m,
+                k,
+            );
+        }
+    }
     for r in 0..n {
-        let or = &mut out[r * m..(r + 1) * m];
+        let j0 = if r < rows { cols } else { 0 };
+        let or = &mut out[r * m + j0..(r + 1) * m];
         for (p, &s) in a[r * k..(r + 1) * k].iter().enumerate() {
-            axpy(or, s, &b[p * m..(p + 1) * m]);
+            axpy(or, s, &b[p * m + j0..(p + 1) * m]);
         }
     }
 }
 
-/// `out[m×k] += a[n×m]ᵀ · b[n×k]` (a layer's weight gradient, `δᵀ H`). Rows of `out` for
-/// wide inputs; for narrow ones (`k < 8`) a pass per column over all of `out`'s rows.
+/// `out[m×k] += a[n×m]ᵀ · b[n×k]` (a layer's weight gradient, `δᵀ H`): for wide inputs blocks
+/// of [`BLOCK_ROWS`] × [`BLOCK_COLS`] outputs in registers over the `n` rows, the rest row by
+/// row; for narrow ones (`k < 8`) a pass per column over all of `out`'s rows.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn gemm_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
     debug_assert!(out.len() >= m * k && a.len() >= n * m && b.len() >= n * k);
-    for r in 0..n {
-        let ar = &a[r * m..(r + 1) * m];
-        let br = &b[r * k..(r + 1) * k];
-        if k < 8 {
-            for (c, &s) in br.iter().enumerate() {
+    if k < 8 {
+        for r in 0..n {
+            let ar = &a[r * m..(r + 1) * m];
+            for (c, &s) in b[r * k..(r + 1) * k].iter().enumerate() {
                 for (i, &x) in ar.iter().enumerate() {
                     out[i * k + c] += x * s;
                 }
             }
-        } else {
-            for (i, &s) in ar.iter().enumerate() {
-                axpy(&mut out[i * k..(i + 1) * k], s, br);
-            }
+        }
+        return;
+    }
+    let (rows, cols) = (m - m % BLOCK_ROWS, k - k % BLOCK_COLS);
+    for i0 in (0..rows).step_by(BLOCK_ROWS) {
+        for c0 in (0..cols).step_by(BLOCK_COLS) {
+            block_acc::<T, BLOCK_ROWS, BLOCK_COLS>(
+                &mut out[i0 * k + c0..],
+                k,
+                |i, r| a[r * m + i0 + i],
+                &b[c0..],
+                k,
+                n,
+            );
+        }
+    }
+    for r in 0..n {
+        let ar = &a[r * m..(r + 1) * m];
+        let br = &b[r * k..(r + 1) * k];
+        for (i, &s) in ar.iter().enumerate() {
+            let c0 = if i < rows { cols } else { 0 };
+            axpy(&mut out[i * k + c0..(i + 1) * k], s, &br[c0..]);
         }
     }
 }
