@@ -7,6 +7,7 @@ use crate::params::Params;
 use crate::real::Real;
 use crate::scheduler::SchedulerTrace;
 use crate::task::TaskRef;
+use crate::task_pool;
 
 /// What one task's inner run produced.
 #[derive(Debug, Clone)]
@@ -59,12 +60,15 @@ fn unroll<T: Real>(
     let mlp = Mlp::new(config);
     let p = mlp.layout.len();
     let steps = config.inner.steps;
-    let mut thetas = vec![T::zero(); (steps + 1) * p];
+    // Buffers from this thread's free list, not zeroed: every value is written before it is
+    // read (`theta_{t+1}` by the update below, whose groups cover theta; `g_t` and the caches
+    // by `loss_and_grad`).
+    let mut thetas = task_pool::take_dirty((steps + 1) * p);
     thetas[..p].copy_from_slice(&params.theta);
-    let mut grads = vec![T::zero(); steps * p];
+    let mut grads = task_pool::take_dirty(steps * p);
     // One cache per step when the backward pass needs them, else one reused cache.
     let mut caches: Vec<MlpCache<T>> =
-        (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache(task.support.n)).collect();
+        (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache_reused(task.support.n)).collect();
     let mut sched = SchedulerTrace::new(config);
     let mut opt = OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches);
     for t in 0..steps {
@@ -87,12 +91,21 @@ fn unroll<T: Real>(
             }
         }
     }
-    let mut qcache = mlp.cache(task.query.n);
-    let mut v = vec![T::zero(); p];
+    let mut qcache = mlp.cache_reused(task.query.n);
+    let mut v = task_pool::take_dirty(p);
     let theta_t = &thetas[steps * p..];
     let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
     let accuracy = mlp.accuracy_of_output(&qcache, task.query.y);
+    qcache.recycle();
     Unroll { mlp, thetas, grads, caches, sched, opt, v, outer_loss, accuracy }
+}
+
+/// Gives an unroll's buffers back to this thread's free list ([`task_pool`]).
+fn recycle<T: Real>(thetas: Vec<T>, grads: Vec<T>, caches: Vec<MlpCache<T>>, v: Vec<T>) {
+    task_pool::give(thetas);
+    task_pool::give(grads);
+    caches.into_iter().for_each(MlpCache::recycle);
+    task_pool::give(v);
 }
 
 /// Query loss after the inner loop, and the rates used, without any gradient.
@@ -108,12 +121,14 @@ pub fn run_task<T: Real>(
     fixed_features: Option<&[[T; FEATURES]]>,
 ) -> TaskOutcome<T> {
     let u = unroll(config, params, task, fixed_features, false);
-    TaskOutcome {
+    let out = TaskOutcome {
         outer_loss: u.outer_loss,
         lr: u.sched.rates().to_vec(),
         features: u.sched.features().to_vec(),
         accuracy: u.accuracy,
-    }
+    };
+    recycle(u.thetas, u.grads, u.caches, u.v);
+    out
 }
 
 /// The meta-gradient of `scale · L_query(theta_T)` for one task, accumulated into `grad`
@@ -136,11 +151,17 @@ pub fn task_meta_gradient<T: Real>(
     for x in v.iter_mut() {
         *x *= scale;
     }
-    let mut da = vec![T::zero(); steps * g_count];
-    let mut u = vec![T::zero(); p];
-    let mut hv = vec![T::zero(); p];
-    let mut scratch: HvpScratch<T> = mlp.hvp_scratch(task.support.n);
-    let (mut wm, mut ws) = (vec![T::zero(); p], vec![T::zero(); p]);
+    // Written before read: `da` for every (t, k) below, `u` group by group, `hv` and the
+    // scratch by `hvp`. The optimiser's adjoints `wm`, `ws` start at zero.
+    let mut da = task_pool::take_dirty(steps * g_count);
+    let mut u = task_pool::take_dirty(p);
+    let mut hv = task_pool::take_dirty(p);
+    let mut scratch: HvpScratch<T> = mlp.hvp_scratch_reused(task.support.n);
+    let (mut wm, mut ws) = if config.inner.optimizer.is_sgd() {
+        (Vec::new(), Vec::new())
+    } else {
+        (task_pool::take(p), task_pool::take(p))
+    };
     for t in (0..steps).rev() {
         let g = &grads[t * p..(t + 1) * p];
         let rates = sched.rates_at(t);
@@ -167,6 +188,11 @@ pub fn task_meta_gradient<T: Real>(
     sched.backward(grad, params, &da);
     for (gi, &vi) in grad.theta.iter_mut().zip(&v) {
         *gi += vi;
+    }
+    recycle(thetas, grads, caches, v);
+    scratch.recycle();
+    for b in [da, u, hv, wm, ws] {
+        task_pool::give(b);
     }
     TaskOutcome { outer_loss, lr: sched.rates().to_vec(), features: sched.features().to_vec(), accuracy }
 }

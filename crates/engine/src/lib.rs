@@ -41,6 +41,8 @@ pub mod mlp;
 pub mod rng;
 pub mod scheduler;
 pub mod task_group;
+pub mod task_pool;
+pub mod wide_kernels;
 
 pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};
 pub use fixed_sum::FixedSum;

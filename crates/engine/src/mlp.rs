@@ -8,6 +8,7 @@ use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc};
 use crate::loss::{loss_forward_backward, loss_rop, loss_value};
 use crate::real::Real;
 use crate::task::TargetsRef;
+use crate::task_pool;
 
 /// The learner's architecture; stateless apart from its shape.
 #[derive(Debug, Clone)]
@@ -70,27 +71,49 @@ impl Mlp {
 
     /// A cache for sets of `n` points.
     pub fn cache<T: Real>(&self, n: usize) -> MlpCache<T> {
+        self.cache_with(n, |len| vec![T::zero(); len])
+    }
+
+    /// [`Mlp::cache`] from this thread's free list ([`task_pool`]), holding whatever its last
+    /// user left: [`Mlp::forward`], [`Mlp::loss_and_grad`] and [`Mlp::hvp`] write every value
+    /// before reading it. Give it back with [`MlpCache::recycle`].
+    pub fn cache_reused<T: Real>(&self, n: usize) -> MlpCache<T> {
+        self.cache_with(n, task_pool::take_dirty)
+    }
+
+    fn cache_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Vec<T>) -> MlpCache<T> {
         let l = self.n_linear();
         let w = &self.layout.widths;
         MlpCache {
             n,
-            hidden: (1..l).map(|i| vec![T::zero(); n * w[i]]).collect(),
-            out: vec![T::zero(); n * w[l]],
-            probs: vec![T::zero(); n * w[l]],
-            delta: (0..l).map(|i| vec![T::zero(); n * w[i + 1]]).collect(),
-            dh: (1..l).map(|i| vec![T::zero(); n * w[i]]).collect(),
+            hidden: (1..l).map(|i| alloc(n * w[i])).collect(),
+            out: alloc(n * w[l]),
+            probs: alloc(n * w[l]),
+            delta: (0..l).map(|i| alloc(n * w[i + 1])).collect(),
+            dh: (1..l).map(|i| alloc(n * w[i])).collect(),
         }
     }
 
     /// Scratch for Hessian-vector products on sets of `n` points.
     pub fn hvp_scratch<T: Real>(&self, n: usize) -> HvpScratch<T> {
+        self.hvp_scratch_with(n, |len| vec![T::zero(); len])
+    }
+
+    /// [`Mlp::hvp_scratch`] from this thread's free list, holding whatever its last user left
+    /// ([`Mlp::hvp`] writes every value before reading it). Give it back with
+    /// [`HvpScratch::recycle`].
+    pub fn hvp_scratch_reused<T: Real>(&self, n: usize) -> HvpScratch<T> {
+        self.hvp_scratch_with(n, task_pool::take_dirty)
+    }
+
+    fn hvp_scratch_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Vec<T>) -> HvpScratch<T> {
         let l = self.n_linear();
         let w = &self.layout.widths;
         HvpScratch {
-            rz: (0..l).map(|i| vec![T::zero(); n * w[i + 1]]).collect(),
-            rh: (1..l).map(|i| vec![T::zero(); n * w[i]]).collect(),
-            rdelta: (0..l).map(|i| vec![T::zero(); n * w[i + 1]]).collect(),
-            rdh: vec![T::zero(); n * w.iter().copied().max().unwrap_or(0)],
+            rz: (0..l).map(|i| alloc(n * w[i + 1])).collect(),
+            rh: (1..l).map(|i| alloc(n * w[i])).collect(),
+            rdelta: (0..l).map(|i| alloc(n * w[i + 1])).collect(),
+            rdh: alloc(n * w.iter().copied().max().unwrap_or(0)),
         }
     }
 
@@ -245,5 +268,19 @@ impl<T: Real> MlpCache<T> {
     /// The network output of the last forward pass, `[n, d_L]`.
     pub fn out(&self) -> &[T] {
         &self.out
+    }
+
+    /// Gives the buffers to this thread's free list ([`task_pool`]).
+    pub fn recycle(self) {
+        let Self { n: _, hidden, out, probs, delta, dh } = self;
+        hidden.into_iter().chain([out, probs]).chain(delta).chain(dh).for_each(task_pool::give);
+    }
+}
+
+impl<T: Real> HvpScratch<T> {
+    /// Gives the buffers to this thread's free list ([`task_pool`]).
+    pub fn recycle(self) {
+        let Self { rz, rh, rdelta, rdh } = self;
+        rz.into_iter().chain(rh).chain(rdelta).chain([rdh]).for_each(task_pool::give);
     }
 }
