@@ -2,6 +2,8 @@
 
 use crate::config::{Config, FEATURES};
 use crate::inner_optimizer::OptimizerTrace;
+use crate::inner_passes::{add_final, reverse_group, sgd_step, sum_of_squares};
+use crate::metagrad::MAX_GROUP_PARAMS;
 use crate::mlp::{HvpScratch, Mlp, MlpCache};
 use crate::params::Params;
 use crate::real::Real;
@@ -41,9 +43,20 @@ struct Unroll<T> {
 }
 
 /// `[ln(l + 1e-8), ln(||g|| + 1e-8), t / T]`.
+///
+/// `||g||²` is summed in order for learners that task groups may run (at most
+/// [`MAX_GROUP_PARAMS`] parameters: the groups sum the same squares in the same order, lane
+/// by lane). Larger learners (the wide one, 66,817) only ever run here, and a serial sum is
+/// one dependent addition per parameter (a tenth of a wide meta-step): they use the eight
+/// fixed-order partial sums of [`crate::linalg::dot`].
 pub(crate) fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> [T; FEATURES] {
     let eps = T::of(1e-8);
-    let norm = grad.iter().map(|&g| g * g).sum::<T>().sqrt();
+    let sq = if grad.len() > MAX_GROUP_PARAMS {
+        sum_of_squares(grad)
+    } else {
+        grad.iter().map(|&g| g * g).sum::<T>()
+    };
+    let norm = sq.sqrt();
     [(loss + eps).ln(), (norm + eps).ln(), T::of(t as f64) / T::of(steps as f64)]
 }
 
@@ -86,9 +99,7 @@ fn unroll<T: Real>(
         let theta_next = &mut next[..p];
         for (k, &a) in rates.iter().enumerate() {
             let r = mlp.layout.group(k);
-            for ((tn, &th), &di) in theta_next[r.clone()].iter_mut().zip(&theta[r.clone()]).zip(&d[r]) {
-                *tn = th - a * di;
-            }
+            sgd_step(&mut theta_next[r.clone()], &theta[r.clone()], &d[r], a);
         }
     }
     let mut qcache = mlp.cache_reused(task.query.n);
@@ -162,33 +173,29 @@ pub fn task_meta_gradient<T: Real>(
     } else {
         (task_pool::take(p), task_pool::take(p))
     };
+    // Each step's `v −= hv` is applied by the pass that next reads `v` (the next step's, or
+    // the final `grad += v`): one pass over `v`, `hv`, `d` and `u` per step instead of four.
+    let mut hv_pending = false;
     for t in (0..steps).rev() {
         let g = &grads[t * p..(t + 1) * p];
         let rates = sched.rates_at(t);
         let d = opt.direction(t, g);
-        for k in 0..g_count {
+        for (k, &a) in rates.iter().enumerate().take(g_count) {
             let r = mlp.layout.group(k);
-            da[t * g_count + k] = -crate::linalg::dot(&v[r.clone()], &d[r]);
+            let h = hv_pending.then(|| &hv[r.clone()]);
+            let uk = second_order.then(|| &mut u[r.clone()]);
+            da[t * g_count + k] = -reverse_group(&mut v[r.clone()], h, &d[r], uk, a);
         }
+        hv_pending = false;
         if second_order {
-            for (k, &a) in rates.iter().enumerate() {
-                let r = mlp.layout.group(k);
-                for (ui, &vi) in u[r.clone()].iter_mut().zip(&v[r]) {
-                    *ui = a * vi;
-                }
-            }
             opt.backward(t, g, &mut u, &mut wm, &mut ws);
             let theta = &thetas[t * p..(t + 1) * p];
             mlp.hvp(&mut hv, &mut scratch, &caches[t], theta, task.support.x, &u);
-            for (vi, &h) in v.iter_mut().zip(&hv) {
-                *vi -= h;
-            }
+            hv_pending = true;
         }
     }
     sched.backward(grad, params, &da);
-    for (gi, &vi) in grad.theta.iter_mut().zip(&v) {
-        *gi += vi;
-    }
+    add_final(&mut grad.theta, &v, hv_pending.then_some(&hv[..]));
     recycle(thetas, grads, caches, v);
     scratch.recycle();
     for b in [da, u, hv, wm, ws] {

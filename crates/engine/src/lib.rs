@@ -29,6 +29,7 @@ pub mod horizon;
 pub mod init;
 pub mod inner_loop;
 pub mod inner_optimizer;
+pub mod inner_passes;
 pub mod lane_linalg;
 pub mod lane_mlp;
 pub mod lane_pool;

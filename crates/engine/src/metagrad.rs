@@ -24,7 +24,7 @@ const MIN_GROUP: usize = LANES / 4;
 /// inner step: past this the trace leaves the caches and the one-task path, whose products
 /// reuse one theta across the support set, is faster (measured: 1-256-256-1, 66,817
 /// parameters, slower lane by lane; 64-128-128-5, 25,733, faster).
-const MAX_GROUP_PARAMS: usize = 32_768;
+pub(crate) const MAX_GROUP_PARAMS: usize = 32_768;
 
 /// Whether `config`'s learner is small enough for task groups.
 fn fits_groups(config: &Config) -> bool {
