@@ -10,6 +10,8 @@
 // The dispatch code that `multiversion` generates uses `unsafe` to call the clone the CPU
 // supports; it checks the CPU features first.
 #![allow(unsafe_code)]
+// Fixed-size lane loops index several arrays by the same counter on purpose.
+#![allow(clippy::needless_range_loop)]
 
 use multiversion::multiversion;
 
@@ -26,7 +28,7 @@ pub fn sgd_step<T: Real>(out: &mut [T], theta: &[T], d: &[T], a: T) {
 /// `Σ x²` in [`crate::linalg::dot`]'s order.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn sum_of_squares<T: Real>(x: &[T]) -> T {
-    crate::linalg::dot(x, x)
+    dot(x, x)
 }
 
 /// One group of one reverse step (spec §4), in one pass: `v −= hv` when `hv` is given (the
@@ -53,10 +55,30 @@ fn reverse_group_with<T: Real, const HV: bool, const U: bool>(
     a: T,
 ) -> T {
     let n = v.len();
-    let d = &d[..n];
-    let hv = if HV { &hv[..n] } else { hv };
-    let u = if U { &mut u[..n] } else { u };
-    let mut at = |i: usize| -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let r = c * 8..c * 8 + 8;
+        let (vs, ds) = (&mut v[r.clone()], &d[r.clone()]);
+        let mut x = [T::zero(); 8];
+        x.copy_from_slice(vs);
+        if HV {
+            for (x, &h) in x.iter_mut().zip(&hv[r.clone()]) {
+                *x -= h;
+            }
+            vs.copy_from_slice(&x);
+        }
+        if U {
+            for (u, &x) in u[r].iter_mut().zip(&x) {
+                *u = a * x;
+            }
+        }
+        for l in 0..8 {
+            acc[l] += x[l] * ds[l];
+        }
+    }
+    let mut tail = T::zero();
+    for i in chunks * 8..n {
         let mut x = v[i];
         if HV {
             x -= hv[i];
@@ -65,18 +87,26 @@ fn reverse_group_with<T: Real, const HV: bool, const U: bool>(
         if U {
             u[i] = a * x;
         }
-        x * d[i]
-    };
+        tail += x * d[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// [`crate::linalg::dot`], the same partial sums and tree, inlined into each clone here.
+#[inline(always)]
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
     let mut acc = [T::zero(); 8];
     let chunks = n / 8;
     for c in 0..chunks {
-        for (l, s) in acc.iter_mut().enumerate() {
-            *s += at(c * 8 + l);
+        let (ac, bc) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for l in 0..8 {
+            acc[l] += ac[l] * bc[l];
         }
     }
     let mut tail = T::zero();
     for i in chunks * 8..n {
-        tail += at(i);
+        tail += a[i] * b[i];
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
@@ -102,7 +132,6 @@ pub fn add_final<T: Real>(grad: &mut [T], v: &[T], hv: Option<&[T]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linalg::dot;
 
     #[test]
     fn fused_reverse_step_is_bitwise_the_separate_passes() {
@@ -119,7 +148,9 @@ mod tests {
                     }
                 }
                 let want_u: Vec<f32> = want_v.iter().map(|&x| a * x).collect();
-                let want_dot = dot(&want_v, &d);
+                let want_dot = crate::linalg::dot(&want_v, &d);
+                assert_eq!(dot(&want_v, &d).to_bits(), want_dot.to_bits());
+                assert_eq!(sum_of_squares(&d).to_bits(), crate::linalg::dot(&d, &d).to_bits());
                 let (mut v, mut u) = (v0.clone(), vec![0.0; n]);
                 let got =
                     reverse_group(&mut v, with_h.then_some(&h[..]), &d, with_u.then_some(&mut u[..]), a);

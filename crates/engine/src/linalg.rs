@@ -240,6 +240,20 @@ pub fn tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: u
     }
 }
 
+/// `out[m×k] = a[n×m]ᵀ · b[n×k]`: bit for bit [`tn_acc`] on a zeroed `out`, without the pass
+/// that zeroes it where [`crate::wide_kernels`] runs the product (the wide learner's
+/// gradients: a 256 KB memset per product).
+pub fn tn_to<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
+    if m * k >= GEMM_CRATE_MIN
+        && let Some((o, a, b)) = as_f32(out, a, b)
+        && wide_kernels::tn_set(o, a, b, n, m, k)
+    {
+        return;
+    }
+    out[..m * k].fill(T::zero());
+    tn_acc(out, a, b, n, m, k);
+}
+
 /// `y += s · x`.
 #[inline]
 pub fn axpy<T: Real>(y: &mut [T], s: T, x: &[T]) {

@@ -4,7 +4,7 @@
 
 use crate::config::{Activation, Config, LossKind};
 use crate::layout::ThetaLayout;
-use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc};
+use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc, tn_to};
 use crate::loss::{loss_forward_backward, loss_rop, loss_value};
 use crate::real::Real;
 use crate::task::TargetsRef;
@@ -175,12 +175,14 @@ impl Mlp {
         let d_l = self.width(last + 1);
         let loss =
             loss_forward_backward(&mut cache.delta[last], &mut cache.probs, self.loss, &cache.out, y, n, d_l);
-        grad.fill(T::zero());
+        // Every value of `grad` is written: each layer's weight and bias (which tile theta).
         for l in (0..=last).rev() {
             let (din, dout) = (self.width(l), self.width(l + 1));
             let input: &[T] = if l == 0 { x } else { &cache.hidden[l - 1] };
-            tn_acc(&mut grad[self.layout.weight(l)], &cache.delta[l], input, n, dout, din);
-            col_sum_acc(&mut grad[self.layout.bias(l)], &cache.delta[l], n, dout);
+            tn_to(&mut grad[self.layout.weight(l)], &cache.delta[l], input, n, dout, din);
+            let gb = &mut grad[self.layout.bias(l)];
+            gb.fill(T::zero());
+            col_sum_acc(gb, &cache.delta[l], n, dout);
             if l > 0 {
                 let dh = &mut cache.dh[l - 1];
                 dh.fill(T::zero());
@@ -228,18 +230,19 @@ impl Mlp {
         }
         let d_l = self.width(last + 1);
         loss_rop(&mut scratch.rdelta[last], self.loss, &cache.probs, &scratch.rz[last], n, d_l);
-        // R-backward.
-        hv.fill(T::zero());
+        // R-backward. Every value of `hv` is written: each layer's weight and bias.
         for l in (0..=last).rev() {
             let (din, dout) = (self.width(l), self.width(l + 1));
             let input: &[T] = if l == 0 { x } else { &cache.hidden[l - 1] };
             let (rd_lo, rd_hi) = scratch.rdelta.split_at_mut(l);
             let rdelta = &rd_hi[0];
-            tn_acc(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
+            tn_to(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
             if l > 0 {
                 tn_acc(&mut hv[lay.weight(l)], &cache.delta[l], &scratch.rh[l - 1], n, dout, din);
             }
-            col_sum_acc(&mut hv[lay.bias(l)], rdelta, n, dout);
+            let hb = &mut hv[lay.bias(l)];
+            hb.fill(T::zero());
+            col_sum_acc(hb, rdelta, n, dout);
             if l > 0 {
                 let rdh = &mut scratch.rdh[..n * din];
                 rdh.fill(T::zero());

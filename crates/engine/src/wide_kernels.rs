@@ -94,7 +94,29 @@ pub fn tn_acc(out: &mut [f32], a: &[f32], b: &[f32], n: usize, m: usize, k: usiz
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512F and FMA are present (checked above); the extents are asserted above.
     unsafe {
-        avx512::tn(out.as_mut_ptr(), a.as_ptr(), b.as_ptr(), n, m, k);
+        avx512::tn::<true>(out.as_mut_ptr(), a.as_ptr(), b.as_ptr(), n, m, k);
+    }
+    true
+}
+
+/// `out[m×k] = a[n×m]ᵀ · b[n×k]` (overwriting: what [`tn_acc`] gives on a zeroed `out`, bit
+/// for bit, without the pass that zeroes it); `false` (nothing done) without AVX-512F + FMA.
+pub fn tn_set(out: &mut [f32], a: &[f32], b: &[f32], n: usize, m: usize, k: usize) -> bool {
+    if !available() {
+        return false;
+    }
+    assert!(out.len() >= m * k && a.len() >= n * m && b.len() >= n * k);
+    if n == 0 {
+        out[..m * k].fill(0.0);
+        return true;
+    }
+    if m == 0 || k == 0 {
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F and FMA are present (checked above); the extents are asserted above.
+    unsafe {
+        avx512::tn::<false>(out.as_mut_ptr(), a.as_ptr(), b.as_ptr(), n, m, k);
     }
     true
 }
@@ -319,7 +341,7 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tn_rows<const R: usize, const I: usize>(
+    unsafe fn tn_rows<const R: usize, const I: usize, const ACC: bool>(
         out: *mut f32,
         a: *const f32,
         bv: &[[__m512; 2]; R],
@@ -333,10 +355,12 @@ mod avx512 {
         // SAFETY (whole body): `i + I <= m`, `r0 + R <= n`; lanes past `k` are masked off.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; I];
-            for ii in 0..I {
-                let o = out.add((i + ii) * k + j0);
-                acc[ii][0] = _mm512_maskz_loadu_ps(m0, o);
-                acc[ii][1] = _mm512_maskz_loadu_ps(m1, o.wrapping_add(16));
+            if ACC {
+                for ii in 0..I {
+                    let o = out.add((i + ii) * k + j0);
+                    acc[ii][0] = _mm512_maskz_loadu_ps(m0, o);
+                    acc[ii][1] = _mm512_maskz_loadu_ps(m1, o.wrapping_add(16));
+                }
             }
             for r in 0..R {
                 let ar = a.add((r0 + r) * m + i);
@@ -358,7 +382,7 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tn_block<const R: usize>(
+    unsafe fn tn_block<const R: usize, const ACC: bool>(
         out: *mut f32,
         a: *const f32,
         b: *const f32,
@@ -379,19 +403,27 @@ mod avx512 {
             }
             let mut i = 0;
             while i + 4 <= m {
-                tn_rows::<R, 4>(out, a, &bv, m, k, r0, i, j0, masks);
+                tn_rows::<R, 4, ACC>(out, a, &bv, m, k, r0, i, j0, masks);
                 i += 4;
             }
             while i < m {
-                tn_rows::<R, 1>(out, a, &bv, m, k, r0, i, j0, masks);
+                tn_rows::<R, 1, ACC>(out, a, &bv, m, k, r0, i, j0, masks);
                 i += 1;
             }
         }
     }
 
-    /// `out[m×k] += a[n×m]ᵀ · b[n×k]`; the caller checks the CPU and the extents.
+    /// `out[m×k] += a[n×m]ᵀ · b[n×k]` (`ACC`) or `=` (not `ACC`: the first row chunk starts
+    /// from zero instead of `out`); the caller checks the CPU and the extents.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn tn(out: *mut f32, a: *const f32, b: *const f32, n: usize, m: usize, k: usize) {
+    pub(super) unsafe fn tn<const ACC: bool>(
+        out: *mut f32,
+        a: *const f32,
+        b: *const f32,
+        n: usize,
+        m: usize,
+        k: usize,
+    ) {
         let mut j0 = 0;
         while j0 < k {
             let masks = (mask(k - j0), mask((k - j0).saturating_sub(16)));
@@ -399,21 +431,46 @@ mod avx512 {
             for (r0, r) in blocks(n, 10) {
                 // SAFETY: the chunk lies inside `n`, the columns inside `k` (masked).
                 unsafe {
-                    match r {
-                        10 => tn_block::<10>(out, a, b, m, k, r0, j0, masks),
-                        9 => tn_block::<9>(out, a, b, m, k, r0, j0, masks),
-                        8 => tn_block::<8>(out, a, b, m, k, r0, j0, masks),
-                        7 => tn_block::<7>(out, a, b, m, k, r0, j0, masks),
-                        6 => tn_block::<6>(out, a, b, m, k, r0, j0, masks),
-                        5 => tn_block::<5>(out, a, b, m, k, r0, j0, masks),
-                        4 => tn_block::<4>(out, a, b, m, k, r0, j0, masks),
-                        3 => tn_block::<3>(out, a, b, m, k, r0, j0, masks),
-                        2 => tn_block::<2>(out, a, b, m, k, r0, j0, masks),
-                        _ => tn_block::<1>(out, a, b, m, k, r0, j0, masks),
+                    if ACC || r0 > 0 {
+                        tn_chunk::<true>(out, a, b, m, k, r0, r, j0, masks);
+                    } else {
+                        tn_chunk::<false>(out, a, b, m, k, r0, r, j0, masks);
                     }
                 }
             }
             j0 += 32;
+        }
+    }
+
+    /// `tn_block` for a chunk of `r <= 10` rows.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tn_chunk<const ACC: bool>(
+        out: *mut f32,
+        a: *const f32,
+        b: *const f32,
+        m: usize,
+        k: usize,
+        r0: usize,
+        r: usize,
+        j0: usize,
+        masks: (__mmask16, __mmask16),
+    ) {
+        // SAFETY: as `tn_block`, for the caller's chunk.
+        unsafe {
+            match r {
+                10 => tn_block::<10, ACC>(out, a, b, m, k, r0, j0, masks),
+                9 => tn_block::<9, ACC>(out, a, b, m, k, r0, j0, masks),
+                8 => tn_block::<8, ACC>(out, a, b, m, k, r0, j0, masks),
+                7 => tn_block::<7, ACC>(out, a, b, m, k, r0, j0, masks),
+                6 => tn_block::<6, ACC>(out, a, b, m, k, r0, j0, masks),
+                5 => tn_block::<5, ACC>(out, a, b, m, k, r0, j0, masks),
+                4 => tn_block::<4, ACC>(out, a, b, m, k, r0, j0, masks),
+                3 => tn_block::<3, ACC>(out, a, b, m, k, r0, j0, masks),
+                2 => tn_block::<2, ACC>(out, a, b, m, k, r0, j0, masks),
+                _ => tn_block::<1, ACC>(out, a, b, m, k, r0, j0, masks),
+            }
         }
     }
 }
@@ -509,6 +566,23 @@ mod tests {
                         (0..n).map(|q| (a[q * m + r], b[q * k + j])).collect()
                     });
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn tn_set_is_tn_acc_on_zeros_bit_for_bit() {
+        if !available() {
+            return;
+        }
+        for n in NS {
+            for (m, k) in [(17, 300), (256, 256), (1, 17)] {
+                let (a, b) = (data(n * m, 0.37), data(n * k, 0.91));
+                let mut want = vec![0.0f32; m * k];
+                assert!(tn_acc(&mut want, &a, &b, n, m, k));
+                let mut got = data(m * k, 0.5);
+                assert!(tn_set(&mut got, &a, &b, n, m, k));
+                assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "tn_set {n}×{m}×{k}");
             }
         }
     }
