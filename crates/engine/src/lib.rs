@@ -29,6 +29,7 @@ pub mod horizon;
 pub mod init;
 pub mod inner_loop;
 pub mod inner_optimizer;
+pub mod inner_passes;
 pub mod lane_linalg;
 pub mod lane_mlp;
 pub mod lane_pool;
@@ -41,6 +42,8 @@ pub mod mlp;
 pub mod rng;
 pub mod scheduler;
 pub mod task_group;
+pub mod task_pool;
+pub mod wide_kernels;
 
 pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};
 pub use fixed_sum::FixedSum;

@@ -16,6 +16,7 @@
 use multiversion::multiversion;
 
 use crate::real::Real;
+use crate::wide_kernels;
 
 /// `out[n×m] += a[n×k] · b[m×k]ᵀ` (a layer's forward pass, `H Wᵀ`). Dot products for wide
 /// inputs; for narrow ones (`k < 8`, e.g. a 1-d input layer) a pass per `p` over the row.
@@ -142,11 +143,12 @@ pub fn gemm_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize,
 }
 
 /// Smallest weight matrix (`k·m` elements) whose products [`nt_acc`], [`nn_acc`] and [`tn_acc`]
-/// hand to `matrixmultiply` (a packing, register-blocked GEMM) instead of the fixed-order loops
-/// above: 2^15, so the wide learner's 256×256 layer (1-256-256-1) goes to the crate and every
+/// hand to [`crate::wide_kernels`] (f32 on CPUs with AVX-512F + FMA: no packing) or to
+/// `matrixmultiply` (a packing, register-blocked GEMM; f64, other CPUs) instead of the
+/// fixed-order loops above: 2^15, so the wide learner's 256×256 layer (1-256-256-1) goes to the crate and every
 /// other shape the engine runs (40×40 default, 128×128 digits, the LSTM's products) keeps its
 /// bits. Measured at 10×256×256 (docs/PERFORMANCE.md, 2026-12-03): 1.4-2.9× the loops' speed.
-/// The crate runs single-threaded and sums each output in a fixed order for a given CPU, so
+/// Both run single-threaded and sum each output in a fixed order for a given CPU, so
 /// results stay independent of thread and worker counts; they may differ in the last bits
 /// from the loops (FMA, another order) and between CPUs with and without FMA.
 pub const GEMM_CRATE_MIN: usize = 1 << 15;
@@ -221,25 +223,103 @@ fn crate_gemm<T: Real>(
     }
 }
 
-/// [`gemm_nt_acc`], by `matrixmultiply` when `b` has at least [`GEMM_CRATE_MIN`] elements.
+/// [`gemm_nt_acc`] by `matrixmultiply` whatever the size; `false` (nothing done) for `T`
+/// neither f32 nor f64. The fallback of [`nt_acc`], public for benchmarks.
+pub fn crate_nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) -> bool {
+    crate_gemm(out, a, (k, 1), b, (1, k), n, k, m)
+}
+
+/// [`gemm_nn_acc`] by `matrixmultiply` (see [`crate_nt_acc`]).
+pub fn crate_nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) -> bool {
+    crate_gemm(out, a, (k, 1), b, (m, 1), n, k, m)
+}
+
+/// [`gemm_tn_acc`] by `matrixmultiply` (see [`crate_nt_acc`]).
+pub fn crate_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) -> bool {
+    crate_gemm(out, a, (1, m), b, (k, 1), m, n, k)
+}
+
+/// `(out, a, b)` as f32 slices when `T` is `f32`.
+#[allow(clippy::type_complexity)]
+fn as_f32<'a, T: Real>(
+    out: &'a mut [T],
+    a: &'a [T],
+    b: &'a [T],
+) -> Option<(&'a mut [f32], &'a [f32], &'a [f32])> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: `T` is `f32` (same `TypeId`): same size, alignment and validity; the lengths
+    // and borrows are those of the slices given.
+    unsafe {
+        Some((
+            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()),
+            std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), a.len()),
+            std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len()),
+        ))
+    }
+}
+
+/// [`gemm_nt_acc`]; when `b` has at least [`GEMM_CRATE_MIN`] elements, by
+/// [`crate::wide_kernels`] (f32 on AVX-512F + FMA) or else `matrixmultiply`.
 pub fn nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
-    if k * m < GEMM_CRATE_MIN || !crate_gemm(out, a, (k, 1), b, (1, k), n, k, m) {
+    if k * m < GEMM_CRATE_MIN {
+        return gemm_nt_acc(out, a, b, n, k, m);
+    }
+    if let Some((o, a, b)) = as_f32(out, a, b)
+        && wide_kernels::nt_acc(o, a, b, n, k, m)
+    {
+        return;
+    }
+    if !crate_nt_acc(out, a, b, n, k, m) {
         gemm_nt_acc(out, a, b, n, k, m);
     }
 }
 
-/// [`gemm_nn_acc`], by `matrixmultiply` when `b` has at least [`GEMM_CRATE_MIN`] elements.
+/// [`gemm_nn_acc`]; when `b` has at least [`GEMM_CRATE_MIN`] elements, by
+/// [`crate::wide_kernels`] (f32 on AVX-512F + FMA) or else `matrixmultiply`.
 pub fn nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize, m: usize) {
-    if k * m < GEMM_CRATE_MIN || !crate_gemm(out, a, (k, 1), b, (m, 1), n, k, m) {
+    if k * m < GEMM_CRATE_MIN {
+        return gemm_nn_acc(out, a, b, n, k, m);
+    }
+    if let Some((o, a, b)) = as_f32(out, a, b)
+        && wide_kernels::nn_acc(o, a, b, n, k, m)
+    {
+        return;
+    }
+    if !crate_nn_acc(out, a, b, n, k, m) {
         gemm_nn_acc(out, a, b, n, k, m);
     }
 }
 
-/// [`gemm_tn_acc`], by `matrixmultiply` when `out` has at least [`GEMM_CRATE_MIN`] elements.
+/// [`gemm_tn_acc`]; when `out` has at least [`GEMM_CRATE_MIN`] elements, by
+/// [`crate::wide_kernels`] (f32 on AVX-512F + FMA) or else `matrixmultiply`.
 pub fn tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
-    if m * k < GEMM_CRATE_MIN || !crate_gemm(out, a, (1, m), b, (k, 1), m, n, k) {
+    if m * k < GEMM_CRATE_MIN {
+        return gemm_tn_acc(out, a, b, n, m, k);
+    }
+    if let Some((o, a, b)) = as_f32(out, a, b)
+        && wide_kernels::tn_acc(o, a, b, n, m, k)
+    {
+        return;
+    }
+    if !crate_tn_acc(out, a, b, n, m, k) {
         gemm_tn_acc(out, a, b, n, m, k);
     }
+}
+
+/// `out[m×k] = a[n×m]ᵀ · b[n×k]`: bit for bit [`tn_acc`] on a zeroed `out`, without the pass
+/// that zeroes it where [`crate::wide_kernels`] runs the product (the wide learner's
+/// gradients: a 256 KB memset per product).
+pub fn tn_to<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
+    if m * k >= GEMM_CRATE_MIN
+        && let Some((o, a, b)) = as_f32(out, a, b)
+        && wide_kernels::tn_set(o, a, b, n, m, k)
+    {
+        return;
+    }
+    out[..m * k].fill(T::zero());
+    tn_acc(out, a, b, n, m, k);
 }
 
 /// `y += s · x`.

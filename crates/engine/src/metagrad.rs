@@ -24,7 +24,7 @@ const MIN_GROUP: usize = LANES / 4;
 /// inner step: past this the trace leaves the caches and the one-task path, whose products
 /// reuse one theta across the support set, is faster (measured: 1-256-256-1, 66,817
 /// parameters, slower lane by lane; 64-128-128-5, 25,733, faster).
-const MAX_GROUP_PARAMS: usize = 32_768;
+pub(crate) const MAX_GROUP_PARAMS: usize = 32_768;
 
 /// Whether `config`'s learner is small enough for task groups.
 fn fits_groups(config: &Config) -> bool {
@@ -129,6 +129,9 @@ pub struct Engine {
     /// with `METASCHED_TASK_LANES=0` (for benchmarks of the one-task path; same bits), and on
     /// CPUs without AVX-512, where the portable lane products are no faster.
     lanes: bool,
+    /// The one-task path's per-task gradients of the last batch (a `Vec<Params<T>>`), reused
+    /// by the next: fresh ones cost page faults and zeroing (the wide learner's are 267 KB).
+    task_grads: std::sync::Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl Engine {
@@ -141,7 +144,7 @@ impl Engine {
             .map_err(|e| EngineError::ThreadPool(e.to_string()))?;
         let lanes = std::env::var("METASCHED_TASK_LANES").map_or(true, |v| v != "0")
             && crate::lane_linalg::has_avx512();
-        Ok(Self { pool, lanes })
+        Ok(Self { pool, lanes, task_grads: std::sync::Mutex::new(None) })
     }
 
     /// Runs `f` on the engine's thread pool (parallel work of other modules, e.g. the
@@ -153,6 +156,32 @@ impl Engine {
     /// Number of threads of the pool.
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// `count` zeroed gradients shaped like `params`: those of the last batch where they fit.
+    fn task_grads<T: Real>(&self, params: &Params<T>, count: usize) -> Vec<Params<T>> {
+        let kept = self.task_grads.lock().ok().and_then(|mut k| k.take());
+        let mut grads = kept.and_then(|b| b.downcast::<Vec<Params<T>>>().ok()).map_or_else(Vec::new, |b| *b);
+        let shape = |p: &Params<T>| p.buffers().iter().map(|b| b.len()).collect::<Vec<_>>();
+        let want = shape(params);
+        grads.retain(|g| shape(g) == want);
+        grads.truncate(count);
+        for g in &mut grads {
+            for b in g.buffers_mut() {
+                b.fill(T::zero());
+            }
+        }
+        while grads.len() < count {
+            grads.push(params.zeros_like());
+        }
+        grads
+    }
+
+    /// Keeps per-task gradients for the next batch ([`Engine::task_grads`]).
+    fn keep_task_grads<T: Real>(&self, grads: Vec<Params<T>>) {
+        if let Ok(mut k) = self.task_grads.lock() {
+            *k = Some(Box::new(grads));
+        }
     }
 
     fn check<T: Real>(config: &Config, params: &Params<T>, batch: &TaskBatch<T>) -> Result<()> {
@@ -185,6 +214,7 @@ impl Engine {
     ) -> Result<MetaGradient<T>> {
         let scale = T::one() / T::of(denominator as f64);
         let lanes = if self.lanes && fits_groups(config) { as_f32(params, batch) } else { None };
+        let by_groups = lanes.is_some();
         let per_task: Vec<(Params<T>, TaskOutcome<T>)> = match lanes {
             Some((p32, b32)) => {
                 let s32 = scale.to_f32().unwrap_or(f32::NAN);
@@ -197,17 +227,17 @@ impl Engine {
                 let flat: Vec<(Params<f32>, TaskOutcome<f32>)> = per_group.into_iter().flatten().collect();
                 same_type(flat).expect("T is f32 on this path")
             }
-            None => self.pool.install(|| {
-                range
-                    .clone()
-                    .into_par_iter()
-                    .map(|i| {
-                        let mut g = params.zeros_like();
-                        let out = task_meta_gradient(&mut g, config, params, batch.task(i), scale);
-                        (g, out)
-                    })
-                    .collect()
-            }),
+            None => {
+                let mut grads = self.task_grads(params, range.len());
+                let outs: Vec<TaskOutcome<T>> = self.pool.install(|| {
+                    grads
+                        .par_iter_mut()
+                        .zip(range.clone().into_par_iter())
+                        .map(|(g, i)| task_meta_gradient(g, config, params, batch.task(i), scale))
+                        .collect()
+                });
+                grads.into_iter().zip(outs).collect()
+            }
         };
         let mut grad = params.zeros_like();
         let mut outer_loss = Vec::with_capacity(per_task.len());
@@ -216,6 +246,9 @@ impl Engine {
             grad.add_assign(g);
             outer_loss.push(out.outer_loss);
             lr.extend_from_slice(&out.lr);
+        }
+        if !by_groups {
+            self.keep_task_grads(per_task.into_iter().map(|(g, _)| g).collect());
         }
         let j = outer_loss.iter().copied().fold(T::zero(), |a, b| a + b) * scale;
         Ok(MetaGradient { j, outer_loss, lr, grad })

@@ -4,10 +4,11 @@
 
 use crate::config::{Activation, Config, LossKind};
 use crate::layout::ThetaLayout;
-use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc};
+use crate::linalg::{add_row, col_sum_acc, nn_acc, nt_acc, tn_acc, tn_to};
 use crate::loss::{loss_forward_backward, loss_rop, loss_value};
 use crate::real::Real;
 use crate::task::TargetsRef;
+use crate::task_pool::Aligned;
 
 /// The learner's architecture; stateless apart from its shape.
 #[derive(Debug, Clone)]
@@ -26,28 +27,28 @@ pub struct Mlp {
 pub struct MlpCache<T> {
     n: usize,
     /// `H_l` for `l = 1..L-1` (entry `l-1`), `[n, d_l]`.
-    hidden: Vec<Vec<T>>,
+    hidden: Vec<Aligned<T>>,
     /// Network output `Z_{L-1}`, `[n, d_L]`.
-    out: Vec<T>,
+    out: Aligned<T>,
     /// Softmax of the output (cross-entropy only).
-    probs: Vec<T>,
+    probs: Aligned<T>,
     /// `δ_l = dL/dZ_l` for `l = 0..L-1`.
-    delta: Vec<Vec<T>>,
+    delta: Vec<Aligned<T>>,
     /// `dL/dH_l` for `l = 1..L-1` (entry `l-1`).
-    dh: Vec<Vec<T>>,
+    dh: Vec<Aligned<T>>,
 }
 
 /// Scratch space of the R-operator, reused across calls.
 #[derive(Debug, Clone)]
 pub struct HvpScratch<T> {
     /// `R{Z_l}`, `l = 0..L-1`.
-    rz: Vec<Vec<T>>,
+    rz: Vec<Aligned<T>>,
     /// `R{H_l}` for `l = 1..L-1` (entry `l-1`).
-    rh: Vec<Vec<T>>,
+    rh: Vec<Aligned<T>>,
     /// `R{δ_l}`, `l = 0..L-1`.
-    rdelta: Vec<Vec<T>>,
+    rdelta: Vec<Aligned<T>>,
     /// `R{dL/dH_l}`, one buffer reused per layer.
-    rdh: Vec<T>,
+    rdh: Aligned<T>,
 }
 
 impl Mlp {
@@ -70,27 +71,49 @@ impl Mlp {
 
     /// A cache for sets of `n` points.
     pub fn cache<T: Real>(&self, n: usize) -> MlpCache<T> {
+        self.cache_with(n, Aligned::zeroed)
+    }
+
+    /// [`Mlp::cache`] from this thread's free list ([`task_pool`]), holding whatever its last
+    /// user left: [`Mlp::forward`], [`Mlp::loss_and_grad`] and [`Mlp::hvp`] write every value
+    /// before reading it. Give it back with [`MlpCache::recycle`].
+    pub fn cache_reused<T: Real>(&self, n: usize) -> MlpCache<T> {
+        self.cache_with(n, Aligned::take_dirty)
+    }
+
+    fn cache_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Aligned<T>) -> MlpCache<T> {
         let l = self.n_linear();
         let w = &self.layout.widths;
         MlpCache {
             n,
-            hidden: (1..l).map(|i| vec![T::zero(); n * w[i]]).collect(),
-            out: vec![T::zero(); n * w[l]],
-            probs: vec![T::zero(); n * w[l]],
-            delta: (0..l).map(|i| vec![T::zero(); n * w[i + 1]]).collect(),
-            dh: (1..l).map(|i| vec![T::zero(); n * w[i]]).collect(),
+            hidden: (1..l).map(|i| alloc(n * w[i])).collect(),
+            out: alloc(n * w[l]),
+            probs: alloc(n * w[l]),
+            delta: (0..l).map(|i| alloc(n * w[i + 1])).collect(),
+            dh: (1..l).map(|i| alloc(n * w[i])).collect(),
         }
     }
 
     /// Scratch for Hessian-vector products on sets of `n` points.
     pub fn hvp_scratch<T: Real>(&self, n: usize) -> HvpScratch<T> {
+        self.hvp_scratch_with(n, Aligned::zeroed)
+    }
+
+    /// [`Mlp::hvp_scratch`] from this thread's free list, holding whatever its last user left
+    /// ([`Mlp::hvp`] writes every value before reading it). Give it back with
+    /// [`HvpScratch::recycle`].
+    pub fn hvp_scratch_reused<T: Real>(&self, n: usize) -> HvpScratch<T> {
+        self.hvp_scratch_with(n, Aligned::take_dirty)
+    }
+
+    fn hvp_scratch_with<T: Real>(&self, n: usize, alloc: impl Fn(usize) -> Aligned<T>) -> HvpScratch<T> {
         let l = self.n_linear();
         let w = &self.layout.widths;
         HvpScratch {
-            rz: (0..l).map(|i| vec![T::zero(); n * w[i + 1]]).collect(),
-            rh: (1..l).map(|i| vec![T::zero(); n * w[i]]).collect(),
-            rdelta: (0..l).map(|i| vec![T::zero(); n * w[i + 1]]).collect(),
-            rdh: vec![T::zero(); n * w.iter().copied().max().unwrap_or(0)],
+            rz: (0..l).map(|i| alloc(n * w[i + 1])).collect(),
+            rh: (1..l).map(|i| alloc(n * w[i])).collect(),
+            rdelta: (0..l).map(|i| alloc(n * w[i + 1])).collect(),
+            rdh: alloc(n * w.iter().copied().max().unwrap_or(0)),
         }
     }
 
@@ -152,12 +175,14 @@ impl Mlp {
         let d_l = self.width(last + 1);
         let loss =
             loss_forward_backward(&mut cache.delta[last], &mut cache.probs, self.loss, &cache.out, y, n, d_l);
-        grad.fill(T::zero());
+        // Every value of `grad` is written: each layer's weight and bias (which tile theta).
         for l in (0..=last).rev() {
             let (din, dout) = (self.width(l), self.width(l + 1));
             let input: &[T] = if l == 0 { x } else { &cache.hidden[l - 1] };
-            tn_acc(&mut grad[self.layout.weight(l)], &cache.delta[l], input, n, dout, din);
-            col_sum_acc(&mut grad[self.layout.bias(l)], &cache.delta[l], n, dout);
+            tn_to(&mut grad[self.layout.weight(l)], &cache.delta[l], input, n, dout, din);
+            let gb = &mut grad[self.layout.bias(l)];
+            gb.fill(T::zero());
+            col_sum_acc(gb, &cache.delta[l], n, dout);
             if l > 0 {
                 let dh = &mut cache.dh[l - 1];
                 dh.fill(T::zero());
@@ -205,18 +230,19 @@ impl Mlp {
         }
         let d_l = self.width(last + 1);
         loss_rop(&mut scratch.rdelta[last], self.loss, &cache.probs, &scratch.rz[last], n, d_l);
-        // R-backward.
-        hv.fill(T::zero());
+        // R-backward. Every value of `hv` is written: each layer's weight and bias.
         for l in (0..=last).rev() {
             let (din, dout) = (self.width(l), self.width(l + 1));
             let input: &[T] = if l == 0 { x } else { &cache.hidden[l - 1] };
             let (rd_lo, rd_hi) = scratch.rdelta.split_at_mut(l);
             let rdelta = &rd_hi[0];
-            tn_acc(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
+            tn_to(&mut hv[lay.weight(l)], rdelta, input, n, dout, din);
             if l > 0 {
                 tn_acc(&mut hv[lay.weight(l)], &cache.delta[l], &scratch.rh[l - 1], n, dout, din);
             }
-            col_sum_acc(&mut hv[lay.bias(l)], rdelta, n, dout);
+            let hb = &mut hv[lay.bias(l)];
+            hb.fill(T::zero());
+            col_sum_acc(hb, rdelta, n, dout);
             if l > 0 {
                 let rdh = &mut scratch.rdh[..n * din];
                 rdh.fill(T::zero());
@@ -245,5 +271,19 @@ impl<T: Real> MlpCache<T> {
     /// The network output of the last forward pass, `[n, d_L]`.
     pub fn out(&self) -> &[T] {
         &self.out
+    }
+
+    /// Gives the buffers to this thread's free list ([`task_pool`]).
+    pub fn recycle(self) {
+        let Self { n: _, hidden, out, probs, delta, dh } = self;
+        hidden.into_iter().chain([out, probs]).chain(delta).chain(dh).for_each(Aligned::give);
+    }
+}
+
+impl<T: Real> HvpScratch<T> {
+    /// Gives the buffers to this thread's free list ([`task_pool`]).
+    pub fn recycle(self) {
+        let Self { rz, rh, rdelta, rdh } = self;
+        rz.into_iter().chain(rh).chain(rdelta).chain([rdh]).for_each(Aligned::give);
     }
 }
