@@ -330,8 +330,10 @@ pub fn axpy<T: Real>(y: &mut [T], s: T, x: &[T]) {
     }
 }
 
-/// `Σ a·b` with eight independent partial sums (vectorisable, fixed order).
-#[inline]
+/// `Σ a·b` with eight independent partial sums (vectorisable, fixed order). Always inlined, so
+/// that each `multiversion` clone calling it (here and in `inner_passes`) vectorises it for
+/// its own target.
+#[inline(always)]
 pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let mut acc = [T::zero(); 8];
