@@ -8,13 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bash "$root/benches/peer/run.sh" --help >/dev/null   # creates the venv if needed
-bin="$(cd "$root" && cargo bench --bench peer_step --no-run --message-format=json 2>/dev/null \
-      | "$root/target/peer-venv/bin/python" -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "peer_step" and m.get("executable"):
-        print(m["executable"])')"
+bin="$(bash "$root/benches/peer/peer_step_bin.sh" "$root" "$root/target/peer-venv/bin/python")"
 [ -x "$bin" ] || { echo "could not build the peer_step bench" >&2; exit 1; }
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%FT%TZ)"
 cd "$root/benches/peer"

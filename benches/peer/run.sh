@@ -42,13 +42,7 @@ if [ "${1:-}" = "--check" ]; then
         --final-eval-tasks 2 --out "$dir/long" >/dev/null
     "$mc" apply --checkpoint "$dir/long/checkpoint.safetensors" --seeds 1 --tune-seeds 1 \
         --curve-every 1000 --record-trajectory "$dir/long.traj" --out "$dir/long" >/dev/null
-    bin="$(cd "$root" && cargo bench --bench peer_step --no-run --message-format=json 2>/dev/null \
-          | "$py" -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "peer_step" and m.get("executable"):
-        print(m["executable"])')"
+    bin="$(bash "$root/benches/peer/peer_step_bin.sh" "$root" "$py")"
     "$bin" long-grad --checkpoint "$dir/long/checkpoint.safetensors" --grad-out "$dir/long.grad" >/dev/null
     echo "digits-long:"
     "$py" bench.py --check-long "$dir/long/checkpoint.safetensors" "$dir/long.traj" "$dir/long.grad" \
