@@ -29,8 +29,12 @@ struct Unroll<T> {
     mlp: Mlp,
     /// `theta_t`, `[T+1, P]` with rows `stride` apart (aligned: see [`row_stride`]).
     thetas: Aligned<T>,
-    /// `g_t`, `[T, P]` with rows `stride` apart.
+    /// `g_t`, `[T, P]` with rows `stride` apart; only the last step's (one row, reused: it
+    /// stays in cache) when the backward pass needs no more than the biases' gradients.
     grads: Aligned<T>,
+    /// The bias groups' `g_t`, `[T, Σ_l d_{l+1}]` (what [`Mlp::sgd_reverse_step`] reads),
+    /// when `grads` holds one row.
+    bias_grads: Vec<T>,
     /// Distance between the rows of `thetas` and `grads`.
     stride: usize,
     /// Support-set caches at each `theta_t` (for the Hessian-vector products).
@@ -49,8 +53,8 @@ struct Unroll<T> {
 /// `||g||²` is summed in order for learners that task groups may run (at most
 /// [`MAX_GROUP_PARAMS`] parameters: the groups sum the same squares in the same order, lane
 /// by lane). Larger learners (the wide one, 66,817) only ever run here, and a serial sum is
-/// one dependent addition per parameter (a tenth of a wide meta-step): they use the eight
-/// fixed-order partial sums of [`crate::linalg::dot`].
+/// one dependent addition per parameter (a tenth of a wide meta-step): they use the
+/// fixed-order partial sums of [`sum_of_squares`].
 pub(crate) fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> [T; FEATURES] {
     let eps = T::of(1e-8);
     let sq = if grad.len() > MAX_GROUP_PARAMS {
@@ -62,15 +66,17 @@ pub(crate) fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> 
     [(loss + eps).ln(), (norm + eps).ln(), T::of(t as f64) / T::of(steps as f64)]
 }
 
-/// Runs the inner loop, recording what the backward pass needs. With `fixed_features`, the
-/// scheduler reads those instead of the ones the run produces (finite-difference checks hold
-/// them constant, as spec §3 treats them).
+/// Runs the inner loop, recording what the backward pass needs: the caches of every step
+/// with `keep_caches`, every step's gradient with `keep_grads` (else the biases' only). With
+/// `fixed_features`, the scheduler reads those instead of the ones the run produces
+/// (finite-difference checks hold them constant, as spec §3 treats them).
 fn unroll<T: Real>(
     config: &Config,
     params: &Params<T>,
     task: TaskRef<'_, T>,
     fixed_features: Option<&[[T; FEATURES]]>,
     keep_caches: bool,
+    keep_grads: bool,
 ) -> Unroll<T> {
     let mlp = Mlp::new(config);
     let p = mlp.layout.len();
@@ -81,7 +87,10 @@ fn unroll<T: Real>(
     let stride = row_stride::<T>(p);
     let mut thetas = Aligned::take_dirty((steps + 1) * stride);
     thetas[..p].copy_from_slice(&params.theta);
-    let mut grads = Aligned::take_dirty(steps * stride);
+    let mut grads = Aligned::take_dirty(if keep_grads { steps } else { 1 } * stride);
+    let biases: Vec<_> = (0..mlp.layout.n_linear()).map(|l| mlp.layout.bias(l)).collect();
+    let bias_len: usize = biases.iter().map(|r| r.len()).sum();
+    let mut bias_grads = if keep_grads { Vec::new() } else { task_pool::take_dirty(steps * bias_len) };
     // One cache per step when the backward pass needs them, else one reused cache.
     let mut caches: Vec<MlpCache<T>> =
         (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache_reused(task.support.n)).collect();
@@ -90,13 +99,21 @@ fn unroll<T: Real>(
     for t in 0..steps {
         let (done, next) = thetas.split_at_mut((t + 1) * stride);
         let theta = &done[t * stride..t * stride + p];
-        let g = &mut grads[t * stride..t * stride + p];
+        let row = if keep_grads { t } else { 0 };
+        let g = &mut grads[row * stride..row * stride + p];
         let cache = &mut caches[if keep_caches { t } else { 0 }];
         let loss = mlp.loss_and_grad(g, cache, theta, task.support.x, task.support.y);
         let x = match fixed_features {
             Some(f) => f[t],
             None => features(loss, g, t, steps),
         };
+        if !keep_grads {
+            let mut at = t * bias_len;
+            for r in &biases {
+                bias_grads[at..at + r.len()].copy_from_slice(&g[r.clone()]);
+                at += r.len();
+            }
+        }
         let rates = sched.step(params, t, x);
         let d = opt.step(t, g);
         let theta_next = &mut next[..p];
@@ -111,7 +128,7 @@ fn unroll<T: Real>(
     let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
     let accuracy = mlp.accuracy_of_output(&qcache, task.query.y);
     qcache.recycle();
-    Unroll { mlp, thetas, grads, stride, caches, sched, opt, v, outer_loss, accuracy }
+    Unroll { mlp, thetas, grads, bias_grads, stride, caches, sched, opt, v, outer_loss, accuracy }
 }
 
 /// Distance between consecutive steps' rows in the trace: `p` rounded up to whole 64-byte
@@ -122,9 +139,15 @@ fn row_stride<T>(p: usize) -> usize {
 }
 
 /// Gives an unroll's buffers back to this thread's free list ([`task_pool`]).
-fn recycle<T: Real>(thetas: Aligned<T>, grads: Aligned<T>, caches: Vec<MlpCache<T>>, v: Aligned<T>) {
+fn recycle<T: Real>(
+    thetas: Aligned<T>,
+    (grads, bias_grads): (Aligned<T>, Vec<T>),
+    caches: Vec<MlpCache<T>>,
+    v: Aligned<T>,
+) {
     thetas.give();
     grads.give();
+    task_pool::give(bias_grads);
     caches.into_iter().for_each(MlpCache::recycle);
     v.give();
 }
@@ -141,14 +164,14 @@ pub fn run_task<T: Real>(
     task: TaskRef<'_, T>,
     fixed_features: Option<&[[T; FEATURES]]>,
 ) -> TaskOutcome<T> {
-    let u = unroll(config, params, task, fixed_features, false);
+    let u = unroll(config, params, task, fixed_features, false, false);
     let out = TaskOutcome {
         outer_loss: u.outer_loss,
         lr: u.sched.rates().to_vec(),
         features: u.sched.features().to_vec(),
         accuracy: u.accuracy,
     };
-    recycle(u.thetas, u.grads, u.caches, u.v);
+    recycle(u.thetas, (u.grads, u.bias_grads), u.caches, u.v);
     out
 }
 
@@ -161,20 +184,117 @@ pub fn task_meta_gradient<T: Real>(
     task: TaskRef<'_, T>,
     scale: T,
 ) -> TaskOutcome<T> {
+    let reverse = if plain_sgd_reverse_applies(config) { Reverse::PlainSgd } else { Reverse::Generic };
+    task_meta_gradient_by(reverse, GradInto::Add, grad, config, params, task, scale)
+}
+
+/// [`task_meta_gradient`] written into `grad` whatever it held (a buffer reused across
+/// batches): no pass to zero theta's 267 KB first for the wide learner. The same bits as
+/// accumulating into zeros, but for the sign of zeros (`0 + −0` is `+0`), which any sum
+/// starting from zero (the batch mean) makes the same.
+pub(crate) fn task_meta_gradient_written<T: Real>(
+    grad: &mut Params<T>,
+    config: &Config,
+    params: &Params<T>,
+    task: TaskRef<'_, T>,
+    scale: T,
+) -> TaskOutcome<T> {
+    for b in grad.buffers_mut().into_iter().skip(1) {
+        b.fill(T::zero());
+    }
+    let reverse = if plain_sgd_reverse_applies(config) { Reverse::PlainSgd } else { Reverse::Generic };
+    task_meta_gradient_by(reverse, GradInto::Overwrite, grad, config, params, task, scale)
+}
+
+/// Whether the task's gradient of theta is added to `grad.theta` or written over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GradInto {
+    Add,
+    Overwrite,
+}
+
+/// How [`task_meta_gradient`] runs the reverse steps (the same mathematics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reverse {
+    /// `u`, the optimiser's reverse step, [`Mlp::hvp`] into `hv`: any optimiser and order.
+    Generic,
+    /// [`Mlp::sgd_reverse_step`]: plain SGD at second order, `u = a ⊙ v` never formed.
+    PlainSgd,
+}
+
+/// Whether [`Reverse::PlainSgd`] runs `config`: plain SGD at second order, for learners too
+/// large for task groups (more than [`MAX_GROUP_PARAMS`] parameters). Smaller learners keep
+/// the generic step, whose bits the task groups reproduce lane by lane.
+fn plain_sgd_reverse_applies(config: &Config) -> bool {
+    !config.inner.first_order
+        && config.inner.optimizer.is_sgd()
+        && crate::layout::ThetaLayout::new(config).len() > MAX_GROUP_PARAMS
+}
+
+/// [`task_meta_gradient`] with the reverse steps run by `reverse`.
+fn task_meta_gradient_by<T: Real>(
+    reverse: Reverse,
+    into: GradInto,
+    grad: &mut Params<T>,
+    config: &Config,
+    params: &Params<T>,
+    task: TaskRef<'_, T>,
+    scale: T,
+) -> TaskOutcome<T> {
     let second_order = !config.inner.first_order;
     // The optimiser's per-step state is needed for `d_t` even at first order (momentum, adam).
     let keep = second_order || !config.inner.optimizer.is_sgd();
-    let Unroll { mlp, thetas, grads, stride, caches, sched, mut opt, mut v, outer_loss, accuracy } =
-        unroll(config, params, task, None, keep);
+    let plain = reverse == Reverse::PlainSgd;
+    let Unroll {
+        mlp,
+        thetas,
+        grads,
+        bias_grads,
+        stride,
+        caches,
+        sched,
+        mut opt,
+        mut v,
+        outer_loss,
+        accuracy,
+    } = unroll(config, params, task, None, keep, !plain);
     let p = mlp.layout.len();
     let g_count = mlp.layout.groups();
     let steps = config.inner.steps;
     for x in v.iter_mut() {
         *x *= scale;
     }
-    // Written before read: `da` for every (t, k) below, `u` group by group, `hv` and the
-    // scratch by `hvp`. The optimiser's adjoints `wm`, `ws` start at zero.
+    // Written before read: `da` for every (t, k) below.
     let mut da = task_pool::take_dirty(steps * g_count);
+    if plain {
+        let bias_len = bias_grads.len() / steps.max(1);
+        let mut scratch = mlp.sgd_reverse_scratch(task.support.n);
+        for t in (0..steps).rev() {
+            mlp.sgd_reverse_step(
+                &mut v,
+                &mut da[t * g_count..(t + 1) * g_count],
+                &mut scratch,
+                &caches[t],
+                &thetas[t * stride..t * stride + p],
+                &bias_grads[t * bias_len..(t + 1) * bias_len],
+                task.support.x,
+                sched.rates_at(t),
+            );
+        }
+        scratch.recycle();
+        sched.backward(grad, params, &da);
+        add_final(&mut grad.theta, &v, None, into == GradInto::Add);
+        recycle(thetas, (grads, bias_grads), caches, v);
+        task_pool::give(da);
+        return TaskOutcome {
+            outer_loss,
+            lr: sched.rates().to_vec(),
+            features: sched.features().to_vec(),
+            accuracy,
+        };
+    }
+    // Written before read: `u` group by group, `hv` and the scratch by `hvp`. The
+    // optimiser's adjoints `wm`, `ws` start at zero.
     let mut u = Aligned::take_dirty(p);
     let mut hv = Aligned::take_dirty(p);
     let mut scratch: HvpScratch<T> = mlp.hvp_scratch_reused(task.support.n);
@@ -205,8 +325,8 @@ pub fn task_meta_gradient<T: Real>(
         }
     }
     sched.backward(grad, params, &da);
-    add_final(&mut grad.theta, &v, hv_pending.then_some(&hv[..]));
-    recycle(thetas, grads, caches, v);
+    add_final(&mut grad.theta, &v, hv_pending.then_some(&hv[..]), into == GradInto::Add);
+    recycle(thetas, (grads, bias_grads), caches, v);
     scratch.recycle();
     for b in [da, wm, ws] {
         task_pool::give(b);
@@ -214,4 +334,117 @@ pub fn task_meta_gradient<T: Real>(
     u.give();
     hv.give();
     TaskOutcome { outer_loss, lr: sched.rates().to_vec(), features: sched.features().to_vec(), accuracy }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Activation, InnerConfig, LossKind, ModelConfig, SchedulerConfig, SchedulerKind};
+    use crate::rng::CounterRng;
+    use crate::task::{Targets, TaskBatch};
+
+    fn config(layers: &[usize], act: Activation, loss: LossKind, kind: SchedulerKind) -> Config {
+        Config {
+            model: ModelConfig { layers: layers.to_vec(), activation: act, loss },
+            inner: InnerConfig {
+                steps: 4,
+                first_order: false,
+                learn_init: true,
+                optimizer: Default::default(),
+            },
+            scheduler: SchedulerConfig { kind, hidden: 4, lr_min: 0.01, lr_max: 0.6, lr_fixed: 0.3 },
+        }
+    }
+
+    /// One task of `k` support and `q` query points, values and labels from a counter RNG.
+    fn task_batch<T: Real>(config: &Config, k: usize, q: usize, seed: u64) -> TaskBatch<T> {
+        let (d_in, d_out) = (config.d_in(), config.d_out());
+        let mut rng = CounterRng::new(seed, &[7]);
+        let mut vals = |n: usize| (0..n).map(|_| T::of(rng.uniform_in(-1.5, 1.5))).collect::<Vec<T>>();
+        let (support_x, query_x) = (vals(k * d_in), vals(q * d_in));
+        let (support_y, query_y) = match config.model.loss {
+            LossKind::Mse => (Targets::Values(vals(k * d_out)), Targets::Values(vals(q * d_out))),
+            LossKind::CrossEntropy => {
+                let labels = |n: usize, o: usize| (0..n).map(|i| ((i * 7 + o) % d_out) as u32).collect();
+                (Targets::Labels(labels(k, 1)), Targets::Labels(labels(q, 2)))
+            }
+        };
+        TaskBatch { b: 1, k, q, d_in, d_out, support_x, support_y, query_x, query_y }
+    }
+
+    fn random_params<T: Real>(config: &Config, seed: u64, spread: f64) -> Params<T> {
+        let mut p = Params::<T>::zeros(config);
+        let mut rng = CounterRng::new(seed, &[99]);
+        for v in p.values_mut() {
+            *v = T::of(rng.uniform_in(-spread, spread));
+        }
+        p
+    }
+
+    /// Both reverse paths' meta-gradients of one task: `(generic, plain_sgd)`, flattened.
+    fn both<T: Real>(config: &Config, params: &Params<T>, batch: &TaskBatch<T>) -> (Vec<f64>, Vec<f64>) {
+        let run = |reverse| {
+            let mut grad = params.zeros_like();
+            let out = task_meta_gradient_by(
+                reverse,
+                GradInto::Add,
+                &mut grad,
+                config,
+                params,
+                batch.task(0),
+                T::of(0.5),
+            );
+            let mut flat: Vec<f64> = grad.values().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect();
+            flat.push(out.outer_loss.to_f64().unwrap_or(f64::NAN));
+            flat
+        };
+        (run(Reverse::Generic), run(Reverse::PlainSgd))
+    }
+
+    fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+        diff / b.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-300)
+    }
+
+    /// The plain-SGD reverse step is the generic one's mathematics: in f64, every tensor of
+    /// the meta-gradient agrees to 1e-12 (relative, whole vector) for both activation kinds,
+    /// both losses, every scheduler kind and a learner deep enough for the R-operator's
+    /// inner layers.
+    #[test]
+    fn plain_sgd_reverse_matches_the_generic_step_in_f64() {
+        let mut seed = 3;
+        for kind in [SchedulerKind::Lstm, SchedulerKind::Lslr, SchedulerKind::Fixed] {
+            for act in [Activation::Relu, Activation::Tanh] {
+                for (loss, layers) in
+                    [(LossKind::Mse, vec![2, 9, 7, 2]), (LossKind::CrossEntropy, vec![3, 8, 6, 5, 4])]
+                {
+                    let cfg = config(&layers, act, loss, kind);
+                    let params = random_params::<f64>(&cfg, seed, 0.7);
+                    let batch = task_batch::<f64>(&cfg, 6, 5, seed);
+                    let (generic, plain) = both(&cfg, &params, &batch);
+                    let e = rel_err(&plain, &generic);
+                    assert!(e < 1e-12, "{kind:?} {act:?} {loss:?}: relative error {e:.3e}");
+                    seed += 1;
+                }
+            }
+        }
+    }
+
+    /// On a learner with a wide layer (192 × 192, the AVX-512 kernels' size when the CPU has
+    /// them) in f32, the two paths agree to f32 rounding (1e-5 relative).
+    #[test]
+    fn plain_sgd_reverse_matches_the_generic_step_on_a_wide_learner_in_f32() {
+        let mut cfg = Config::sinusoid_default();
+        cfg.model.layers = vec![1, 192, 192, 1];
+        assert!(plain_sgd_reverse_applies(&cfg));
+        let params = random_params::<f32>(&cfg, 9, 0.1);
+        let batch = task_batch::<f32>(&cfg, 10, 10, 9);
+        let (generic, plain) = both(&cfg, &params, &batch);
+        let e = rel_err(&plain, &generic);
+        assert!(e < 1e-5, "relative error {e:.3e}");
+        assert!(
+            !plain_sgd_reverse_applies(&Config::sinusoid_default()),
+            "small learners keep the generic bits"
+        );
+    }
 }

@@ -246,18 +246,7 @@ fn as_f32<'a, T: Real>(
     a: &'a [T],
     b: &'a [T],
 ) -> Option<(&'a mut [f32], &'a [f32], &'a [f32])> {
-    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
-        return None;
-    }
-    // SAFETY: `T` is `f32` (same `TypeId`): same size, alignment and validity; the lengths
-    // and borrows are those of the slices given.
-    unsafe {
-        Some((
-            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()),
-            std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), a.len()),
-            std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len()),
-        ))
-    }
+    Some((f32_view_mut(out)?, f32_view(a)?, f32_view(b)?))
 }
 
 /// [`gemm_nt_acc`]; when `b` has at least [`GEMM_CRATE_MIN`] elements, by
@@ -320,6 +309,63 @@ pub fn tn_to<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: us
     }
     out[..m * k].fill(T::zero());
     tn_acc(out, a, b, n, m, k);
+}
+
+/// `out[m×k] −= Σ_q a_qᵀ · b_q` over the pairs `(a_q[n×m], b_q[n×k])`: a Hessian-vector
+/// product's weight block taken from an adjoint in place (the plain-SGD reverse step,
+/// [`crate::mlp::Mlp::sgd_reverse_step`]). Where [`crate::wide_kernels`] runs (f32, AVX-512F
+/// + FMA, at least [`GEMM_CRATE_MIN`] outputs, at most two pairs) in one pass over `out`;
+/// otherwise the sum is formed by [`tn_to`] and [`tn_acc`] in a buffer and subtracted.
+pub fn tn_sub<T: Real>(out: &mut [T], pairs: &[(&[T], &[T])], n: usize, m: usize, k: usize) {
+    if pairs.is_empty() {
+        return;
+    }
+    if m * k >= GEMM_CRATE_MIN && pairs.len() <= 2 {
+        let mut f = [(&[][..], &[][..]); 2];
+        let mut all = true;
+        for (f, &(a, b)) in f.iter_mut().zip(pairs) {
+            match (f32_view(a), f32_view(b)) {
+                (Some(a), Some(b)) => *f = (a, b),
+                _ => all = false,
+            }
+        }
+        if all
+            && let Some(o) = f32_view_mut(out)
+            && wide_kernels::tn_sub(o, &f[..pairs.len()], n, m, k)
+        {
+            return;
+        }
+    }
+    let mut sum = crate::task_pool::take_dirty(m * k);
+    for (q, &(a, b)) in pairs.iter().enumerate() {
+        if q == 0 {
+            tn_to(&mut sum, a, b, n, m, k);
+        } else {
+            tn_acc(&mut sum, a, b, n, m, k);
+        }
+    }
+    for (o, &s) in out[..m * k].iter_mut().zip(&sum) {
+        *o -= s;
+    }
+    crate::task_pool::give(sum);
+}
+
+/// `x` as an f32 slice when `T` is `f32`.
+fn f32_view<T: Real>(x: &[T]) -> Option<&[f32]> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: `T` is `f32` (same `TypeId`): same size, alignment and validity.
+    Some(unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// `x` as a mutable f32 slice when `T` is `f32`.
+fn f32_view_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: as [`f32_view`]; the borrow is the caller's unique one.
+    Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
 }
 
 /// `y += s · x`.

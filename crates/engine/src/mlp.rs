@@ -10,6 +10,9 @@ use crate::real::Real;
 use crate::task::TargetsRef;
 use crate::task_pool::Aligned;
 
+mod sgd_reverse;
+pub use sgd_reverse::SgdReverseScratch;
+
 /// The learner's architecture; stateless apart from its shape.
 #[derive(Debug, Clone)]
 pub struct Mlp {

@@ -121,6 +121,34 @@ pub fn tn_set(out: &mut [f32], a: &[f32], b: &[f32], n: usize, m: usize, k: usiz
     true
 }
 
+/// `out[m×k] −= Σ_q a_qᵀ · b_q` over the pairs `(a_q[n×m], b_q[n×k])` (at most two: one
+/// reverse step's Hessian-vector product of a wide layer, `δᵀ H + R{δ}ᵀ R{H}`, taken from the
+/// adjoint in place instead of written to a vector and subtracted by another pass); `false`
+/// (nothing done) without AVX-512F + FMA. Each output sums its terms from zero, pair by pair
+/// and row by row in order, by fused multiply-adds, and is then subtracted once. Blocks of 8
+/// rows × 32 columns of accumulators; the rows of `out` are walked in order, so `out` streams
+/// through once while the `b_q` (2 × `n` rows) stay in L1.
+pub fn tn_sub(out: &mut [f32], pairs: &[(&[f32], &[f32])], n: usize, m: usize, k: usize) -> bool {
+    if !available() {
+        return false;
+    }
+    assert!(pairs.len() <= 2, "tn_sub takes at most two pairs");
+    assert!(out.len() >= m * k && pairs.iter().all(|(a, b)| a.len() >= n * m && b.len() >= n * k));
+    if n == 0 || m == 0 || k == 0 || pairs.is_empty() {
+        return true;
+    }
+    let mut ptrs = [(std::ptr::null::<f32>(), std::ptr::null::<f32>()); 2];
+    for (p, (a, b)) in ptrs.iter_mut().zip(pairs) {
+        *p = (a.as_ptr(), b.as_ptr());
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F and FMA are present (checked above); the extents are asserted above.
+    unsafe {
+        avx512::tn_sub(out.as_mut_ptr(), &ptrs[..pairs.len()], n, m, k);
+    }
+    true
+}
+
 /// `n` split into `ceil(n / max)` nearly equal blocks `(start, len)`: 10 rows are one block
 /// of 10 (or 4 + 3 + 3 for `max` 4), 13 are 7 + 6 rather than 12 + 1, so that every block
 /// keeps enough independent accumulators to hide the FMA latency.
@@ -442,6 +470,77 @@ mod avx512 {
         }
     }
 
+    /// Rows `i .. i + I` × the 32 columns from `j0` of [`super::tn_sub`].
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tn_sub_rows<const I: usize>(
+        out: *mut f32,
+        pairs: &[(*const f32, *const f32)],
+        n: usize,
+        m: usize,
+        k: usize,
+        i: usize,
+        j0: usize,
+        (m0, m1): (__mmask16, __mmask16),
+    ) {
+        // SAFETY (whole body): `i + I <= m`, rows `r < n`; lanes past `k` are masked off
+        // (their addresses are formed with `wrapping_add` and never touched).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; I];
+            for &(a, b) in pairs {
+                for r in 0..n {
+                    let bp = b.add(r * k + j0);
+                    let b0 = _mm512_maskz_loadu_ps(m0, bp);
+                    let b1 = _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16));
+                    let ar = a.add(r * m + i);
+                    for ii in 0..I {
+                        let s = _mm512_set1_ps(*ar.add(ii));
+                        acc[ii][0] = _mm512_fmadd_ps(s, b0, acc[ii][0]);
+                        acc[ii][1] = _mm512_fmadd_ps(s, b1, acc[ii][1]);
+                    }
+                }
+            }
+            for ii in 0..I {
+                let o = out.add((i + ii) * k + j0);
+                let x0 = _mm512_maskz_loadu_ps(m0, o);
+                let x1 = _mm512_maskz_loadu_ps(m1, o.wrapping_add(16));
+                _mm512_mask_storeu_ps(o, m0, _mm512_sub_ps(x0, acc[ii][0]));
+                _mm512_mask_storeu_ps(o.wrapping_add(16), m1, _mm512_sub_ps(x1, acc[ii][1]));
+            }
+        }
+    }
+
+    /// `out[m×k] −= Σ_q a_qᵀ · b_q`; the caller checks the CPU, the extents and that `pairs`
+    /// is not empty.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn tn_sub(
+        out: *mut f32,
+        pairs: &[(*const f32, *const f32)],
+        n: usize,
+        m: usize,
+        k: usize,
+    ) {
+        let mut i = 0;
+        while i < m {
+            let rows = if i + 8 <= m { 8 } else { 1 };
+            let mut j0 = 0;
+            while j0 < k {
+                let masks = (mask(k - j0), mask((k - j0).saturating_sub(16)));
+                // SAFETY: rows `i .. i + rows` lie inside `m`, the columns inside `k` (masked).
+                unsafe {
+                    if rows == 8 {
+                        tn_sub_rows::<8>(out, pairs, n, m, k, i, j0, masks);
+                    } else {
+                        tn_sub_rows::<1>(out, pairs, n, m, k, i, j0, masks);
+                    }
+                }
+                j0 += 32;
+            }
+            i += rows;
+        }
+    }
+
     /// `tn_block` for a chunk of `r <= 10` rows.
     #[inline]
     #[target_feature(enable = "avx512f,fma")]
@@ -588,20 +687,50 @@ mod tests {
     }
 
     #[test]
+    fn tn_sub_matches_f64() {
+        if !available() {
+            return;
+        }
+        for n in NS {
+            for (m, k) in [(1, 17), (17, 300), (256, 256), (13, 1), (9, 40)] {
+                let (a1, b1, a2, b2) =
+                    (data(n * m, 0.37), data(n * k, 0.91), data(n * m, 0.23), data(n * k, 0.71));
+                let out0 = data(m * k, 0.13);
+                for two in [false, true] {
+                    let mut out = out0.clone();
+                    let pairs: Vec<(&[f32], &[f32])> =
+                        if two { vec![(&a1, &b1), (&a2, &b2)] } else { vec![(&a1, &b1)] };
+                    assert!(tn_sub(&mut out, &pairs, n, m, k));
+                    check(&format!("tn_sub {n}×{m}×{k} two={two}"), &out, &out0, |i| {
+                        let (r, j) = (i / k, i % k);
+                        let mut t: Vec<(f32, f32)> =
+                            (0..n).map(|q| (-a1[q * m + r], b1[q * k + j])).collect();
+                        if two {
+                            t.extend((0..n).map(|q| (-a2[q * m + r], b2[q * k + j])));
+                        }
+                        t
+                    });
+                }
+            }
+        }
+    }
+
+    #[test]
     fn kernels_leave_memory_past_the_output_alone() {
         if !available() {
             return;
         }
         let (n, k, m) = (3, 17, 19);
         let (a, b) = (data(n * k.max(m), 0.3), data(k * m, 0.7));
-        for which in 0..3 {
-            let len = if which == 2 { m * k } else { n * m };
+        for which in 0..4 {
+            let len = if which >= 2 { m * k } else { n * m };
             let mut out = vec![1.0f32; len + 40];
             let (o, tail) = out.split_at_mut(len);
             match which {
                 0 => assert!(nt_acc(o, &a, &b, n, k, m)),
                 1 => assert!(nn_acc(o, &a, &b, n, k, m)),
-                _ => assert!(tn_acc(o, &a[..n * m], &b[..n * k], n, m, k)),
+                2 => assert!(tn_acc(o, &a[..n * m], &b[..n * k], n, m, k)),
+                _ => assert!(tn_sub(o, &[(&a[..n * m], &b[..n * k])], n, m, k)),
             }
             assert!(tail.iter().all(|&x| x == 1.0), "kernel {which} wrote past its output");
         }
