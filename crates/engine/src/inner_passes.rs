@@ -49,7 +49,7 @@ pub fn sum_of_squares<T: Real>(x: &[T]) -> T {
     while w > 1 {
         w /= 2;
         for l in 0..w {
-            acc[l] = acc[l] + acc[l + w];
+            acc[l] += acc[l + w];
         }
     }
     acc[0] + tail

@@ -313,9 +313,9 @@ pub fn tn_to<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: us
 
 /// `out[m×k] −= Σ_q a_qᵀ · b_q` over the pairs `(a_q[n×m], b_q[n×k])`: a Hessian-vector
 /// product's weight block taken from an adjoint in place (the plain-SGD reverse step,
-/// [`crate::mlp::Mlp::sgd_reverse_step`]). Where [`crate::wide_kernels`] runs (f32, AVX-512F
-/// + FMA, at least [`GEMM_CRATE_MIN`] outputs, at most two pairs) in one pass over `out`;
-/// otherwise the sum is formed by [`tn_to`] and [`tn_acc`] in a buffer and subtracted.
+/// [`crate::mlp::Mlp::sgd_reverse_step`]). Where [`crate::wide_kernels`] runs (f32 with
+/// AVX-512F and FMA, at least [`GEMM_CRATE_MIN`] outputs, at most two pairs) in one pass over
+/// `out`; otherwise the sum is formed by [`tn_to`] and [`tn_acc`] in a buffer and subtracted.
 pub fn tn_sub<T: Real>(out: &mut [T], pairs: &[(&[T], &[T])], n: usize, m: usize, k: usize) {
     if pairs.is_empty() {
         return;
