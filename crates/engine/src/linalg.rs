@@ -26,7 +26,12 @@ pub fn gemm_nt_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize,
     for r in 0..n {
         let ar = &a[r * k..(r + 1) * k];
         let or = &mut out[r * m..(r + 1) * m];
-        if k < 8 {
+        if k == 1 {
+            // `b` is one column: the same terms as below, over contiguous memory.
+            for (o, &bj) in or.iter_mut().zip(&b[..m]) {
+                *o += ar[0] * bj;
+            }
+        } else if k < 8 {
             for (p, &s) in ar.iter().enumerate() {
                 for (j, o) in or.iter_mut().enumerate() {
                     *o += s * b[j * k + p];
@@ -108,6 +113,16 @@ pub fn gemm_nn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, k: usize,
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+avx", "x86_64+avx2+avx"))]
 pub fn gemm_tn_acc<T: Real>(out: &mut [T], a: &[T], b: &[T], n: usize, m: usize, k: usize) {
     debug_assert!(out.len() >= m * k && a.len() >= n * m && b.len() >= n * k);
+    if k == 1 {
+        // `out` is one column: the same terms as below, over contiguous memory.
+        for r in 0..n {
+            let s = b[r];
+            for (o, &x) in out[..m].iter_mut().zip(&a[r * m..(r + 1) * m]) {
+                *o += x * s;
+            }
+        }
+        return;
+    }
     if k < 8 {
         for r in 0..n {
             let ar = &a[r * m..(r + 1) * m];
@@ -443,7 +458,7 @@ mod tests {
 
     #[test]
     fn products_match_naive() {
-        for (n, k, m) in [(3, 11, 5), (4, 40, 40), (2, 17, 25), (10, 1, 40), (10, 256, 256), (3, 300, 129)] {
+        for (n, k, m) in [(3, 11, 5), (4, 40, 40), (2, 17, 25), (10, 1, 40), (10, 40, 1), (10, 256, 256), (3, 300, 129)] {
             check_products(n, k, m);
         }
     }
