@@ -10,6 +10,7 @@ use crate::real::Real;
 use crate::scheduler::SchedulerTrace;
 use crate::task::TaskRef;
 use crate::task_pool::{self, Aligned};
+use crate::theta_trace::{ThetaTrace, row_stride};
 
 /// What one task's inner run produced.
 #[derive(Debug, Clone)]
@@ -25,17 +26,17 @@ pub struct TaskOutcome<T> {
 }
 
 /// The forward state of one inner run, kept for the backward pass.
-struct Unroll<T> {
+struct Unroll<'a, T> {
     mlp: Mlp,
-    /// `theta_t`, `[T+1, P]` with rows `stride` apart (aligned: see [`row_stride`]).
-    thetas: Aligned<T>,
+    /// `theta_t` for `t = 0..=T`.
+    thetas: ThetaTrace<'a, T>,
     /// `g_t`, `[T, P]` with rows `stride` apart; only the last step's (one row, reused: it
     /// stays in cache) when the backward pass needs no more than the biases' gradients.
     grads: Aligned<T>,
     /// The bias groups' `g_t`, `[T, Σ_l d_{l+1}]` (what [`Mlp::sgd_reverse_step`] reads),
     /// when `grads` holds one row.
     bias_grads: Vec<T>,
-    /// Distance between the rows of `thetas` and `grads`.
+    /// Distance between the rows of `grads`.
     stride: usize,
     /// Support-set caches at each `theta_t` (for the Hessian-vector products).
     caches: Vec<MlpCache<T>>,
@@ -69,15 +70,18 @@ pub(crate) fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> 
 /// Runs the inner loop, recording what the backward pass needs: the caches of every step
 /// with `keep_caches`, every step's gradient with `keep_grads` (else the biases' only). With
 /// `fixed_features`, the scheduler reads those instead of the ones the run produces
-/// (finite-difference checks hold them constant, as spec §3 treats them).
-fn unroll<T: Real>(
+/// (finite-difference checks hold them constant, as spec §3 treats them). `theta0`, when
+/// given, is `params.theta` on 64-byte lines, shared by a batch's tasks ([`ThetaTrace`]).
+#[allow(clippy::too_many_arguments)]
+fn unroll<'a, T: Real>(
     config: &Config,
-    params: &Params<T>,
+    params: &'a Params<T>,
+    theta0: Option<&'a [T]>,
     task: TaskRef<'_, T>,
     fixed_features: Option<&[[T; FEATURES]]>,
     keep_caches: bool,
     keep_grads: bool,
-) -> Unroll<T> {
+) -> Unroll<'a, T> {
     let mlp = Mlp::new(config);
     let p = mlp.layout.len();
     let steps = config.inner.steps;
@@ -85,8 +89,7 @@ fn unroll<T: Real>(
     // read (`theta_{t+1}` by the update below, whose groups cover theta; `g_t` and the caches
     // by `loss_and_grad`).
     let stride = row_stride::<T>(p);
-    let mut thetas = Aligned::take_dirty((steps + 1) * stride);
-    thetas[..p].copy_from_slice(&params.theta);
+    let mut thetas = ThetaTrace::new(theta0.unwrap_or(&params.theta), theta0.is_some(), steps);
     let mut grads = Aligned::take_dirty(if keep_grads { steps } else { 1 } * stride);
     let biases: Vec<_> = (0..mlp.layout.n_linear()).map(|l| mlp.layout.bias(l)).collect();
     let bias_len: usize = biases.iter().map(|r| r.len()).sum();
@@ -97,8 +100,7 @@ fn unroll<T: Real>(
     let mut sched = SchedulerTrace::new(config);
     let mut opt = OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches);
     for t in 0..steps {
-        let (done, next) = thetas.split_at_mut((t + 1) * stride);
-        let theta = &done[t * stride..t * stride + p];
+        let (theta, theta_next) = thetas.step(t);
         let row = if keep_grads { t } else { 0 };
         let g = &mut grads[row * stride..row * stride + p];
         let cache = &mut caches[if keep_caches { t } else { 0 }];
@@ -116,7 +118,6 @@ fn unroll<T: Real>(
         }
         let rates = sched.step(params, t, x);
         let d = opt.step(t, g);
-        let theta_next = &mut next[..p];
         for (k, &a) in rates.iter().enumerate() {
             let r = mlp.layout.group(k);
             sgd_step(&mut theta_next[r.clone()], &theta[r.clone()], &d[r], a);
@@ -124,23 +125,15 @@ fn unroll<T: Real>(
     }
     let mut qcache = mlp.cache_reused(task.query.n);
     let mut v = Aligned::take_dirty(p);
-    let theta_t = &thetas[steps * stride..steps * stride + p];
-    let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, theta_t, task.query.x, task.query.y);
+    let outer_loss = mlp.loss_and_grad(&mut v, &mut qcache, thetas.row(steps), task.query.x, task.query.y);
     let accuracy = mlp.accuracy_of_output(&qcache, task.query.y);
     qcache.recycle();
     Unroll { mlp, thetas, grads, bias_grads, stride, caches, sched, opt, v, outer_loss, accuracy }
 }
 
-/// Distance between consecutive steps' rows in the trace: `p` rounded up to whole 64-byte
-/// lines, so that every step's parameters (and the weight matrices within, at offsets that
-/// are multiples of 16 for the wide learner) start on a line as the first does.
-fn row_stride<T>(p: usize) -> usize {
-    p.next_multiple_of((64 / std::mem::size_of::<T>().max(1)).max(1))
-}
-
 /// Gives an unroll's buffers back to this thread's free list ([`task_pool`]).
 fn recycle<T: Real>(
-    thetas: Aligned<T>,
+    thetas: ThetaTrace<'_, T>,
     (grads, bias_grads): (Aligned<T>, Vec<T>),
     caches: Vec<MlpCache<T>>,
     v: Aligned<T>,
@@ -164,7 +157,7 @@ pub fn run_task<T: Real>(
     task: TaskRef<'_, T>,
     fixed_features: Option<&[[T; FEATURES]]>,
 ) -> TaskOutcome<T> {
-    let u = unroll(config, params, task, fixed_features, false, false);
+    let u = unroll(config, params, None, task, fixed_features, false, false);
     let out = TaskOutcome {
         outer_loss: u.outer_loss,
         lr: u.sched.rates().to_vec(),
@@ -185,17 +178,18 @@ pub fn task_meta_gradient<T: Real>(
     scale: T,
 ) -> TaskOutcome<T> {
     let reverse = if plain_sgd_reverse_applies(config) { Reverse::PlainSgd } else { Reverse::Generic };
-    task_meta_gradient_by(reverse, GradInto::Add, grad, config, params, task, scale)
+    task_meta_gradient_by(reverse, GradInto::Add, grad, config, (params, None), task, scale)
 }
 
 /// [`task_meta_gradient`] written into `grad` whatever it held (a buffer reused across
 /// batches): no pass to zero theta's 267 KB first for the wide learner. The same bits as
 /// accumulating into zeros, but for the sign of zeros (`0 + −0` is `+0`), which any sum
 /// starting from zero (the batch mean) makes the same.
+/// `theta0` is `params.theta` on 64-byte lines, shared by the batch's tasks.
 pub(crate) fn task_meta_gradient_written<T: Real>(
     grad: &mut Params<T>,
     config: &Config,
-    params: &Params<T>,
+    (params, theta0): (&Params<T>, &[T]),
     task: TaskRef<'_, T>,
     scale: T,
 ) -> TaskOutcome<T> {
@@ -203,7 +197,7 @@ pub(crate) fn task_meta_gradient_written<T: Real>(
         b.fill(T::zero());
     }
     let reverse = if plain_sgd_reverse_applies(config) { Reverse::PlainSgd } else { Reverse::Generic };
-    task_meta_gradient_by(reverse, GradInto::Overwrite, grad, config, params, task, scale)
+    task_meta_gradient_by(reverse, GradInto::Overwrite, grad, config, (params, Some(theta0)), task, scale)
 }
 
 /// Whether the task's gradient of theta is added to `grad.theta` or written over it.
@@ -237,7 +231,7 @@ fn task_meta_gradient_by<T: Real>(
     into: GradInto,
     grad: &mut Params<T>,
     config: &Config,
-    params: &Params<T>,
+    (params, theta0): (&Params<T>, Option<&[T]>),
     task: TaskRef<'_, T>,
     scale: T,
 ) -> TaskOutcome<T> {
@@ -257,7 +251,7 @@ fn task_meta_gradient_by<T: Real>(
         mut v,
         outer_loss,
         accuracy,
-    } = unroll(config, params, task, None, keep, !plain);
+    } = unroll(config, params, theta0, task, None, keep, !plain);
     let p = mlp.layout.len();
     let g_count = mlp.layout.groups();
     let steps = config.inner.steps;
@@ -275,7 +269,7 @@ fn task_meta_gradient_by<T: Real>(
                 &mut da[t * g_count..(t + 1) * g_count],
                 &mut scratch,
                 &caches[t],
-                &thetas[t * stride..t * stride + p],
+                thetas.row(t),
                 &bias_grads[t * bias_len..(t + 1) * bias_len],
                 task.support.x,
                 sched.rates_at(t),
@@ -319,7 +313,7 @@ fn task_meta_gradient_by<T: Real>(
         hv_pending = false;
         if second_order {
             opt.backward(t, g, &mut u, &mut wm, &mut ws);
-            let theta = &thetas[t * stride..t * stride + p];
+            let theta = thetas.row(t);
             mlp.hvp(&mut hv, &mut scratch, &caches[t], theta, task.support.x, &u);
             hv_pending = true;
         }
@@ -390,7 +384,7 @@ mod tests {
                 GradInto::Add,
                 &mut grad,
                 config,
-                params,
+                (params, None),
                 batch.task(0),
                 T::of(0.5),
             );

@@ -43,6 +43,7 @@ pub mod rng;
 pub mod scheduler;
 pub mod task_group;
 pub mod task_pool;
+mod theta_trace;
 pub mod wide_kernels;
 
 pub use adam::{Adam, AdamConfig, UpdateMask, clip_grad_norm, grad_norm};

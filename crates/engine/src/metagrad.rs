@@ -11,11 +11,13 @@ use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::fixed_sum::FixedSum;
 use crate::inner_loop::{TaskOutcome, evaluate_task, task_meta_gradient, task_meta_gradient_written};
+use crate::inner_passes::add_final;
 use crate::lane_linalg::LANES;
 use crate::params::Params;
 use crate::real::Real;
 use crate::task::{TaskBatch, TaskRef};
 use crate::task_group::{evaluate_group, group_meta_gradient};
+use crate::task_pool::Aligned;
 
 /// Groups smaller than this run task by task: a group costs as much as a full one.
 const MIN_GROUP: usize = LANES / 4;
@@ -111,9 +113,7 @@ fn sum_in_task_order<T: Real>(params: &Params<T>, grads: &[&Params<T>]) -> Param
             let at = c * SUM_CHUNK;
             let len = chunk.len();
             for part in &parts {
-                for (o, &x) in chunk.iter_mut().zip(&part[i][at..at + len]) {
-                    *o += x;
-                }
+                add_final(chunk, &part[i][at..at + len], None, true);
             }
         };
         if out.len() > SUM_CHUNK {
@@ -256,13 +256,19 @@ impl Engine {
             }
             None => {
                 let mut grads = self.task_grads(params, range.len());
+                // One copy of theta on 64-byte lines for every task (the kernels' rows).
+                let mut theta0 = Aligned::take_dirty(params.theta.len());
+                theta0.copy_from_slice(&params.theta);
                 let outs: Vec<TaskOutcome<T>> = self.pool.install(|| {
                     grads
                         .par_iter_mut()
                         .zip(range.clone().into_par_iter())
-                        .map(|(g, i)| task_meta_gradient_written(g, config, params, batch.task(i), scale))
+                        .map(|(g, i)| {
+                            task_meta_gradient_written(g, config, (params, &theta0), batch.task(i), scale)
+                        })
                         .collect()
                 });
+                theta0.give();
                 grads.into_iter().zip(outs).collect()
             }
         };
