@@ -251,20 +251,27 @@ impl Mlp {
                 rdh.fill(T::zero());
                 nn_acc(rdh, rdelta, &theta[lay.weight(l)], n, dout, din);
                 nn_acc(rdh, &cache.delta[l], &u[lay.weight(l)], n, dout, din);
-                let h = &cache.hidden[l - 1];
-                let prev = &mut rd_lo[l - 1];
-                if self.activation.is_piecewise_linear() {
-                    for ((p, &r), &h) in prev.iter_mut().zip(rdh.iter()).zip(h) {
-                        *p = r * self.activation.d1(h);
-                    }
-                } else {
-                    let dh = &cache.dh[l - 1];
-                    let rz = &scratch.rz[l - 1];
-                    for i in 0..n * din {
-                        prev[i] =
-                            rdh[i] * self.activation.d1(h[i]) + dh[i] * self.activation.d2(h[i]) * rz[i];
-                    }
-                }
+                self.r_delta_below(&mut rd_lo[l - 1], rdh, cache, l, &scratch.rz[l - 1]);
+            }
+        }
+    }
+}
+
+impl Mlp {
+    /// `R{δ_{l-1}} = R{dL/dH_l} ⊙ act'(H_l)`, plus `dL/dH_l ⊙ act''(H_l) ⊙ R{Z_{l-1}}` for a
+    /// curved activation: the R-operator's step down through the nonlinearity below layer
+    /// `l` (shared by [`Mlp::hvp`] and [`Mlp::sgd_reverse_step`]).
+    #[inline]
+    fn r_delta_below<T: Real>(&self, prev: &mut [T], rdh: &[T], cache: &MlpCache<T>, l: usize, rz: &[T]) {
+        let h = &cache.hidden[l - 1];
+        if self.activation.is_piecewise_linear() {
+            for ((p, &r), &h) in prev.iter_mut().zip(rdh).zip(h.iter()) {
+                *p = r * self.activation.d1(h);
+            }
+        } else {
+            let dh = &cache.dh[l - 1];
+            for i in 0..rdh.len() {
+                prev[i] = rdh[i] * self.activation.d1(h[i]) + dh[i] * self.activation.d2(h[i]) * rz[i];
             }
         }
     }

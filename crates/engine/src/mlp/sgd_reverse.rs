@@ -144,19 +144,7 @@ fn sgd_reverse_step<T: Real>(
                 *o = aw * d;
             }
             nn_acc(rdh, scaled, &v[lay.weight(l)], n, dout, din);
-            let h = &cache.hidden[l - 1];
-            let prev = &mut rd_lo[l - 1];
-            if mlp.activation.is_piecewise_linear() {
-                for ((p, &r), &h) in prev.iter_mut().zip(rdh.iter()).zip(h) {
-                    *p = r * mlp.activation.d1(h);
-                }
-            } else {
-                let dh = &cache.dh[l - 1];
-                let rz = &s.rz[l - 1];
-                for i in 0..n * din {
-                    prev[i] = rdh[i] * mlp.activation.d1(h[i]) + dh[i] * mlp.activation.d2(h[i]) * rz[i];
-                }
-            }
+            mlp.r_delta_below(&mut rd_lo[l - 1], rdh, cache, l, &s.rz[l - 1]);
             let pairs = [(&rdelta[..], input), (&cache.delta[l][..], &s.rh[l - 1][..])];
             tn_sub(&mut v[lay.weight(l)], &pairs, n, dout, din);
         } else {
