@@ -30,11 +30,11 @@ struct Unroll<'a, T> {
     mlp: Mlp,
     /// `theta_t` for `t = 0..=T`.
     thetas: ThetaTrace<'a, T>,
-    /// `g_t`, `[T, P]` with rows `stride` apart; only the last step's (one row, reused: it
-    /// stays in cache) when the backward pass needs no more than the biases' gradients.
+    /// `g_t`, `[T, P]` with rows `stride` apart for [`Grads::Every`]; otherwise only the
+    /// last step's (one row, reused: it stays in cache).
     grads: Aligned<T>,
-    /// The bias groups' `g_t`, `[T, Σ_l d_{l+1}]` (what [`Mlp::sgd_reverse_step`] reads),
-    /// when `grads` holds one row.
+    /// The bias groups' `g_t`, `[T, Σ_l d_{l+1}]` (what [`Mlp::sgd_reverse_step`] reads), for
+    /// [`Grads::Biases`]; empty otherwise.
     bias_grads: Vec<T>,
     /// Distance between the rows of `grads`.
     stride: usize,
@@ -67,8 +67,19 @@ pub(crate) fn features<T: Real>(loss: T, grad: &[T], t: usize, steps: usize) -> 
     [(loss + eps).ln(), (norm + eps).ln(), T::of(t as f64) / T::of(steps as f64)]
 }
 
+/// Which gradients of the inner run [`unroll`] keeps for the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grads {
+    /// Every step's `g_t` (the generic reverse pass).
+    Every,
+    /// Every step's bias gradients ([`Reverse::PlainSgd`]).
+    Biases,
+    /// None (evaluation).
+    Nothing,
+}
+
 /// Runs the inner loop, recording what the backward pass needs: the caches of every step
-/// with `keep_caches`, every step's gradient with `keep_grads` (else the biases' only). With
+/// with `keep_caches`, the gradients that `kept` names. With
 /// `fixed_features`, the scheduler reads those instead of the ones the run produces
 /// (finite-difference checks hold them constant, as spec §3 treats them). `theta0`, when
 /// given, is `params.theta` on 64-byte lines, shared by a batch's tasks ([`ThetaTrace`]).
@@ -80,7 +91,7 @@ fn unroll<'a, T: Real>(
     task: TaskRef<'_, T>,
     fixed_features: Option<&[[T; FEATURES]]>,
     keep_caches: bool,
-    keep_grads: bool,
+    kept: Grads,
 ) -> Unroll<'a, T> {
     let mlp = Mlp::new(config);
     let p = mlp.layout.len();
@@ -90,10 +101,12 @@ fn unroll<'a, T: Real>(
     // by `loss_and_grad`).
     let stride = row_stride::<T>(p);
     let mut thetas = ThetaTrace::new(theta0.unwrap_or(&params.theta), theta0.is_some(), steps);
-    let mut grads = Aligned::take_dirty(if keep_grads { steps } else { 1 } * stride);
+    let every = kept == Grads::Every;
+    let mut grads = Aligned::take_dirty(if every { steps } else { 1 } * stride);
     let biases: Vec<_> = (0..mlp.layout.n_linear()).map(|l| mlp.layout.bias(l)).collect();
     let bias_len: usize = biases.iter().map(|r| r.len()).sum();
-    let mut bias_grads = if keep_grads { Vec::new() } else { task_pool::take_dirty(steps * bias_len) };
+    let mut bias_grads =
+        if kept == Grads::Biases { task_pool::take_dirty(steps * bias_len) } else { Vec::new() };
     // One cache per step when the backward pass needs them, else one reused cache.
     let mut caches: Vec<MlpCache<T>> =
         (0..if keep_caches { steps } else { 1 }).map(|_| mlp.cache_reused(task.support.n)).collect();
@@ -101,7 +114,7 @@ fn unroll<'a, T: Real>(
     let mut opt = OptimizerTrace::new(config.inner.optimizer, steps, p, keep_caches);
     for t in 0..steps {
         let (theta, theta_next) = thetas.step(t);
-        let row = if keep_grads { t } else { 0 };
+        let row = if every { t } else { 0 };
         let g = &mut grads[row * stride..row * stride + p];
         let cache = &mut caches[if keep_caches { t } else { 0 }];
         let loss = mlp.loss_and_grad(g, cache, theta, task.support.x, task.support.y);
@@ -109,7 +122,7 @@ fn unroll<'a, T: Real>(
             Some(f) => f[t],
             None => features(loss, g, t, steps),
         };
-        if !keep_grads {
+        if kept == Grads::Biases {
             let mut at = t * bias_len;
             for r in &biases {
                 bias_grads[at..at + r.len()].copy_from_slice(&g[r.clone()]);
@@ -157,7 +170,7 @@ pub fn run_task<T: Real>(
     task: TaskRef<'_, T>,
     fixed_features: Option<&[[T; FEATURES]]>,
 ) -> TaskOutcome<T> {
-    let u = unroll(config, params, None, task, fixed_features, false, false);
+    let u = unroll(config, params, None, task, fixed_features, false, Grads::Nothing);
     let out = TaskOutcome {
         outer_loss: u.outer_loss,
         lr: u.sched.rates().to_vec(),
@@ -193,6 +206,7 @@ pub(crate) fn task_meta_gradient_written<T: Real>(
     task: TaskRef<'_, T>,
     scale: T,
 ) -> TaskOutcome<T> {
+    // Every buffer but theta (the first) is accumulated into; theta's is written.
     for b in grad.buffers_mut().into_iter().skip(1) {
         b.fill(T::zero());
     }
@@ -251,7 +265,7 @@ fn task_meta_gradient_by<T: Real>(
         mut v,
         outer_loss,
         accuracy,
-    } = unroll(config, params, theta0, task, None, keep, !plain);
+    } = unroll(config, params, theta0, task, None, keep, if plain { Grads::Biases } else { Grads::Every });
     let p = mlp.layout.len();
     let g_count = mlp.layout.groups();
     let steps = config.inner.steps;

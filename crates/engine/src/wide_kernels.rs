@@ -608,25 +608,32 @@ mod tests {
         }
     }
 
+    /// Every `(n, k, m)` of [`NS`] × [`KM`] × [`KM`].
+    fn each_shape(mut f: impl FnMut(usize, usize, usize)) {
+        for n in NS {
+            for k in KM {
+                for m in KM {
+                    f(n, k, m);
+                }
+            }
+        }
+    }
+
     #[test]
     fn nt_matches_f64() {
         if !available() {
             eprintln!("no AVX-512F + FMA: wide kernels not tested");
             return;
         }
-        for n in NS {
-            for k in KM {
-                for m in KM {
-                    let (a, b, out0) = (data(n * k, 0.37), data(m * k, 0.91), data(n * m, 0.13));
-                    let mut out = out0.clone();
-                    assert!(nt_acc(&mut out, &a, &b, n, k, m));
-                    check(&format!("nt {n}×{k}×{m}"), &out, &out0, |i| {
-                        let (r, j) = (i / m, i % m);
-                        (0..k).map(|p| (a[r * k + p], b[j * k + p])).collect()
-                    });
-                }
-            }
-        }
+        each_shape(|n, k, m| {
+            let (a, b, out0) = (data(n * k, 0.37), data(m * k, 0.91), data(n * m, 0.13));
+            let mut out = out0.clone();
+            assert!(nt_acc(&mut out, &a, &b, n, k, m));
+            check(&format!("nt {n}×{k}×{m}"), &out, &out0, |i| {
+                let (r, j) = (i / m, i % m);
+                (0..k).map(|p| (a[r * k + p], b[j * k + p])).collect()
+            });
+        });
     }
 
     #[test]
@@ -634,19 +641,15 @@ mod tests {
         if !available() {
             return;
         }
-        for n in NS {
-            for k in KM {
-                for m in KM {
-                    let (a, b, out0) = (data(n * k, 0.37), data(k * m, 0.91), data(n * m, 0.13));
-                    let mut out = out0.clone();
-                    assert!(nn_acc(&mut out, &a, &b, n, k, m));
-                    check(&format!("nn {n}×{k}×{m}"), &out, &out0, |i| {
-                        let (r, j) = (i / m, i % m);
-                        (0..k).map(|p| (a[r * k + p], b[p * m + j])).collect()
-                    });
-                }
-            }
-        }
+        each_shape(|n, k, m| {
+            let (a, b, out0) = (data(n * k, 0.37), data(k * m, 0.91), data(n * m, 0.13));
+            let mut out = out0.clone();
+            assert!(nn_acc(&mut out, &a, &b, n, k, m));
+            check(&format!("nn {n}×{k}×{m}"), &out, &out0, |i| {
+                let (r, j) = (i / m, i % m);
+                (0..k).map(|p| (a[r * k + p], b[p * m + j])).collect()
+            });
+        });
     }
 
     #[test]
@@ -654,19 +657,15 @@ mod tests {
         if !available() {
             return;
         }
-        for n in NS {
-            for m in KM {
-                for k in KM {
-                    let (a, b, out0) = (data(n * m, 0.37), data(n * k, 0.91), data(m * k, 0.13));
-                    let mut out = out0.clone();
-                    assert!(tn_acc(&mut out, &a, &b, n, m, k));
-                    check(&format!("tn {n}×{m}×{k}"), &out, &out0, |i| {
-                        let (r, j) = (i / k, i % k);
-                        (0..n).map(|q| (a[q * m + r], b[q * k + j])).collect()
-                    });
-                }
-            }
-        }
+        each_shape(|n, m, k| {
+            let (a, b, out0) = (data(n * m, 0.37), data(n * k, 0.91), data(m * k, 0.13));
+            let mut out = out0.clone();
+            assert!(tn_acc(&mut out, &a, &b, n, m, k));
+            check(&format!("tn {n}×{m}×{k}"), &out, &out0, |i| {
+                let (r, j) = (i / k, i % k);
+                (0..n).map(|q| (a[q * m + r], b[q * k + j])).collect()
+            });
+        });
     }
 
     #[test]
